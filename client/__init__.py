@@ -1,0 +1,1 @@
+"""fedehr.client: the hospital side (Flower ClientApp, DP trainer, privacy ledger)."""

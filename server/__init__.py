@@ -1,0 +1,1 @@
+"""fedehr.server: the consortium side (Flower ServerApp, strategies, registry)."""

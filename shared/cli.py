@@ -1,0 +1,87 @@
+"""The `fedehr` command.
+
+The root command knows no command group by name: each side of the system
+declares its groups under the ``fedehr.commands`` entry point (pyproject.toml),
+so a site-only install simply has no `server` group, and fedehr.shared never
+imports fedehr.client or fedehr.server.
+"""
+
+from __future__ import annotations
+
+import sys
+from importlib.metadata import entry_points
+
+import typer
+from rich.console import Console
+
+from fedehr.shared import __version__
+from fedehr.shared.errors import FedEHRError
+
+HELP = """Federated, differentially private pretraining of clinical foundation models.
+
+Groups by user:
+
+  hospital IT       fedehr data ..., fedehr site ...
+  operators         fedehr pki ..., fedehr server ..., fedehr run ...
+  researchers       fedehr model ...
+
+Start with `fedehr demo` (or `make demo`) to run the whole system locally.
+"""
+
+err_console = Console(stderr=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"fedehr {__version__}")
+        raise typer.Exit()
+
+
+def build_app() -> typer.Typer:
+    app = typer.Typer(help=HELP, no_args_is_help=True, rich_markup_mode="rich",
+                      pretty_exceptions_enable=False)
+
+    @app.callback()
+    def _root(
+        version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                     help="Print the version and exit."),
+    ) -> None:
+        pass
+
+    for ep in sorted(entry_points(group="fedehr.commands"), key=lambda e: e.name):
+        group = ep.load()
+        if isinstance(group, typer.Typer):
+            app.add_typer(group, name=ep.name)
+        else:  # a plain function is a top-level command (e.g. `fedehr demo`)
+            app.command(ep.name)(group)
+    return app
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: user errors become one line and a non-zero exit."""
+    app = build_app()
+    try:
+        result = app(args=argv, standalone_mode=False)
+    except FedEHRError as exc:
+        err_console.print(f"[bold red]error:[/] {exc.one_line()}", highlight=False)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/]")
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as exc:  # click's usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(1)
+        raise
+    if isinstance(result, int) and result != 0:  # typer.Exit(code) in non-standalone mode
+        sys.exit(result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""MEDS data access at the site: schema, reading, writing, validation, ETLs."""

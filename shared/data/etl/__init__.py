@@ -1,0 +1,1 @@
+"""ETLs: each module converts one source format into a MEDS dataset."""
