@@ -48,13 +48,38 @@ def build_app() -> typer.Typer:
     ) -> None:
         pass
 
-    for ep in sorted(entry_points(group="fedehr.commands"), key=lambda e: e.name):
-        group = ep.load()
-        if isinstance(group, typer.Typer):
-            app.add_typer(group, name=ep.name)
-        else:  # a plain function is a top-level command (e.g. `fedehr demo`)
-            app.command(ep.name)(group)
+    for name, groups in _command_groups().items():
+        if len(groups) == 1 and not isinstance(groups[0], typer.Typer):
+            app.command(name)(groups[0])  # a plain function is a top-level command
+        else:
+            app.add_typer(_merge(groups, name), name=name)
     return app
+
+
+def _command_groups() -> dict[str, list]:
+    """Entry points by command name; ``model:client`` and ``model:server`` both add to `model`.
+
+    A command group may take commands from both sides (e.g. `fedehr model
+    train-local` is site code, `fedehr model pull` is researcher code).
+    """
+    groups: dict[str, list] = {}
+    for ep in sorted(entry_points(group="fedehr.commands"), key=lambda e: e.name):
+        try:
+            target = ep.load()
+        except ImportError:  # a side that is not installed (e.g. a site-only install)
+            continue
+        groups.setdefault(ep.name.split(":")[0], []).append(target)
+    return groups
+
+
+def _merge(groups: list[typer.Typer], name: str) -> typer.Typer:
+    if len(groups) == 1:
+        return groups[0]
+    merged = typer.Typer(help=groups[0].info.help, no_args_is_help=True, name=name)
+    for group in groups:
+        merged.registered_commands += group.registered_commands
+        merged.registered_groups += group.registered_groups
+    return merged
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,1 @@
+"""Tokenizer and vocabulary: MEDS timelines become token sequences for the model."""
