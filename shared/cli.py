@@ -12,10 +12,9 @@ import sys
 from importlib.metadata import entry_points
 
 import typer
-from rich.console import Console
-
 from fedehr.shared import __version__
 from fedehr.shared.errors import FedEHRError
+from rich.console import Console
 
 HELP = """Federated, differentially private pretraining of clinical foundation models.
 

