@@ -1,0 +1,150 @@
+"""The processes fedehr starts (SuperLink, SuperNodes, site workers) and how they stop.
+
+Every child is started in its own process group, logs to a file, and is
+recorded in a PID file, so that Ctrl-C, normal exit, a later `stop` command
+or a test's teardown can stop all of it; no stray SuperLink is left behind.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fedehr.shared.atomic import write_text
+from fedehr.shared.errors import FedEHRError
+
+
+class ProcessError(FedEHRError):
+    """A process fedehr started failed to come up or died."""
+
+
+def flower_env(flwr_home: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for every Flower process: a project-owned FLWR_HOME, no telemetry,
+    no runtime `uv sync`, and this interpreter's bin folder first on PATH (Flower
+    spawns helpers such as `flower-superexec` by name)."""
+    env = dict(os.environ)
+    bindir = str(Path(sys.executable).parent)
+    env.update(
+        FLWR_HOME=str(flwr_home),
+        FLWR_TELEMETRY_ENABLED="0",
+        FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1",
+        PATH=bindir + os.pathsep + env.get("PATH", ""),
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra or {})
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(host: str, port: int, timeout: float, proc: subprocess.Popen | None = None,
+                  log: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise ProcessError(f"exited with code {proc.returncode} before listening on "
+                               f"{host}:{port}", where=" ".join(proc.args[:1]),
+                               fix=f"read its log{f' {log}' if log else ''}")
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+            return
+        time.sleep(0.2)
+    raise ProcessError(f"nothing listening on {host}:{port} after {timeout:.0f} s",
+                       fix=f"read the log{f' {log}' if log else ''}")
+
+
+@dataclass
+class Supervisor:
+    """Owns a set of child processes; `stop_all` ends them (SIGTERM, then SIGKILL)."""
+
+    pidfile: Path | None = None
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    logs: dict[str, Path] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        atexit.register(self.stop_all)
+
+    def start(self, name: str, args: list[str], *, log: Path, env: dict[str, str] | None = None,
+              cwd: Path | None = None) -> subprocess.Popen:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "ab") as fh:
+            proc = subprocess.Popen(args, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=cwd,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
+        self.procs[name] = proc
+        self.logs[name] = log
+        self._write_pidfile()
+        return proc
+
+    def alive(self, name: str) -> bool:
+        proc = self.procs.get(name)
+        return proc is not None and proc.poll() is None
+
+    def stop(self, name: str, timeout: float = 10.0) -> None:
+        proc = self.procs.pop(name, None)
+        if proc is not None:
+            terminate_group(proc.pid, timeout)
+            with contextlib.suppress(Exception):
+                proc.wait(timeout=1)
+        self._write_pidfile()
+
+    def kill(self, name: str) -> None:
+        """Hard kill (SIGKILL), as a crash would: for fault-tolerance tests."""
+        proc = self.procs.pop(name)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        self._write_pidfile()
+
+    def stop_all(self) -> None:
+        for name in reversed(list(self.procs)):
+            self.stop(name)
+        if self.pidfile is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self.pidfile.unlink()
+
+    def _write_pidfile(self) -> None:
+        if self.pidfile is not None:
+            pids = {n: p.pid for n, p in self.procs.items() if p.poll() is None}
+            write_text(self.pidfile, json.dumps(pids, indent=2))
+
+
+def terminate_group(pid: int, timeout: float = 10.0) -> None:
+    """SIGTERM a process group, wait, then SIGKILL what is left."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def stop_from_pidfile(pidfile: Path) -> list[str]:
+    """Stop every process recorded in a PID file (used by `stop` commands)."""
+    if not pidfile.exists():
+        return []
+    pids = json.loads(pidfile.read_text())
+    for pid in pids.values():
+        terminate_group(int(pid))
+    pidfile.unlink(missing_ok=True)
+    return list(pids)
