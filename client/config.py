@@ -1,0 +1,112 @@
+"""site.yaml: everything a hospital decides about its own participation.
+
+Privacy parameters (budget, delta, accountant, clipping, minimum noise) come
+from this file only; nothing the server sends can loosen them. Training
+requests from the server are clamped to the limits set here.
+
+Example (all relative paths are relative to this file):
+
+    name: hospital_a
+    data: hospitals/hospital_a          # MEDS root (see `fedehr data import`)
+    state_dir: site-state/hospital_a    # ledger, token cache, logs, audit
+    superlink: 127.0.0.1:9093
+    ca_certificate: pki/ca.pem
+    auth_key: pki/sites/hospital_a.key
+    privacy:
+      epsilon: 8.0
+      delta: 1.0e-5
+    harmonisation: hospital_c.harmonisation.yaml   # optional
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from fedehr.shared.config import load_config
+
+NAME_PATTERN = re.compile(r"^[a-z0-9_-]{1,40}$")
+
+
+@dataclass
+class PrivacyConfig:
+    epsilon: float = 8.0  # total budget over the site's lifetime in this federation
+    delta: float = 1e-5
+    accountant: Literal["rdp", "prv"] = "rdp"
+    max_grad_norm: float = 1.0  # per-patient clipping bound of DP-SGD
+    min_noise_multiplier: float = 0.5  # never train with less noise than this
+    vocab_max_codes_per_patient: int = 64  # contribution bound of the vocabulary release
+    vocab_noise_multiplier: float = 4.0  # Gaussian noise of the count release, in sensitivities
+    vocab_threshold: float = 20.0  # noisy counts below this are not released
+
+    def validate(self) -> None:
+        if not 0 < self.epsilon <= 100:
+            raise ValueError("epsilon: must be in (0, 100]; a usual budget is 1 to 10")
+        if not 0 < self.delta < 1e-2:
+            raise ValueError("delta: must be in (0, 0.01); use about 1/(10 x patients)")
+        if self.max_grad_norm <= 0 or self.min_noise_multiplier <= 0:
+            raise ValueError("max_grad_norm: clipping bound and minimum noise must be > 0")
+        if self.vocab_noise_multiplier <= 0 or self.vocab_max_codes_per_patient < 1:
+            raise ValueError("vocab_noise_multiplier: must be > 0 (and the code bound >= 1)")
+
+
+@dataclass
+class TrainingLimits:
+    max_local_steps: int = 200
+    max_batch_size: int = 128
+    max_learning_rate: float = 3e-3
+    threads: int = 2  # torch threads for local training
+
+
+@dataclass
+class ModalityConfig:
+    notes: bool = True
+    images: bool = True
+    pro: bool = True
+    note_encoder: str | None = None  # a sentence-transformers folder; default MiniLM-L6
+
+
+@dataclass
+class SiteConfig:
+    name: str
+    data: Path
+    state_dir: Path
+    superlink: str = "127.0.0.1:9093"
+    ca_certificate: Path | None = None  # None only together with insecure: true
+    auth_key: Path | None = None  # SuperNode authentication key (`fedehr pki site NAME`)
+    insecure: bool = False  # plain HTTP, for tests of the insecure path only
+    port: int = 9094  # the SuperNode's local runtime port (unique per site on one host)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    training: TrainingLimits = field(default_factory=TrainingLimits)
+    modalities: ModalityConfig = field(default_factory=ModalityConfig)
+    harmonisation: Path | None = None  # YAML with `code_map: {local: standard}`
+    metrics_port: int | None = None  # Prometheus /metrics
+
+    def validate(self) -> None:
+        if not NAME_PATTERN.match(self.name):
+            raise ValueError("name: must be 1-40 characters of a-z, 0-9, _ or -; "
+                             "use the name given to `fedehr pki site`")
+        if not self.insecure and self.ca_certificate is None:
+            raise ValueError("ca_certificate: is required unless insecure: true; "
+                             "point it at the consortium's ca.pem")
+        if not 1 <= self.port <= 65535:
+            raise ValueError("port: must be a TCP port; pick a free one per site")
+
+    # Files the site keeps under state_dir.
+    @property
+    def ledger_path(self) -> Path:
+        return self.state_dir / "privacy-ledger.json"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.state_dir / "cache"
+
+    @property
+    def replies_dir(self) -> Path:
+        return self.state_dir / "replies"
+
+
+def load_site_config(path: str | Path) -> SiteConfig:
+    return load_config(path, SiteConfig)
