@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
+
 from fedehr.shared.data import schema as S
 from fedehr.shared.errors import DataError
 

@@ -20,6 +20,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
+
 from fedehr.shared import __version__
 from fedehr.shared.atomic import staged_directory
 from fedehr.shared.data import schema as S
