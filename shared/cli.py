@@ -12,9 +12,10 @@ import sys
 from importlib.metadata import entry_points
 
 import typer
+from rich.console import Console
+
 from fedehr.shared import __version__
 from fedehr.shared.errors import FedEHRError
-from rich.console import Console
 
 HELP = """Federated, differentially private pretraining of clinical foundation models.
 
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         result = app(args=argv, standalone_mode=False)
     except FedEHRError as exc:
-        err_console.print(f"[bold red]error:[/] {exc.one_line()}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {exc.one_line()}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]")
