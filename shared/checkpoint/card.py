@@ -1,0 +1,103 @@
+"""The model card: what a checkpoint is, how it was trained and what privacy it cost.
+
+This is the one definition of ``model_card.json``. Every checkpoint carries
+one; researchers read it to check provenance and the privacy budget before
+using a model (`fedehr model verify`). Fields:
+
+    format, version     "fedehr-model-card", 1
+    architecture        ModelConfig.to_dict(): enough to rebuild the model
+    vocab_file          "vocab.json"
+    vocab_hash          Vocabulary.hash (SHA-256 of its canonical JSON)
+    files               {"model.safetensors": sha256, "vocab.json": sha256}
+    training            free-form summary (steps, examples, tokens, losses, ...)
+    privacy             {site: {"epsilon", "delta", "accountant", ...}}; a site
+                        trained without DP (the public anchor) is simply absent
+    data_fingerprints   {dataset name: fingerprint}
+    rounds              federated rounds completed (0 for local training)
+    created_at          ISO 8601, UTC
+    software_version    fedehr version that wrote it
+    notes               free text
+
+`save` fills vocab_hash and files; the rest is the caller's.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
+from typing import Any
+
+from fedehr.shared import __version__
+from fedehr.shared.errors import FedEHRError
+
+FORMAT = "fedehr-model-card"
+VERSION = 1
+PRIVACY_KEYS = ("epsilon", "delta", "accountant")
+
+
+class CheckpointError(FedEHRError):
+    """A checkpoint is incomplete, altered, or signed by an untrusted key."""
+
+    exit_code = 4
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@dataclass
+class ModelCard:
+    architecture: dict[str, Any]
+    training: dict[str, Any] = field(default_factory=dict)
+    privacy: dict[str, dict[str, Any]] = field(default_factory=dict)
+    data_fingerprints: dict[str, str] = field(default_factory=dict)
+    rounds: int = 0
+    created_at: str = field(default_factory=_now)
+    software_version: str = __version__
+    notes: str = ""
+    vocab_file: str = "vocab.json"
+    vocab_hash: str = ""
+    files: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for site, spent in self.privacy.items():
+            missing = [k for k in PRIVACY_KEYS if k not in spent]
+            if missing:
+                raise CheckpointError(f"privacy of site {site!r} lacks {missing}",
+                                      where="model card",
+                                      fix="record epsilon, delta and accountant per site "
+                                      "(PrivacyLedger.summary())")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": FORMAT, "version": VERSION, **asdict(self)}
+
+    def to_json(self) -> bytes:
+        """Deterministic bytes (sorted keys): the file that is hashed and signed."""
+        return (json.dumps(self.to_dict(), indent=2, sort_keys=True, allow_nan=False)
+                + "\n").encode("utf-8")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "model card") -> ModelCard:
+        if data.get("format") != FORMAT or data.get("version") != VERSION:
+            raise CheckpointError("not a fedehr model card of a supported version", where=where,
+                                  fix="use a checkpoint written by a compatible fedehr")
+        known = {f.name for f in fields(cls)}
+        body = {k: v for k, v in data.items() if k not in ("format", "version")}
+        unknown = sorted(set(body) - known)
+        if unknown or "architecture" not in body:
+            raise CheckpointError(f"unexpected model card keys {unknown} or no architecture",
+                                  where=where, fix="use a checkpoint written by fedehr")
+        return cls(**body)
+
+    @classmethod
+    def from_json(cls, raw: bytes, where: str = "model card") -> ModelCard:
+        try:
+            data = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise CheckpointError(f"the model card is not valid JSON ({exc})", where=where,
+                                  fix="pull the checkpoint again") from exc
+        if not isinstance(data, dict):
+            raise CheckpointError("the model card is not a JSON object", where=where,
+                                  fix="pull the checkpoint again")
+        return cls.from_dict(data, where=where)
