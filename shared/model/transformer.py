@@ -1,0 +1,360 @@
+"""The EHR foundation model: a decoder-only transformer over patient token sequences.
+
+Read top to bottom, as nanoGPT's model.py: time features, attention, MLP, block,
+then `EHRModel` with its losses and sampler.
+
+Input (one patient window, see `fedehr.shared.tokenizer.batch`): code, quantile
+and time-interval tokens, each with its elapsed time in days. The embedding of
+position t is
+
+    tok_emb[token] + pos_emb[t] + time_proj(log1p(days), sin/cos(2 pi days / period))
+        + note_proj(note_emb[t]) + image_proj(image_emb[t])
+
+Notes and images come as frozen-encoder vectors at the positions of their
+[NOTE]/[IMAGE] marker tokens and zeros elsewhere; the projections have no bias,
+so they add nothing where the vector is zero.
+
+Differential privacy shapes three decisions:
+
+1. Opacus computes per-example gradients with hooks on nn.Linear, nn.LayerNorm
+   and nn.Embedding, so the model is made of those and parameter-free functions
+   (scaled_dot_product_attention, GELU) only. Every module runs once per forward,
+   and the output head is not tied to the token embedding: ghost clipping computes
+   one gradient norm per module and refuses (or would get wrong) shared
+   parameters.
+2. The loss of example i depends on example i only. Opacus bounds each example's
+   influence by clipping its own gradient; any term that mixes examples
+   (in-batch negatives, batch statistics) would let one patient move another
+   patient's gradient and void the guarantee. Therefore the EHR<->PRO contrastive
+   objective is per example: the patient's true PRO vector is scored against M
+   negatives drawn for that example from a fixed, data-independent prior,
+   N(0, I) in the tokenizer's standardised PRO units (or negatives the caller
+   passes, e.g. drawn from public-anchor PROs, which cost no privacy), with
+   InfoNCE over the 1 + M candidates, masked by `pro_mask`. The price: the
+   negatives are less informative than other patients' PROs.
+3. Attention masks keys that are padding; a padded query row may still attend
+   to itself, so no row is fully masked and no NaN reaches the backward pass.
+
+Sequences are right-padded with PAD_ID; positions count from the window start.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from fedehr.shared.errors import ConfigError
+from fedehr.shared.model.config import ModelConfig
+from fedehr.shared.tokenizer.batch import PAD_ID, Batch
+
+# Periods (days) of the sinusoidal elapsed-time features: day, week, month, year.
+TIME_PERIODS_DAYS = (1.0, 7.0, 30.4375, 365.25)
+
+
+class TimeFeatures(nn.Module):
+    """Elapsed days -> d_model: log1p(days) and sin/cos at a few periods, then a Linear."""
+
+    def __init__(self, d_model: int):
+        super().__init__()
+        self.proj = nn.Linear(1 + 2 * len(TIME_PERIODS_DAYS), d_model)
+
+    def forward(self, days: torch.Tensor) -> torch.Tensor:
+        days = days.clamp(min=0).unsqueeze(-1)  # [B, T, 1]
+        periods = torch.tensor(TIME_PERIODS_DAYS, device=days.device, dtype=days.dtype)
+        angle = 2 * math.pi * days / periods  # [B, T, n_periods]
+        feats = torch.cat([torch.log1p(days), torch.sin(angle), torch.cos(angle)], dim=-1)
+        return self.proj(feats)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.n_heads = config.n_heads
+        self.dropout = config.dropout
+        self.qkv = nn.Linear(config.d_model, 3 * config.d_model)  # fused q, k, v
+        self.out = nn.Linear(config.d_model, config.d_model)
+        self.resid_drop = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        # x [B, T, C]; mask [B, 1, T, T] bool, True where query t may attend to key s
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)
+        q = q.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2)  # [B, H, T, hd]
+        k = k.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2)
+        v = v.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_drop(self.out(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.fc = nn.Linear(config.d_model, config.mlp_ratio * config.d_model)
+        self.proj = nn.Linear(config.mlp_ratio * config.d_model, config.d_model)
+        self.drop = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.proj(F.gelu(self.fc(x))))
+
+
+class Block(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.d_model)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.d_model)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), mask)
+        return x + self.mlp(self.ln_2(x))
+
+
+class Generated(NamedTuple):
+    """Sampled continuations, PAD_ID / 0.0 after a row stopped."""
+
+    tokens: torch.Tensor  # int64 [B, N]
+    times: torch.Tensor  # float32 [B, N], days since the window start
+
+
+class EHRModel(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        d = config.d_model
+        self.tok_emb = nn.Embedding(config.vocab_size, d)
+        self.pos_emb = nn.Embedding(config.max_len, d)
+        self.time_emb = TimeFeatures(d)
+        self.note_proj = nn.Linear(config.note_dim, d, bias=False) if config.note_dim else None
+        self.image_proj = nn.Linear(config.image_dim, d, bias=False) if config.image_dim else None
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layers)])
+        self.ln_f = nn.LayerNorm(d)
+        self.lm_head = nn.Linear(d, config.vocab_size, bias=False)  # untied, see docstring
+        if config.pro_dim:
+            k = config.contrastive_dim
+            self.ehr_head = nn.Linear(d, k)  # patient state -> shared space
+            self.pro_encoder = nn.Sequential(  # PRO scores -> shared space
+                nn.Linear(config.pro_dim, k), nn.GELU(), nn.Linear(k, k))
+        else:
+            self.ehr_head = self.pro_encoder = None
+        self.apply(self._init_weights)
+        for block in self.blocks:  # GPT-2: scale residual projections by depth
+            for proj in (block.attn.out, block.mlp.proj):
+                nn.init.normal_(proj.weight, std=0.02 / math.sqrt(2 * config.n_layers))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    # -- forward ---------------------------------------------------------------
+
+    def forward(self, tokens: torch.Tensor, times: torch.Tensor,
+                note_emb: torch.Tensor | None = None, image_emb: torch.Tensor | None = None,
+                pro: torch.Tensor | None = None, pro_mask: torch.Tensor | None = None,
+                ) -> torch.Tensor:
+        """Hidden states [B, T, d_model]. `pro`/`pro_mask` are accepted so that
+        `model(*batch)` works; PROs enter the loss, not the sequence."""
+        B, T = tokens.shape
+        if T > self.config.max_len:
+            raise ValueError(f"sequence length {T} exceeds max_len={self.config.max_len}")
+        # [B, T], contiguous: Opacus needs the batch dimension on every layer input and
+        # its ghost-clipping embedding norm calls .view() on the indices
+        positions = torch.arange(T, device=tokens.device).repeat(B, 1)
+        x = self.tok_emb(tokens) + self.pos_emb(positions) + self.time_emb(times)
+        if self.note_proj is not None:
+            x = x + self.note_proj(self._side_input(note_emb, "note_emb", self.config.note_dim))
+        if self.image_proj is not None:
+            x = x + self.image_proj(self._side_input(image_emb, "image_emb",
+                                                     self.config.image_dim))
+        x = self.drop(x)
+
+        valid = tokens != PAD_ID  # [B, T]
+        causal = torch.ones(T, T, dtype=torch.bool, device=tokens.device).tril()
+        self_only = torch.eye(T, dtype=torch.bool, device=tokens.device)
+        mask = (causal & valid.unsqueeze(1)) | self_only  # [B, T(query), T(key)]
+        mask = mask.unsqueeze(1)  # [B, 1, T, T], broadcast over heads
+        for block in self.blocks:
+            x = block(x, mask)
+        return self.ln_f(x)
+
+    @staticmethod
+    def _side_input(emb: torch.Tensor | None, name: str, dim: int) -> torch.Tensor:
+        if emb is None or emb.shape[-1] != dim:
+            width = None if emb is None else emb.shape[-1]
+            raise ConfigError(f"{name} has width {width} but the model expects {dim}",
+                              where="model input",
+                              fix=f"match the tokenizer's {name} width to the model config "
+                                  f"or set it to 0 in the model config")
+        return emb
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(hidden)  # [..., vocab_size]
+
+    # -- losses ----------------------------------------------------------------
+
+    def per_example_loss(self, batch: Batch, negatives: torch.Tensor | None = None,
+                         generator: torch.Generator | None = None) -> torch.Tensor:
+        """Loss of each example [B], a function of that example alone.
+
+        Next-token cross-entropy averaged over the example's non-pad targets, plus
+        contrastive_weight * the PRO InfoNCE term (when PROs are on). `negatives`
+        [B, M, P] overrides the N(0, I) draws; `generator` seeds them.
+        """
+        batch = Batch(*batch)
+        hidden = self(*batch)  # [B, T, d]
+        logits = self.lm_head(hidden[:, :-1])  # [B, T-1, V]
+        targets = batch.tokens[:, 1:]
+        ce = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")  # [B, T-1]
+        counted = (targets != PAD_ID).to(ce.dtype)
+        loss = (ce * counted).sum(1) / counted.sum(1).clamp(min=1)
+        if self.pro_encoder is not None:
+            nce = self.contrastive_loss(hidden, batch.tokens, batch.pro, batch.pro_mask,
+                                        negatives=negatives, generator=generator)
+            loss = loss + self.config.contrastive_weight * nce
+        return loss
+
+    def contrastive_loss(self, hidden: torch.Tensor, tokens: torch.Tensor, pro: torch.Tensor,
+                         pro_mask: torch.Tensor, negatives: torch.Tensor | None = None,
+                         generator: torch.Generator | None = None) -> torch.Tensor:
+        """Per-example InfoNCE [B]: the true PRO vector against M prior draws."""
+        if self.pro_encoder is None:
+            raise ConfigError("this model has no PRO head", where="model config",
+                              fix="set pro_dim > 0")
+        B, P = pro.shape
+        if P != self.config.pro_dim:
+            raise ConfigError(f"pro has width {P} but the model expects {self.config.pro_dim}",
+                              where="model input", fix="match pro_dim to the tokenizer")
+        if negatives is None:
+            negatives = torch.randn(B, self.config.contrastive_negatives, P,
+                                    generator=generator, device=pro.device, dtype=pro.dtype)
+        z_ehr = F.normalize(self.ehr_head(last_position(hidden, tokens)), dim=-1)  # [B, k]
+        candidates = torch.cat([pro.unsqueeze(1), negatives], dim=1)  # [B, 1+M, P]
+        z_pro = F.normalize(self.pro_encoder(candidates), dim=-1)  # [B, 1+M, k]
+        scores = torch.einsum("bk,bmk->bm", z_ehr, z_pro) / self.config.contrastive_temperature
+        return -F.log_softmax(scores, dim=-1)[:, 0] * pro_mask.to(scores.dtype)
+
+    @torch.no_grad()
+    def embed(self, batch: Batch) -> torch.Tensor:
+        """Patient representation [B, d_model]: the hidden state at the last non-pad
+        position. No gradient (frozen features for probes), which also keeps Opacus
+        hooks from recording a forward that has no backward."""
+        batch = Batch(*batch)
+        return last_position(self(*batch), batch.tokens)
+
+    # -- sampling --------------------------------------------------------------
+
+    @torch.no_grad()
+    def generate(self, tokens: torch.Tensor, times: torch.Tensor,
+                 note_emb: torch.Tensor | None = None, image_emb: torch.Tensor | None = None,
+                 *, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
+                 time_token_days: dict[int, float] | None = None, eos_id: int | None = None,
+                 horizon_days: float | None = None,
+                 generator: torch.Generator | None = None) -> Generated:
+        """Sample continuations of right-padded prompts, all rows in one batch.
+
+        A sampled time token (a key of `time_token_days`) advances that row's clock
+        by its duration; every generated token carries the clock. A row stops after
+        emitting `eos_id`, or after the token that takes its clock more than
+        `horizon_days` past the prompt's last time (that token is kept, so callers
+        see why it stopped). PAD is never sampled; temperature <= 0 is greedy.
+        Contexts longer than max_len keep their last max_len tokens, re-timed from
+        the first kept one. Returns `Generated(tokens, times)` [B, <= max_new_tokens].
+        """
+        cfg = self.config
+        was_training = self.training
+        self.eval()
+        device = tokens.device
+        B, T0 = tokens.shape
+        lengths = (tokens != PAD_ID).sum(1)
+        if bool((lengths == 0).any()):
+            raise ValueError("every prompt needs at least one token")
+        total = T0 + max_new_tokens
+        buf_tok = torch.full((B, total), PAD_ID, dtype=torch.long, device=device)
+        buf_tok[:, :T0] = tokens
+        buf_time = torch.zeros(B, total, device=device)
+        buf_time[:, :T0] = times
+        sides = []  # (buffer, width) for notes and images; generated positions get zeros
+        for name, emb, dim in (("note_emb", note_emb, cfg.note_dim),
+                               ("image_emb", image_emb, cfg.image_dim)):
+            buf = torch.zeros(B, total, dim, device=device)
+            if dim:
+                buf[:, :T0] = self._side_input(emb, name, dim)
+            sides.append(buf)
+
+        days_of = torch.zeros(cfg.vocab_size, device=device)
+        for token_id, days in (time_token_days or {}).items():
+            days_of[token_id] = days
+        rows = torch.arange(B, device=device)
+        clock = buf_time[rows, lengths - 1].clone()
+        start_clock = clock.clone()
+        active = torch.ones(B, dtype=torch.bool, device=device)
+        out_tok = torch.full((B, max_new_tokens), PAD_ID, dtype=torch.long, device=device)
+        out_time = torch.zeros(B, max_new_tokens, device=device)
+
+        steps = 0
+        for step in range(max_new_tokens):
+            if not bool(active.any()):
+                break
+            steps = step + 1
+            r = rows[active]  # rows still generating
+            L = lengths[r]
+            start = (L - cfg.max_len).clamp(min=0)
+            W = int(min(int(L.max()), cfg.max_len))
+            offs = torch.arange(W, device=device)
+            idx = start.unsqueeze(1) + offs  # [b, W]
+            inside = offs.unsqueeze(0) < (L - start).unsqueeze(1)
+            idx = torch.where(inside, idx, 0)
+            ctx_tok = buf_tok[r].gather(1, idx).masked_fill(~inside, PAD_ID)
+            t0 = buf_time[r].gather(1, start.unsqueeze(1)) * (start > 0).unsqueeze(1)
+            ctx_time = ((buf_time[r].gather(1, idx) - t0).clamp(min=0)).masked_fill(~inside, 0.0)
+            ctx_side = [buf[r].gather(1, idx.unsqueeze(-1).expand(-1, -1, buf.shape[-1]))
+                        for buf in sides]
+            hidden = self(ctx_tok, ctx_time, *ctx_side)  # [b, W, d]
+            logits = self.lm_head(hidden[torch.arange(len(r), device=device), L - start - 1])
+            logits[:, PAD_ID] = float("-inf")
+            if temperature <= 0:
+                nxt = logits.argmax(-1)
+            else:
+                logits = logits / temperature
+                if top_k is not None:
+                    kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, -1:]
+                    logits = logits.masked_fill(logits < kth, float("-inf"))
+                probs = F.softmax(logits, dim=-1)
+                nxt = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+
+            clock[r] = clock[r] + days_of[nxt]
+            out_tok[r, step] = nxt
+            out_time[r, step] = clock[r]
+            buf_tok[r, L] = nxt
+            buf_time[r, L] = clock[r]
+            lengths[r] = L + 1
+            stop = torch.zeros(len(r), dtype=torch.bool, device=device)
+            if eos_id is not None:
+                stop |= nxt == eos_id
+            if horizon_days is not None:
+                stop |= (clock[r] - start_clock[r]) > horizon_days
+            active[r[stop]] = False
+
+        self.train(was_training)
+        return Generated(out_tok[:, :steps], out_time[:, :steps])
+
+
+def last_position(hidden: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """hidden [B, T, d] at each row's last non-pad position -> [B, d] (row 0 if all pad)."""
+    T = tokens.shape[1]
+    index = torch.arange(T, device=tokens.device) * (tokens != PAD_ID)
+    last = index.amax(dim=1)  # [B]
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
