@@ -57,6 +57,7 @@ def staged_directory(dest: str | os.PathLike, *, overwrite: bool = False) -> Ite
     staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".staging", dir=dest.parent))
     try:
         yield staging
+        os.chmod(staging, 0o755)  # mkdtemp makes it 0700; a dataset is a normal folder
         if dest.exists():
             old = dest.with_name(f".{dest.name}.old")
             shutil.rmtree(old, ignore_errors=True)

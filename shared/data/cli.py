@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import typer
@@ -18,7 +19,8 @@ from rich.table import Table
 
 app = typer.Typer(help="Import, synthesize, validate and inspect MEDS datasets.",
                   no_args_is_help=True)
-console = Console()
+# Piped output (CI logs, `make demo | tee`) gets a wide page instead of rich's 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 140)
 
 SOURCES = ("mimic-iv", "synthea")
 
@@ -88,14 +90,15 @@ def synth(
 
 
 def site_table(summaries) -> Table:
-    table = Table(title="Synthetic hospitals")
-    for col in ("site", "subjects", "events", "death", "readmit 30d", "stay > 7d", "ICU"):
-        table.add_column(col, justify="left" if col == "site" else "right")
+    table = Table(title="Synthetic hospitals (outcome rates per stay)")
+    for col in ("site", "profile", "subjects", "stays", "events", "death", "readmit",
+                ">7d", "ICU"):
+        table.add_column(col, justify="left" if col in ("site", "profile") else "right")
     for s in summaries:
-        r = s.outcome_rates
-        table.add_row(s.name, f"{s.subjects:,}", f"{s.events:,}",
-                      *(f"{r.get(k, 0):.1%}" for k in
-                        ("in_hospital_death", "readmission_30d", "long_stay", "icu_transfer")))
+        profile = s.case_mix + (" (local codes)" if s.local_codes else "")
+        table.add_row(s.name, profile, f"{s.subjects:,}", f"{s.stays:,}", f"{s.events:,}",
+                      *(f"{r:.1%}" for r in (s.death_rate, s.readmission_30d_rate,
+                                             s.long_stay_rate, s.icu_transfer_rate)))
     return table
 
 

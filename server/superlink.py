@@ -1,0 +1,86 @@
+"""Starting the Flower SuperLink and talking to it with the `flwr` CLI.
+
+The SuperLink serves Fleet, Control and Runtime APIs on one HTTPS port
+(flwr 1.42). It runs with TLS from the consortium PKI and SuperNode
+authentication, so only hospitals whose key was registered can join.
+Connections for `flwr` live in FLWR_HOME/config.toml, which fedehr writes.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from fedehr.shared.atomic import write_text
+from fedehr.shared.pki import PKIPaths
+from fedehr.shared.processes import ProcessError, Supervisor, flower_env, wait_for_port
+
+CONNECTION = "fedehr"
+
+
+def bin_path(name: str) -> str:
+    return str(Path(sys.executable).parent / name)
+
+
+def write_connection(flwr_home: Path, address: str, ca: Path | None) -> None:
+    """Write the `flwr` CLI connection to this SuperLink (TLS unless no CA is given)."""
+    lines = ["[superlink]", f'default = "{CONNECTION}"', "", f"[superlink.{CONNECTION}]",
+             f'address = "{address}"']
+    lines.append(f'root-certificates = "{ca}"' if ca else "insecure = true")
+    flwr_home.mkdir(parents=True, exist_ok=True)
+    write_text(flwr_home / "config.toml", "\n".join(lines) + "\n")
+
+
+def superlink_args(host: str, port: int, pki: PKIPaths | None, database: Path | None) -> list[str]:
+    args = [bin_path("flower-superlink"), "--host", host, "--port", str(port),
+            "--disable-runtime-dependency-installation"]
+    if pki is None:
+        args.append("--insecure")
+    else:
+        args += ["--ssl-ca-certfile", str(pki.ca_cert), "--ssl-certfile", str(pki.server_cert),
+                 "--ssl-keyfile", str(pki.server_key), "--enable-supernode-auth"]
+    if database is not None:
+        args += ["--database", str(database)]
+    return args
+
+
+def start_superlink(supervisor: Supervisor, *, host: str, port: int, pki: PKIPaths | None,
+                    flwr_home: Path, log: Path, database: Path | None = None) -> str:
+    """Start the SuperLink, wait until it listens, and write the `flwr` connection."""
+    address = f"{host}:{port}"
+    proc = supervisor.start("superlink", superlink_args(host, port, pki, database), log=log,
+                            env=flower_env(flwr_home))
+    wait_for_port(host, port, timeout=60, proc=proc, log=log)
+    write_connection(flwr_home, address, pki.ca_cert if pki else None)
+    return address
+
+
+def flwr_cli(flwr_home: Path, *args: str, timeout: float = 60) -> dict | list:
+    """Run a `flwr` CLI command against our connection and parse its JSON output."""
+    cmd = [bin_path("flwr"), *args, "--format", "json"]
+    proc = subprocess.run(cmd, env=flower_env(flwr_home), capture_output=True, text=True,
+                          timeout=timeout)
+    text = proc.stdout
+    start = min((i for i in (text.find("{"), text.find("[")) if i >= 0), default=-1)
+    if start < 0:
+        raise ProcessError(f"`flwr {' '.join(args)}` gave no JSON (exit {proc.returncode}): "
+                           f"{(proc.stderr or text).strip()[-300:]}",
+                           fix="check that the SuperLink is running (`fedehr server start`)")
+    data = json.loads(text[start:])
+    if isinstance(data, dict) and data.get("success") is False:
+        raise ProcessError(f"`flwr {' '.join(args)}` failed: "
+                           f"{data.get('error-message', data)}")
+    return data
+
+
+def register_site(flwr_home: Path, public_key: Path) -> int:
+    """Register a hospital's SuperNode public key; returns its node id."""
+    data = flwr_cli(flwr_home, "supernode", "register", str(public_key), CONNECTION)
+    return int(data["node-id"])
+
+
+def list_nodes(flwr_home: Path) -> list[dict]:
+    data = flwr_cli(flwr_home, "supernode", "ls", CONNECTION)
+    return data.get("nodes", []) if isinstance(data, dict) else data

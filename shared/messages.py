@@ -1,0 +1,56 @@
+"""The contract of the Flower messages between the server and the sites.
+
+Records are the only currency (as in Flower's strategies), so every message
+can be inspected: arrays in an ArrayRecord, numbers in a MetricRecord,
+strings in a ConfigRecord. This module names every key once; both sides
+import it.
+
+Server -> site
+  query "vocab"   config: federation, round-id, max-codes, value-grid-json
+  train           arrays (global model) + config: TRAIN_* keys below
+  evaluate        arrays + config: federation, round-id, vocab-json, model-config-json
+
+Site -> server
+  query reply     site: name + release-json (DP-noised counts and value sketches)
+  train reply     arrays (the site's updated model), metrics: METRIC_* keys, site: name
+  evaluate reply  metrics: num-examples, eval-loss, site: name
+Nothing record-level ever leaves a site: only model arrays, aggregate
+metrics, and DP-noised, thresholded counts.
+"""
+
+from __future__ import annotations
+
+ARRAYS = "arrays"
+CONFIG = "config"
+METRICS = "metrics"
+SITE = "site"
+
+QUERY_VOCAB = "vocab"  # value of config["query"]
+
+# config keys (server -> site)
+FEDERATION = "federation"
+ROUND_ID = "round-id"  # globally unique: "<federation>/<round>"
+QUERY = "query"
+MAX_CODES = "max-codes"
+VALUE_GRID = "value-grid-json"
+VOCAB_JSON = "vocab-json"
+VOCAB_HASH = "vocab-hash"
+MODEL_CONFIG = "model-config-json"
+LOCAL_STEPS = "local-steps"
+BATCH_SIZE = "batch-size"
+LEARNING_RATE = "lr"
+PROXIMAL_MU = "proximal-mu"
+ROUNDS_LEFT = "rounds-left"  # including this one: the site spreads its budget over them
+
+# site -> server
+SITE_NAME = "name"
+RELEASE_JSON = "release-json"
+NUM_EXAMPLES = "num-examples"  # FedAvg's weighting key
+TRAIN_LOSS = "train-loss"
+EVAL_LOSS = "eval-loss"
+EPSILON = "epsilon"
+EPSILON_BUDGET = "epsilon-budget"
+DELTA = "delta"
+NOISE_MULTIPLIER = "noise-multiplier"
+STEPS = "steps"
+TRAIN_SECONDS = "train-seconds"
