@@ -72,7 +72,7 @@ class MEDSWriter:
         etl_name: str,
         dataset_version: str = "1.0",
         seed: int = 0,
-        subjects_per_shard: int = 50_000,
+        subjects_per_shard: int = 10_000,
         overwrite: bool = False,
         extra_metadata: dict | None = None,
     ):
