@@ -66,6 +66,8 @@ def import_(
         table.add_row(label, value)
     for reason, count in sorted(summary.rows_dropped.items()):
         table.add_row(f"dropped: {reason}", f"{count:,}")
+    if summary.skipped_tables:
+        table.add_row("tables not present", ", ".join(summary.skipped_tables))
     console.print(table)
 
 

@@ -17,6 +17,7 @@ class ImportSummary:
     seconds: float = 0.0
     rows_dropped: Counter = field(default_factory=Counter)  # reason -> count
     tables: dict[str, int] = field(default_factory=dict)  # table -> rows read
+    skipped_tables: list[str] = field(default_factory=list)  # optional tables not present
 
     def drop(self, reason: str, n: int = 1) -> None:
         if n:
