@@ -60,7 +60,6 @@ def train_local(
     import torch
 
     from fedehr.client.privacy import PrivacyLedger
-    from fedehr.client.training import DPConfig, evaluate, train
     from fedehr.shared import __version__
     from fedehr.shared.checkpoint import ModelCard, generate_signing_key, load_signing_key, save
     from fedehr.shared.checkpoint.signing import fingerprint
@@ -71,6 +70,7 @@ def train_local(
     from fedehr.shared.tokenizer.merge import vocabulary_from_public
     from fedehr.shared.tokenizer.vocabulary import Vocabulary
     from fedehr.shared.tokenizer.windows import PatientWindows
+    from fedehr.shared.training import DPConfig, evaluate, train
 
     if out.exists() and not overwrite:
         raise ConfigError("the output folder exists", where=str(out),

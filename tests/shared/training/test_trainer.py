@@ -11,8 +11,8 @@ from opacus.accountants import RDPAccountant
 from opacus.accountants.utils import get_noise_multiplier
 
 from fedehr.client.privacy import BudgetExceededError, PrivacyLedger
-from fedehr.client.training import DPConfig, evaluate, train
 from fedehr.shared.errors import ConfigError
+from fedehr.shared.training import DPConfig, evaluate, train
 
 sys.path.insert(0, str(Path(__file__).parent))
 from standin import TinyLM, token_dataset  # noqa: E402

@@ -26,15 +26,15 @@ Opacus: `PrivacyEngine.make_private` with
   wrapping it, so its state_dict never gains a ``_module.`` prefix; the hooks
   are removed when training ends, leaving a plain module to exchange.
 
-Accounting: the site's `PrivacyLedger` is the accountant of record. Before
-anything trains, the ledger checks that the run's steps fit the budget
+Accounting: the site's ledger (`fedehr.client.privacy.PrivacyLedger`) is the
+accountant of record. Before anything trains, the ledger checks that the run's steps fit the budget
 (BudgetExceededError otherwise, and the model is untouched); after training it
 is charged with the steps actually taken (also when training fails midway:
 every step that touched data is on the books). The PrivacyEngine is built
 fresh per call, but its accountant is loaded with the ledger's history, so
 ``engine.accountant`` reports the same cumulative epsilon as the ledger (the
 trainer cross-checks the two). Noise is either given or solved for a target
-*cumulative* epsilon over this run's steps (`PrivacyLedger.noise_for_budget`).
+*cumulative* epsilon over this run's steps (`Ledger.noise_for_budget`).
 """
 
 from __future__ import annotations
@@ -45,19 +45,39 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from fedehr.client.privacy.ledger import (
+from fedehr.shared.errors import ConfigError, DataError
+from fedehr.shared.privacy.accounting import (
     ACCOUNTANTS,
-    PrivacyLedger,
+    History,
     epsilon_of,
     noise_multiplier_for,
 )
-from fedehr.shared.errors import ConfigError, DataError
 from fedehr.shared.tokenizer.batch import PAD_ID, Batch
+
+
+class Ledger(Protocol):
+    """What the trainer needs of a site's privacy ledger (`fedehr.client.privacy`)."""
+
+    path: Path
+    delta: float
+    accountant: str
+    history: History
+
+    def has_round(self, round_id: str) -> bool: ...
+    def noise_for_budget(self, sample_rate: float, steps: int, *,
+                         target_epsilon: float | None = None) -> float: ...
+    def check(self, noise_multiplier: float, sample_rate: float, steps: int) -> float: ...
+    def charge(self, noise_multiplier: float, sample_rate: float, steps: int, *, purpose: str,
+               round_id: str | None = None, enforce: bool = True) -> object: ...
+    def spent(self) -> float: ...
+
 
 GRAD_SAMPLE_MODES = ("hooks", "ghost")
 
@@ -121,7 +141,7 @@ class TrainResult:
 
 
 def train(model: nn.Module, dataset: Dataset, *, steps: int, batch_size: int, lr: float,
-          dp: DPConfig | None, ledger: PrivacyLedger | None = None,
+          dp: DPConfig | None, ledger: Ledger | None = None,
           round_id: str | None = None, seed: int = 0, progress: Progress | None = None,
           weight_decay: float = 0.0, num_threads: int | None = None,
           device: str | torch.device = "cpu") -> TrainResult:
@@ -215,7 +235,7 @@ def _train_plain(model, dataset, *, steps, batch_size, lr, seed, progress, weigh
 
 
 def _train_dp(model, dataset, *, steps, batch_size, lr, dp: DPConfig,
-              ledger: PrivacyLedger | None, round_id, seed, progress, weight_decay,
+              ledger: Ledger | None, round_id, seed, progress, weight_decay,
               device) -> TrainResult:
     from opacus import PrivacyEngine
     from opacus.data_loader import DPDataLoader
@@ -327,7 +347,7 @@ def _train_dp(model, dataset, *, steps, batch_size, lr, dp: DPConfig,
                        empty_steps=tally.empty)
 
 
-def _privacy_terms(dp: DPConfig, ledger: PrivacyLedger | None) -> tuple[float, str]:
+def _privacy_terms(dp: DPConfig, ledger: Ledger | None) -> tuple[float, str]:
     """(delta, accountant) for this run: the ledger's, which a DPConfig may only repeat."""
     if ledger is None:
         if dp.delta is None or not 0 < dp.delta < 1:

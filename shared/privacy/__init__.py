@@ -1,0 +1,1 @@
+"""Differential-privacy accounting shared by the sites and the trainer."""
