@@ -143,12 +143,13 @@ class TrainResult:
 def train(model: nn.Module, dataset: Dataset, *, steps: int, batch_size: int, lr: float,
           dp: DPConfig | None, ledger: Ledger | None = None,
           round_id: str | None = None, seed: int = 0, progress: Progress | None = None,
-          weight_decay: float = 0.0, num_threads: int | None = None,
-          device: str | torch.device = "cpu") -> TrainResult:
+          weight_decay: float = 0.0, proximal_mu: float = 0.0,
+          num_threads: int | None = None, device: str | torch.device = "cpu") -> TrainResult:
     """Train `model` in place for `steps` optimizer steps (AdamW) and report.
 
     DP-SGD when `dp` is given, non-private otherwise (then `ledger` must be
-    None: private data is never trained on without DP).
+    None: private data is never trained on without DP). `proximal_mu` > 0 adds
+    FedProx's pull towards the starting weights (Li et al. 2020).
     """
     if num_threads is not None:
         torch.set_num_threads(int(num_threads))
@@ -165,13 +166,14 @@ def train(model: nn.Module, dataset: Dataset, *, steps: int, batch_size: int, lr
                           "with DP, or no ledger for public data")
     torch.manual_seed(seed)
     model.to(device)
+    prox = _Proximal(model, proximal_mu * lr) if proximal_mu > 0 else None
     if dp is None:
         return _train_plain(model, dataset, steps=steps, batch_size=batch_size, lr=lr,
                             seed=seed, progress=progress, weight_decay=weight_decay,
-                            device=device)
+                            device=device, prox=prox)
     return _train_dp(model, dataset, steps=steps, batch_size=batch_size, lr=lr, dp=dp,
                      ledger=ledger, round_id=round_id, seed=seed, progress=progress,
-                     weight_decay=weight_decay, device=device)
+                     weight_decay=weight_decay, device=device, prox=prox)
 
 
 @torch.no_grad()
@@ -206,7 +208,7 @@ def evaluate(model: nn.Module, dataset: Dataset, batch_size: int, *,
 
 
 def _train_plain(model, dataset, *, steps, batch_size, lr, seed, progress, weight_decay,
-                 device) -> TrainResult:
+                 device, prox) -> TrainResult:
     generator = torch.Generator().manual_seed(seed)
     loader = DataLoader(dataset, batch_size=min(batch_size, len(dataset)), shuffle=True,
                         generator=generator, drop_last=False)
@@ -221,6 +223,8 @@ def _train_plain(model, dataset, *, steps, batch_size, lr, seed, progress, weigh
             optimizer.zero_grad(set_to_none=True)
             losses.mean().backward()
             optimizer.step()
+            if prox is not None:
+                prox.pull()
             tally.add(batch, losses)
             if progress is not None:
                 progress(step + 1, steps, tally.last)
@@ -236,7 +240,7 @@ def _train_plain(model, dataset, *, steps, batch_size, lr, seed, progress, weigh
 
 def _train_dp(model, dataset, *, steps, batch_size, lr, dp: DPConfig,
               ledger: Ledger | None, round_id, seed, progress, weight_decay,
-              device) -> TrainResult:
+              device, prox) -> TrainResult:
     from opacus import PrivacyEngine
     from opacus.data_loader import DPDataLoader
     from opacus.utils.fast_gradient_clipping_utils import DPTensorFastGradientClipping
@@ -318,6 +322,8 @@ def _train_dp(model, dataset, *, steps, batch_size, lr, dp: DPConfig,
                         losses.mean().backward()
                     optimizer.step()
                     tally.add(batch, losses)
+                if prox is not None:
+                    prox.pull()
                 if progress is not None:
                     progress(step + 1, steps, tally.last)
         finally:
@@ -363,6 +369,25 @@ def _privacy_terms(dp: DPConfig, ledger: Ledger | None) -> tuple[float, str]:
 
 
 # -- shared bits -----------------------------------------------------------------
+
+
+class _Proximal:
+    """FedProx's proximal term as a decoupled pull: after each optimizer step,
+    ``w <- w - lr * mu * (w - w_start)``, the gradient step of ``mu/2 ||w - w_start||^2``.
+
+    Applied outside the loss because the term depends on the weights only, not
+    on any patient: under DP-SGD it needs no clipping or noise, and Opacus'
+    per-sample gradients would otherwise drop it.
+    """
+
+    def __init__(self, model: nn.Module, rate: float):
+        self.rate = rate
+        self.pairs = [(p, p.detach().clone()) for p in model.parameters() if p.requires_grad]
+
+    @torch.no_grad()
+    def pull(self) -> None:
+        for p, start in self.pairs:
+            p.sub_(self.rate * (p - start))
 
 
 def _forever(loader: DataLoader) -> Iterator:

@@ -158,3 +158,20 @@ def test_dp_without_a_ledger_needs_an_explicit_delta():
     with pytest.raises(ConfigError, match="delta"):
         train(TinyLM(), token_dataset(16), steps=1, batch_size=4, lr=1e-2,
               dp=DPConfig(max_grad_norm=1.0, noise_multiplier=1.0))
+
+
+def _distance(model: torch.nn.Module, start: dict[str, torch.Tensor]) -> float:
+    return sum(float((p - start[n]).pow(2).sum()) for n, p in model.named_parameters()) ** 0.5
+
+
+@pytest.mark.parametrize("dp", [None, DPConfig(max_grad_norm=1.0, noise_multiplier=1.0,
+                                               delta=DELTA)])
+def test_proximal_term_keeps_weights_closer_to_the_start(dp):
+    distances = []
+    for mu in (0.0, 5.0):
+        torch.manual_seed(0)
+        model, data = TinyLM(), token_dataset(64)
+        start = {n: p.detach().clone() for n, p in model.named_parameters()}
+        train(model, data, steps=30, batch_size=16, lr=1e-2, dp=dp, seed=0, proximal_mu=mu)
+        distances.append(_distance(model, start))
+    assert distances[1] < 0.7 * distances[0]

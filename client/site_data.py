@@ -1,0 +1,118 @@
+"""The site's training data for one shared vocabulary, prepared once and cached.
+
+MEDS -> harmonised codes -> token cache (memory-mapped, keyed by dataset
+fingerprint, vocabulary hash and mapping hash) -> per-patient windows, plus
+the frozen-encoder vectors of the site's notes (cached beside the tokens)
+and the image-study embeddings from the dataset's sidecar. A fresh process
+(Flower starts one per message) opens all of it from disk in about a second.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from fedehr.client.config import SiteConfig
+from fedehr.shared.atomic import write_bytes
+from fedehr.shared.data import schema as S
+from fedehr.shared.data.dataset import MEDSDataset
+from fedehr.shared.errors import ConfigError
+from fedehr.shared.tokenizer.cache import TokenCache, load_or_build
+from fedehr.shared.tokenizer.mapping import CodeMapping
+from fedehr.shared.tokenizer.vocabulary import Vocabulary
+from fedehr.shared.tokenizer.windows import PatientWindows, gather_image_vectors
+
+IMAGE_SIDECAR = "images/embeddings.parquet"
+
+
+def site_mapping(site: SiteConfig, dataset: MEDSDataset) -> CodeMapping:
+    """The site's harmonisation map (site.yaml) on top of codes.parquet's standard parents."""
+    section = None
+    if site.harmonisation is not None:
+        if not site.harmonisation.is_file():
+            raise ConfigError("harmonisation file not found", where=str(site.harmonisation),
+                              fix="fix the 'harmonisation' path in site.yaml")
+        loaded = yaml.safe_load(site.harmonisation.read_text()) or {}
+        section = {"code_map": loaded.get("code_map", {})}  # other keys are documentation
+    return CodeMapping.from_config(section, dataset.codes(), where=str(site.harmonisation))
+
+
+@dataclass
+class SiteData:
+    train: PatientWindows
+    held_out: PatientWindows
+    fingerprint: str
+
+    @property
+    def patients(self) -> int:
+        return len(self.train)
+
+
+def prepare_site_data(site: SiteConfig, vocab: Vocabulary, *, max_len: int, note_dim: int,
+                      image_dim: int, seed: int = 0) -> SiteData:
+    dataset = MEDSDataset.open(site.data)
+    fingerprint = dataset.fingerprint()
+    mapping = site_mapping(site, dataset)
+    windows = {}
+    for split in (S.TRAIN, S.HELD_OUT):
+        cache = load_or_build(dataset, vocab, mapping, site.cache_dir, split=split,
+                              fingerprint=fingerprint)
+        notes = _note_vectors(site, cache, note_dim)
+        images = _image_vectors(dataset, cache, image_dim, enabled=site.modalities.images)
+        windows[split] = PatientWindows(cache, vocab, max_len, note_vectors=notes,
+                                        image_vectors=images, seed=seed)
+    return SiteData(train=windows[S.TRAIN], held_out=windows[S.HELD_OUT],
+                    fingerprint=fingerprint)
+
+
+def _note_vectors(site: SiteConfig, cache: TokenCache, dim: int) -> np.ndarray | None:
+    """Frozen-encoder vectors of the cache's notes, computed once and stored beside it.
+
+    A site that switched notes off sends zeros of the model's width, so every
+    site trains the same architecture.
+    """
+    if dim == 0:
+        return None
+    texts = cache.note_texts
+    if not site.modalities.notes or not texts:
+        return np.zeros((len(texts), dim), dtype=np.float32)
+    path = Path(cache.path) / f"note-vectors-{dim}.npy"
+    if path.exists():
+        return np.load(path, mmap_mode="r")
+    from fedehr.shared.model.encoders import NoteEncoder
+
+    encoder = NoteEncoder(site.modalities.note_encoder)
+    if encoder.dim != dim:
+        raise ConfigError(f"the note encoder gives {encoder.dim}-d vectors but the model "
+                          f"expects {dim}", where="site.yaml: modalities.note_encoder",
+                          fix="use the consortium's note encoder, or switch notes off")
+    vectors = encoder.encode(list(texts)).numpy().astype(np.float32)
+    _save_npy(path, vectors)
+    return vectors
+
+
+def _image_vectors(dataset: MEDSDataset, cache: TokenCache, dim: int, *,
+                   enabled: bool) -> np.ndarray | None:
+    if dim == 0:
+        return None
+    ids = list(cache.image_ids)
+    sidecar = dataset.root / IMAGE_SIDECAR
+    if not enabled or not ids or not sidecar.exists():
+        return np.zeros((len(ids), dim), dtype=np.float32)
+    vectors = gather_image_vectors(ids, sidecar)
+    if vectors.shape[1] != dim:
+        raise ConfigError(f"image embeddings are {vectors.shape[1]}-d but the model expects "
+                          f"{dim}", where=str(sidecar), fix="switch images off in site.yaml "
+                          "or use the consortium's image encoder")
+    return vectors
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    import io
+
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    write_bytes(path, buffer.getvalue())
