@@ -6,7 +6,8 @@ strings in a ConfigRecord. This module names every key once; both sides
 import it.
 
 Server -> site
-  query "vocab"   config: federation, round-id, max-codes, value-grid-json
+  query           config: query = "vocab-counts" (+ candidates-json: the public code list)
+                  or "vocab-values" (+ codes-json and value-grid-json), round-id
   train           arrays (global model) + config: TRAIN_* keys below
   evaluate        arrays + config: federation, round-id, vocab-json, model-config-json
 
@@ -25,13 +26,15 @@ CONFIG = "config"
 METRICS = "metrics"
 SITE = "site"
 
-QUERY_VOCAB = "vocab"  # value of config["query"]
+QUERY_COUNTS = "vocab-counts"  # values of config["query"]
+QUERY_VALUES = "vocab-values"
 
 # config keys (server -> site)
 FEDERATION = "federation"
 ROUND_ID = "round-id"  # globally unique: "<federation>/<round>"
 QUERY = "query"
-MAX_CODES = "max-codes"
+CANDIDATES = "candidates-json"
+SKETCH_CODES = "codes-json"
 VALUE_GRID = "value-grid-json"
 VOCAB_JSON = "vocab-json"
 VOCAB_HASH = "vocab-hash"

@@ -1,0 +1,59 @@
+"""What the server asks for, checked against what the site allows.
+
+Privacy parameters (budget, delta, accountant, clipping, minimum noise) come
+from site.yaml only: a server that sends any of them is ignored on that point
+and the site says so in its log. Local steps, batch size and learning rate
+are clamped to the site's limits.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from fedehr.client.config import SiteConfig
+from fedehr.shared import messages as M
+
+log = logging.getLogger("fedehr.site")
+
+# Keys a server might send to loosen privacy; a site never takes them from outside.
+PRIVACY_KEYS = ("epsilon", "target-epsilon", "delta", "noise-multiplier", "max-grad-norm",
+                "budget", "accountant", "clip", "dp")
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    steps: int
+    batch_size: int
+    lr: float
+    proximal_mu: float
+    rounds_left: int
+    notes: list[str]  # what was clamped or ignored, for the log and the reply
+
+
+def train_request(site: SiteConfig, config: dict) -> TrainRequest:
+    notes = [f"ignored '{k}' sent by the server: privacy parameters come from site.yaml"
+             for k in PRIVACY_KEYS if k in config]
+    limits = site.training
+
+    def clamp(key: str, value, upper, kind):
+        asked = kind(config.get(key, value))
+        if asked > upper:
+            notes.append(f"clamped {key} from {asked} to the site limit {upper}")
+            return kind(upper)
+        if asked <= 0:
+            notes.append(f"{key}={asked} is not positive; used {value}")
+            return kind(value)
+        return asked
+
+    request = TrainRequest(
+        steps=clamp(M.LOCAL_STEPS, 10, limits.max_local_steps, int),
+        batch_size=clamp(M.BATCH_SIZE, 32, limits.max_batch_size, int),
+        lr=clamp(M.LEARNING_RATE, 1e-3, limits.max_learning_rate, float),
+        proximal_mu=max(0.0, float(config.get(M.PROXIMAL_MU, 0.0))),
+        rounds_left=max(1, int(config.get(M.ROUNDS_LEFT, 1))),
+        notes=notes,
+    )
+    for note in notes:
+        log.warning("site %s: %s", site.name, note)
+    return request

@@ -1,0 +1,211 @@
+"""What a hospital does with each message from the consortium.
+
+Three handlers, free of Flower types so the ClientApp and tests can call
+them alike:
+
+- `release_counts` / `release_values`: the vocabulary round; DP-noised,
+  contribution-bounded, thresholded code counts and value sketches, charged
+  to the site's privacy ledger.
+- `train_round`: DP-SGD on the site's patients from the global weights, with
+  noise chosen so the site's budget lasts the rounds the server says are left
+  (never below site.yaml's minimum, never past the budget).
+- `evaluate_round`: the global model's loss on the site's held-out patients.
+
+Every release is first charged, then stored under the site's state folder by
+round id, then sent. A round asked for again (a resumed server, a lost
+reply) gets the stored reply: the same release, at no new privacy cost.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import secrets  # the DP noise seed must be unknown to everyone outside the site
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fedehr.client.config import SiteConfig
+from fedehr.client.limits import train_request
+from fedehr.client.privacy import PrivacyLedger
+from fedehr.client.site_data import prepare_site_data, site_mapping
+from fedehr.shared import messages as M
+from fedehr.shared.atomic import write_bytes, write_text
+from fedehr.shared.data import schema as S
+from fedehr.shared.data.dataset import MEDSDataset
+from fedehr.shared.errors import FedEHRError
+from fedehr.shared.model import EHRModel, ModelConfig
+from fedehr.shared.tokenizer.dp_counts import release_code_counts, release_value_histograms
+from fedehr.shared.tokenizer.vocabulary import Vocabulary
+from fedehr.shared.training import DPConfig, evaluate, train
+
+log = logging.getLogger("fedehr.site")
+
+
+class SiteRefusal(FedEHRError):
+    """The site declines a request; the reason goes back to the server."""
+
+
+def open_ledger(site: SiteConfig) -> PrivacyLedger:
+    p = site.privacy
+    return PrivacyLedger.open(site.ledger_path, epsilon_budget=p.epsilon, delta=p.delta,
+                              accountant=p.accountant)
+
+
+# -- stored replies ----------------------------------------------------------------
+
+
+def _reply_path(site: SiteConfig, round_id: str, suffix: str) -> Path:
+    digest = hashlib.sha256(round_id.encode()).hexdigest()[:24]
+    return site.replies_dir / f"{digest}{suffix}"
+
+
+def _stored_json(site: SiteConfig, round_id: str) -> dict | None:
+    path = _reply_path(site, round_id, ".json")
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+# -- vocabulary round ------------------------------------------------------------
+
+
+def _site_events(site: SiteConfig):
+    dataset = MEDSDataset.open(site.data)
+    events = dataset.scan(S.TRAIN).collect()
+    return site_mapping(site, dataset).apply(events)
+
+
+def release_counts(site: SiteConfig, config: dict) -> dict:
+    """Bounded, noised, thresholded patient counts per standard code (public candidates)."""
+    round_id = str(config[M.ROUND_ID])
+    if (stored := _stored_json(site, round_id)) is not None:
+        return stored
+    ledger = open_ledger(site)
+    p = site.privacy
+    candidates = json.loads(config[M.CANDIDATES])
+    ledger.check(p.vocab_noise_multiplier, 1.0, 1)
+    release = release_code_counts(_site_events(site), k=p.vocab_max_codes_per_patient,
+                                  noise_multiplier=p.vocab_noise_multiplier,
+                                  threshold=p.vocab_threshold, rng=np.random.default_rng(),
+                                  candidates=candidates)
+    return _charge_and_store(site, ledger, round_id, release.charge, release.to_dict())
+
+
+def release_values(site: SiteConfig, config: dict) -> dict:
+    """Noised value histograms on the public grid for the codes the anchor lacks."""
+    round_id = str(config[M.ROUND_ID])
+    if (stored := _stored_json(site, round_id)) is not None:
+        return stored
+    ledger = open_ledger(site)
+    p = site.privacy
+    ledger.check(p.vocab_noise_multiplier, 1.0, 1)
+    release = release_value_histograms(
+        _site_events(site), codes=json.loads(config[M.SKETCH_CODES]),
+        grid=np.asarray(json.loads(config[M.VALUE_GRID])), k=p.vocab_max_codes_per_patient,
+        noise_multiplier=p.vocab_noise_multiplier, rng=np.random.default_rng())
+    return _charge_and_store(site, ledger, round_id, release.charge, release.to_dict())
+
+
+def _charge_and_store(site, ledger, round_id, charge, payload: dict) -> dict:
+    ledger.charge(charge.noise_multiplier, charge.sample_rate, charge.steps,
+                  purpose="vocab-release", round_id=round_id)
+    write_text(_reply_path(site, round_id, ".json"), json.dumps(payload))
+    log.info("site %s: released %s (epsilon now %.3f of %.3f)", site.name, round_id,
+             ledger.spent(), ledger.epsilon_budget)
+    return payload
+
+
+# -- training and evaluation ---------------------------------------------------------
+
+
+@dataclass
+class RoundSetup:
+    vocab: Vocabulary
+    model: EHRModel
+
+
+def _setup(site: SiteConfig, arrays: dict[str, torch.Tensor], config: dict) -> RoundSetup:
+    vocab_json = str(config[M.VOCAB_JSON])
+    path = site.state_dir / "vocab" / f"{config[M.VOCAB_HASH]}.json"
+    if not path.exists():
+        write_text(path, vocab_json)
+    vocab = Vocabulary.from_json(path)
+    if vocab.hash != config[M.VOCAB_HASH]:
+        raise SiteRefusal(f"the vocabulary does not match its hash {config[M.VOCAB_HASH]}",
+                          where=site.name, fix="the server must resend the vocabulary")
+    model = EHRModel(ModelConfig.from_dict(json.loads(config[M.MODEL_CONFIG])))
+    model.load_state_dict(arrays, strict=True)
+    return RoundSetup(vocab=vocab, model=model)
+
+
+def train_round(site: SiteConfig, arrays: dict[str, torch.Tensor], config: dict
+                ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+    round_id = str(config[M.ROUND_ID])
+    key = f"{round_id}:{_arrays_digest(arrays)}"  # same round, same start: same release
+    if (stored := _stored_json(site, key)) is not None:
+        from safetensors.torch import load_file
+
+        log.info("site %s: resending the stored update of %s", site.name, round_id)
+        return load_file(str(_reply_path(site, key, ".safetensors"))), stored
+    torch.set_num_threads(site.training.threads)
+    setup = _setup(site, arrays, config)
+    request = train_request(site, config)
+    cfg = setup.model.config
+    data = prepare_site_data(site, setup.vocab, max_len=cfg.max_len, note_dim=cfg.note_dim,
+                             image_dim=cfg.image_dim)
+    ledger = open_ledger(site)
+    batch_size = min(request.batch_size, data.patients)
+    sample_rate = batch_size / data.patients
+    planned = request.steps * request.rounds_left  # spread the budget over what is left
+    noise = max(site.privacy.min_noise_multiplier,
+                ledger.noise_for_budget(sample_rate, planned))
+    dp = DPConfig(max_grad_norm=site.privacy.max_grad_norm, noise_multiplier=noise)
+    result = train(setup.model, data.train, steps=request.steps, batch_size=batch_size,
+                   lr=request.lr, dp=dp, ledger=ledger, round_id=key,
+                   proximal_mu=request.proximal_mu, seed=secrets.randbits(62))
+    state = {k: v.detach().contiguous() for k, v in setup.model.state_dict().items()}
+    metrics = {
+        M.NUM_EXAMPLES: float(data.patients),
+        M.TRAIN_LOSS: float(result.mean_loss),
+        M.EPSILON: float(ledger.spent()),
+        M.EPSILON_BUDGET: float(site.privacy.epsilon),
+        M.DELTA: float(site.privacy.delta),
+        M.NOISE_MULTIPLIER: float(noise),
+        M.STEPS: float(result.steps),
+        M.TRAIN_SECONDS: float(result.seconds),
+    }
+    _store_update(site, key, state, metrics)
+    log.info("site %s: trained %s: %d steps, loss %.3f, noise %.3f, epsilon %.3f of %.3f",
+             site.name, round_id, result.steps, result.mean_loss, noise, ledger.spent(),
+             site.privacy.epsilon)
+    return state, metrics
+
+
+def evaluate_round(site: SiteConfig, arrays: dict[str, torch.Tensor], config: dict
+                   ) -> dict[str, float]:
+    torch.set_num_threads(site.training.threads)
+    setup = _setup(site, arrays, config)
+    cfg = setup.model.config
+    data = prepare_site_data(site, setup.vocab, max_len=cfg.max_len, note_dim=cfg.note_dim,
+                             image_dim=cfg.image_dim)
+    loss, _ = evaluate(setup.model, data.held_out, batch_size=64)
+    return {M.NUM_EXAMPLES: float(len(data.held_out)), M.EVAL_LOSS: float(loss)}
+
+
+def _store_update(site: SiteConfig, key: str, state: dict[str, torch.Tensor],
+                  metrics: dict[str, float]) -> None:
+    from safetensors.torch import save
+
+    write_bytes(_reply_path(site, key, ".safetensors"), save(state))
+    write_text(_reply_path(site, key, ".json"), json.dumps(metrics))
+
+
+def _arrays_digest(arrays: dict[str, torch.Tensor]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        digest.update(name.encode())
+        digest.update(arrays[name].detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
