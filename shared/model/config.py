@@ -5,8 +5,8 @@ a server and its sites always build the same architecture. Presets name the
 three sizes the project uses:
 
     tiny   ~1M parameters at a 4k vocabulary: tests and the CPU demo
-    small  ~6M parameters: CPU sites, quick experiments
-    base   ~100M parameters: GPU sites
+    small  ~7M parameters: CPU sites, quick experiments
+    base   ~92M parameters (~99M at an 8k vocabulary): GPU sites
 
 A modality is switched off by setting its dimension to 0 (`note_dim`,
 `image_dim`, `pro_dim`); the model then builds no parameters for it.
