@@ -81,3 +81,24 @@ def test_ghost_clipping_gives_the_clipped_sum_of_per_example_gradients(setup):
         scale = float(clipped_sum.abs().max())  # float32 round-off relative to the gradient
         torch.testing.assert_close(p.grad, clipped_sum, atol=1e-4 * scale, rtol=1e-4,
                                    msg=lambda m, name=name: f"{name}: {m}")
+
+
+def test_an_empty_poisson_batch_takes_a_dp_step(setup):
+    from opacus.optimizers import DPOptimizer
+
+    model, batch, _ = setup
+    # sum, not mean: the mean of an empty batch is NaN; the optimizer divides by
+    # expected_batch_size instead
+    wrapped = GradSampleModule(model, batch_first=True, loss_reduction="sum")
+    optimizer = DPOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), noise_multiplier=1.0,
+                            max_grad_norm=1.0, expected_batch_size=3, loss_reduction="sum")
+    before = [p.detach().clone() for p in model.parameters()]
+    for step_batch in (Batch(*(t[:0] for t in batch)), batch):  # empty, then full
+        optimizer.zero_grad()
+        losses = model.per_example_loss(step_batch)
+        assert losses.shape == step_batch.tokens.shape[:1]
+        losses.sum().backward()
+        optimizer.step()
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert any(not torch.equal(a, p) for a, p in zip(before, model.parameters(), strict=True))
+    wrapped._close()
