@@ -1,0 +1,276 @@
+"""The federated run, end to end, as the ServerApp executes it.
+
+vocabulary round -> warm start on the public anchor -> N rounds of
+(site DP training -> screening -> aggregation -> evaluation -> signed
+checkpoint). The round loop is ours rather than `Strategy.start` so that
+every update is screened before aggregation, a round needs only `min_sites`
+replies, and a restarted server resumes after the last checkpointed round
+(`--resume`): the sites are asked again only for rounds not on disk, and a
+site asked again for the same round resends its stored update instead of
+spending budget twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Message
+from flwr.serverapp import Grid
+
+from fedehr.server.anchor import Anchor
+from fedehr.server.checkpoints import CheckpointStore, ResumeState
+from fedehr.server.config import FederationConfig
+from fedehr.server.screening import screen_update
+from fedehr.server.status import StatusFile
+from fedehr.server.strategies import build_strategy, restore_strategy_state, strategy_state
+from fedehr.server.vocab_round import run_vocab_round
+from fedehr.shared import messages as M
+from fedehr.shared.checkpoint import ModelCard, load, load_signing_key
+from fedehr.shared.data import schema as S
+from fedehr.shared.errors import FedEHRError
+from fedehr.shared.model import EHRModel, ModelConfig
+from fedehr.shared.pki import PKIPaths
+from fedehr.shared.tokenizer.vocabulary import Vocabulary
+from fedehr.shared.training import evaluate, train
+
+log = logging.getLogger("fedehr.server")
+
+NOTE_DIM, IMAGE_DIM = 384, 32  # MiniLM-L6 note vectors; the image sidecar's width
+
+
+class FederationStopped(FedEHRError):
+    """Too few sites remain to continue."""
+
+
+@dataclass
+class RoundOutcome:
+    accepted: list[Message]
+    rejected: dict[str, str]  # site -> reason
+    failed: list[str]  # reasons
+
+
+def wait_for_sites(grid: Grid, minimum: int, timeout: float) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while True:
+        nodes = list(grid.get_node_ids())
+        if len(nodes) >= minimum:
+            return nodes
+        if time.monotonic() > deadline:
+            raise FederationStopped(f"only {len(nodes)} of the {minimum} required sites are "
+                                    f"connected after {timeout:.0f} s", where="federation",
+                                    fix="start more sites (`fedehr site start`) or lower "
+                                    "min_sites")
+        time.sleep(1.0)
+
+
+class Federation:
+    def __init__(self, cfg: FederationConfig):
+        self.cfg = cfg
+        self.status = StatusFile(cfg.status_path)
+        self.anchor = Anchor.load(cfg.anchor, cfg.workdir / "anchor-cache")
+        self.store = CheckpointStore(cfg.workdir, self._signing_key())
+        self.strategy = build_strategy(cfg.strategy, cfg.min_sites)
+        torch.set_num_threads(2)
+
+    def _signing_key(self):
+        if self.cfg.pki is not None and PKIPaths.of(self.cfg.pki).signing_key.exists():
+            return load_signing_key(PKIPaths.of(self.cfg.pki).signing_key)
+        from fedehr.shared.checkpoint import generate_signing_key
+
+        key_path = self.cfg.workdir / "state" / "signing.key"  # insecure test federations
+        return load_signing_key(key_path) if key_path.exists() else \
+            generate_signing_key(key_path)
+
+    # -- the run -----------------------------------------------------------------
+
+    def run(self, grid: Grid, *, resume: bool = False) -> dict:
+        try:
+            state = self.store.resume_state() if resume else None
+            if state is None:
+                state, model, vocab = self._start(grid)
+            else:
+                model, vocab = self._resumed(state)
+            for rnd in range(state.round + 1, self.cfg.rounds + 1):
+                self._round(grid, rnd, model, vocab, state)
+            result = {"ok": True, "rounds": state.round, "checkpoint": str(self.store.latest()),
+                      "privacy": state.privacy, "history": state.history}
+            self.status.update(phase="finished", result=result,
+                               message=f"finished {state.round} rounds")
+            return result
+        except Exception as exc:
+            message = exc.one_line() if isinstance(exc, FedEHRError) else repr(exc)
+            self.status.update(phase="failed", message=message)
+            raise
+
+    def _start(self, grid: Grid) -> tuple[ResumeState, EHRModel, Vocabulary]:
+        cfg = self.cfg
+        self.status.update(phase="vocabulary", message="waiting for sites")
+        nodes = wait_for_sites(grid, cfg.min_sites, cfg.round_timeout)
+        result = run_vocab_round(grid, nodes, self.anchor, federation=cfg.name,
+                                 min_count=cfg.vocabulary.min_count,
+                                 timeout=cfg.vocabulary.rounds_timeout)
+        if len(result.sites) < cfg.min_sites:
+            raise FederationStopped(f"only {len(result.sites)} sites joined the vocabulary "
+                                    f"round: {'; '.join(result.failures)}", where="federation")
+        vocab = result.vocab
+        vocab_file = cfg.workdir / "vocab.json"
+        vocab.to_json(vocab_file)
+        spec = cfg.model
+        model_config = ModelConfig.preset(
+            spec.preset, len(vocab.tokens), max_len=spec.max_len,
+            note_dim=NOTE_DIM if spec.notes else 0, image_dim=IMAGE_DIM if spec.images else 0,
+            pro_dim=len(vocab.pro_codes) if spec.pro else 0)
+        torch.manual_seed(cfg.seed)
+        model = EHRModel(model_config)
+        self.status.update(phase="warm-start", vocab_tokens=len(vocab.tokens),
+                           vocab_sites=result.sites, message="pretraining on the public anchor")
+        warm = {}
+        if cfg.warm_start.enabled:
+            windows = self._anchor_windows(vocab, model_config, S.TRAIN)
+            out = train(model, windows, steps=cfg.warm_start.steps,
+                        batch_size=min(cfg.warm_start.batch_size, len(windows)),
+                        lr=cfg.warm_start.lr, dp=None, seed=cfg.seed)
+            warm = {"steps": out.steps, "loss": out.mean_loss, "seconds": out.seconds}
+        anchor_loss = self._anchor_loss(model, vocab)
+        state = ResumeState(round=0, vocab_file=str(vocab_file),
+                            model_config=model_config.to_dict(),
+                            history=[{"round": 0, "anchor_loss": anchor_loss, "warm_start": warm,
+                                      "sites": result.sites}])
+        self._checkpoint(0, model, vocab, state)
+        self.status.add_round(state.history[0])
+        return state, model, vocab
+
+    def _resumed(self, state: ResumeState) -> tuple[EHRModel, Vocabulary]:
+        latest = self.store.latest()
+        model, vocab, _ = load(latest)
+        model.train()
+        restore_strategy_state(self.strategy, self.store.strategy_state(state.round))
+        log.info("resuming after round %d from %s", state.round, latest)
+        self.status.update(phase="training", round=state.round, rounds=state.history,
+                           message=f"resumed after round {state.round}")
+        return model, vocab
+
+    # -- one round ----------------------------------------------------------------
+
+    def _round_config(self, rnd: int, model: EHRModel, vocab: Vocabulary) -> dict:
+        local = self.cfg.local
+        return {M.FEDERATION: self.cfg.name, M.ROUND_ID: f"{self.cfg.name}/round-{rnd}",
+                M.VOCAB_JSON: vocab.canonical_json(), M.VOCAB_HASH: vocab.hash,
+                M.MODEL_CONFIG: json.dumps(model.config.to_dict()),
+                M.LOCAL_STEPS: local.steps, M.BATCH_SIZE: local.batch_size,
+                M.LEARNING_RATE: local.lr, M.ROUNDS_LEFT: self.cfg.rounds - rnd + 1}
+
+    def _round(self, grid: Grid, rnd: int, model: EHRModel, vocab: Vocabulary,
+               state: ResumeState) -> None:
+        cfg = self.cfg
+        started = time.monotonic()
+        self.status.update(phase="training", round=rnd, message=f"round {rnd}: sites training")
+        wait_for_sites(grid, cfg.min_sites, cfg.round_timeout)
+        arrays = ArrayRecord(model.state_dict())
+        config = ConfigRecord(self._round_config(rnd, model, vocab))
+        messages = self.strategy.configure_train(rnd, arrays, config, grid)
+        replies = list(grid.send_and_receive(messages, timeout=cfg.round_timeout))
+        outcome = self._screen(replies, model)
+        if len(outcome.accepted) < cfg.min_sites:
+            raise FederationStopped(
+                f"round {rnd}: {len(outcome.accepted)} usable updates, {cfg.min_sites} needed "
+                f"(failed: {outcome.failed}; rejected: {outcome.rejected})", where="federation",
+                fix="check the sites' logs; resume with `fedehr run start --resume`")
+        aggregated, _ = self.strategy.aggregate_train(rnd, outcome.accepted)
+        model.load_state_dict(aggregated.to_torch_state_dict())
+        train_seconds = time.monotonic() - started
+        site_losses = self._evaluate_sites(grid, rnd, model, vocab)
+        for reply in outcome.accepted:
+            metrics = reply.content[M.METRICS]
+            state.privacy[_site_name(reply)] = {
+                "epsilon": float(metrics[M.EPSILON]), "delta": float(metrics[M.DELTA]),
+                "epsilon_budget": float(metrics[M.EPSILON_BUDGET]), "accountant": "site ledger",
+                "noise_multiplier": float(metrics[M.NOISE_MULTIPLIER])}
+        entry = {
+            "round": rnd, "anchor_loss": self._anchor_loss(model, vocab),
+            "site_eval_loss": site_losses,
+            "train_loss": {_site_name(r): float(r.content[M.METRICS][M.TRAIN_LOSS])
+                           for r in outcome.accepted},
+            "epsilon": {s: p["epsilon"] for s, p in state.privacy.items()},
+            "participants": sorted(_site_name(r) for r in outcome.accepted),
+            "rejected": outcome.rejected, "failed": outcome.failed,
+            "seconds": round(time.monotonic() - started, 2),
+            "train_seconds": round(train_seconds, 2),
+            "site_train_seconds": {_site_name(r): float(r.content[M.METRICS][M.TRAIN_SECONDS])
+                                   for r in outcome.accepted},
+        }
+        state.history.append(entry)
+        state.round = rnd
+        self._checkpoint(rnd, model, vocab, state)
+        self.status.add_round(entry)
+        log.info("round %d: %d sites, anchor loss %.3f, %.1f s", rnd,
+                 len(outcome.accepted), entry["anchor_loss"], entry["seconds"])
+
+    def _screen(self, replies: list[Message], model: EHRModel) -> RoundOutcome:
+        reference = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+        outcome = RoundOutcome(accepted=[], rejected={}, failed=[])
+        for reply in replies:
+            if reply.has_error():
+                outcome.failed.append(f"node {reply.metadata.src_node_id}: "
+                                      f"{reply.error.reason}")
+                log.warning("round reply failed: %s", outcome.failed[-1])
+                continue
+            site = _site_name(reply)
+            site_arrays = {k: np.asarray(v.numpy())
+                           for k, v in reply.content[M.ARRAYS].items()}
+            verdict = screen_update(reference, site_arrays, self.cfg.bounds.max_update_norm)
+            if verdict.accepted:
+                outcome.accepted.append(reply)
+            else:
+                outcome.rejected[site] = verdict.reason
+                log.warning("rejected the update of %s: %s", site, verdict.reason)
+        return outcome
+
+    def _evaluate_sites(self, grid: Grid, rnd: int, model: EHRModel, vocab: Vocabulary
+                        ) -> dict[str, float]:
+        config = ConfigRecord(self._round_config(rnd, model, vocab))
+        messages = self.strategy.configure_evaluate(rnd, ArrayRecord(model.state_dict()),
+                                                    config, grid)
+        losses = {}
+        for reply in grid.send_and_receive(messages, timeout=self.cfg.round_timeout):
+            if not reply.has_error():
+                losses[_site_name(reply)] = float(reply.content[M.METRICS][M.EVAL_LOSS])
+        return losses
+
+    # -- anchor and checkpoints ---------------------------------------------------------
+
+    def _anchor_windows(self, vocab: Vocabulary, mc: ModelConfig, split: str):
+        return self.anchor.windows(vocab, split, max_len=mc.max_len, note_dim=mc.note_dim,
+                                   image_dim=mc.image_dim)
+
+    def _anchor_loss(self, model: EHRModel, vocab: Vocabulary) -> float:
+        windows = self._anchor_windows(vocab, model.config, S.HELD_OUT)
+        loss, _ = evaluate(model, windows, batch_size=32)
+        return float(loss)
+
+    def _checkpoint(self, rnd: int, model: EHRModel, vocab: Vocabulary,
+                    state: ResumeState) -> Path:
+        card = ModelCard(
+            architecture=model.config.to_dict(),
+            training={"federation": self.cfg.name, "strategy": self.cfg.strategy.name,
+                      "local": self.cfg.local.__dict__, "history": state.history},
+            privacy=dict(state.privacy),
+            data_fingerprints={"anchor": self.anchor.fingerprint},
+            rounds=rnd,
+            notes="fedehr federated checkpoint; site epsilons are each site's cumulative "
+                  "spend as its privacy ledger reported it in this round")
+        return self.store.save_round(rnd, model, vocab, card, strategy_state(self.strategy),
+                                     state)
+
+
+def _site_name(reply: Message) -> str:
+    try:
+        return str(reply.content[M.SITE][M.SITE_NAME])
+    except KeyError:
+        return f"node-{reply.metadata.src_node_id}"
