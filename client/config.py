@@ -37,9 +37,9 @@ class PrivacyConfig:
     accountant: Literal["rdp", "prv"] = "rdp"
     max_grad_norm: float = 1.0  # per-patient clipping bound of DP-SGD
     min_noise_multiplier: float = 0.5  # never train with less noise than this
-    vocab_max_codes_per_patient: int = 64  # contribution bound of the vocabulary release
-    vocab_noise_multiplier: float = 4.0  # Gaussian noise of the count release, in sensitivities
-    vocab_threshold: float = 20.0  # noisy counts below this are not released
+    vocab_max_codes_per_patient: int = 32  # contribution bound of the vocabulary release
+    vocab_noise_multiplier: float = 5.0  # Gaussian noise of the count release, in sensitivities
+    vocab_threshold: float = 50.0  # noisy counts below this are not released (~2 sigma)
 
     def validate(self) -> None:
         if not 0 < self.epsilon <= 100:

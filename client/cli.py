@@ -1,0 +1,124 @@
+"""`fedehr site ...`: hospital IT's commands to run and inspect the site daemon."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from fedehr.shared.errors import FedEHRError
+
+app = typer.Typer(help="Run this hospital's site daemon and inspect its privacy ledger.",
+                  no_args_is_help=True)
+console = Console(width=None if sys.stdout.isatty() else 140)
+
+CONFIG = typer.Option(..., "--config", "-c", help="This hospital's site.yaml.")
+EARLY_EXIT_SECONDS = 15.0  # a SuperNode that dies this fast was refused, not crashed
+MAX_RESTARTS = 5
+
+
+class SiteStartError(FedEHRError):
+    """The site daemon could not join the federation."""
+
+
+def _check_data(site) -> int:
+    from fedehr.shared.data.validate import validate
+
+    errors = [p for p in validate(site.data) if p.severity == "error"]
+    if errors:
+        raise SiteStartError(f"the MEDS data has {len(errors)} error(s), first: {errors[0]}",
+                             where=str(site.data), fix=f"run `fedehr data validate {site.data}`")
+    from fedehr.shared.data.dataset import MEDSDataset
+
+    return MEDSDataset.open(site.data).subject_splits().height
+
+
+def _last_lines(path: Path, n: int = 3) -> str:
+    try:
+        return " | ".join(path.read_text(errors="replace").strip().splitlines()[-n:])
+    except FileNotFoundError:
+        return ""
+
+
+@app.command("start")
+def start(config: Path = CONFIG) -> None:
+    """Join the federation: check the data and budget, then run the SuperNode.
+
+    Stays in the foreground (systemd runs it as a service) and restarts the
+    SuperNode if it crashes. The privacy ledger lives in state_dir and is never
+    reset: epsilon accumulates across rounds, runs and restarts.
+
+    Example: fedehr site start --config site.yaml
+    """
+    from fedehr.client.config import load_site_config
+    from fedehr.client.site_handlers import open_ledger
+    from fedehr.client.supernode import start_supernode
+    from fedehr.shared.processes import Supervisor
+
+    site = load_site_config(config)
+    patients = _check_data(site)
+    ledger = open_ledger(site)
+    console.print(f"site [bold]{site.name}[/]: {patients:,} patients in {site.data}; epsilon "
+                  f"{ledger.spent():.3f} of {site.privacy.epsilon:g} spent (delta "
+                  f"{site.privacy.delta:g}, {site.privacy.accountant})")
+    supervisor = Supervisor(pidfile=site.state_dir / "site.pid")
+    log = site.state_dir / "logs" / "supernode.log"
+    restarts = 0
+    try:
+        while True:
+            started = time.monotonic()
+            start_supernode(supervisor, site, config, log=log)
+            console.print(f"connected to {site.superlink}; logs in {site.state_dir}/logs")
+            while supervisor.alive(f"supernode-{site.name}"):
+                time.sleep(1)
+            if time.monotonic() - started < EARLY_EXIT_SECONDS:
+                raise SiteStartError(f"the SuperNode was refused or failed at start: "
+                                     f"{_last_lines(log)}", where=site.superlink,
+                                     fix="check superlink address, ca_certificate and "
+                                     "auth_key; ask the operator to register this site "
+                                     "(`fedehr server register NAME`)")
+            restarts += 1
+            if restarts > MAX_RESTARTS:
+                raise SiteStartError(f"the SuperNode crashed {restarts} times",
+                                     where=str(log), fix="read the log")
+            console.print(f"[yellow]SuperNode exited; restart {restarts}/{MAX_RESTARTS}[/]")
+    finally:
+        supervisor.stop_all()
+
+
+@app.command("stop")
+def stop(config: Path = CONFIG) -> None:
+    """Stop a site daemon started from this site.yaml."""
+    from fedehr.client.config import load_site_config
+    from fedehr.shared.processes import stop_from_pidfile
+
+    site = load_site_config(config)
+    stopped = stop_from_pidfile(site.state_dir / "site.pid")
+    console.print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+
+
+@app.command("status")
+def status(config: Path = CONFIG) -> None:
+    """Show the site's privacy ledger: budget, spent, and every release charged.
+
+    Example: fedehr site status --config site.yaml
+    """
+    from fedehr.client.config import load_site_config
+    from fedehr.client.site_handlers import open_ledger
+
+    site = load_site_config(config)
+    ledger = open_ledger(site)
+    table = Table(title=f"{site.name}: epsilon {ledger.spent():.3f} of "
+                        f"{site.privacy.epsilon:g} (remaining {ledger.remaining():.3f}, "
+                        f"delta {site.privacy.delta:g}, {site.privacy.accountant})")
+    for col in ("charged at", "purpose", "round", "noise", "sample rate", "steps",
+                "epsilon after"):
+        table.add_column(col)
+    for e in ledger.entries:
+        table.add_row(e.charged_at, e.purpose, e.round_id or "-", f"{e.noise_multiplier:.3f}",
+                      f"{e.sample_rate:.4f}", str(e.steps), f"{e.epsilon_after:.3f}")
+    console.print(table)

@@ -1,0 +1,125 @@
+"""Launching a federated run on a running SuperLink and following it to the end.
+
+`launch` ships the configuration-only bundle with `flwr run`; `watch` follows
+the ServerApp's status file and shows rounds, participation, losses and each
+site's epsilon as they come. Success is read from the status file (or
+`flwr ls`), never from `flwr run`'s exit code, which is 0 even for a failed run.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from fedehr.server.bundle import write_bundle
+from fedehr.server.config import FederationConfig
+from fedehr.server.status import read_status
+from fedehr.server.superlink import CONNECTION, bin_path, flwr_cli
+from fedehr.shared.atomic import write_text
+from fedehr.shared.errors import FedEHRError
+from fedehr.shared.processes import Supervisor, flower_env
+
+
+class RunFailed(FedEHRError):
+    """The federated run ended in failure."""
+
+
+def run_file(cfg: FederationConfig) -> Path:
+    return cfg.workdir / "run.json"
+
+
+def launch(cfg: FederationConfig, config_path: Path, *, resume: bool = False) -> str:
+    """Start the run on the SuperLink; returns Flower's run id."""
+    if not resume:
+        cfg.status_path.unlink(missing_ok=True)
+    bundle = write_bundle(cfg.workdir / "bundle", config_path)
+    data = flwr_cli(cfg.flwr_home, "run", str(bundle), CONNECTION, "--run-config",
+                    f"resume={'true' if resume else 'false'}", timeout=120)
+    run_id = str(data["run-id"])
+    write_text(run_file(cfg), json.dumps({"run-id": run_id, "started_at": time.time(),
+                                          "resume": resume}))
+    return run_id
+
+
+def follow_log(supervisor: Supervisor, cfg: FederationConfig, run_id: str) -> Path:
+    """Keep the ServerApp's log (Flower streams it per run) in the workdir."""
+    log = cfg.workdir / "logs" / f"run-{run_id}.log"
+    supervisor.start(f"log-{run_id}", [bin_path("flwr"), "log", run_id, CONNECTION, "--stream"],
+                     log=log, env=flower_env(cfg.flwr_home))
+    return log
+
+
+def flower_run_status(cfg: FederationConfig, run_id: str) -> str:
+    data = flwr_cli(cfg.flwr_home, "ls", CONNECTION, "--run-id", run_id)
+    runs = data.get("runs", []) if isinstance(data, dict) else []
+    return str(runs[0].get("status", "unknown")) if runs else "unknown"
+
+
+def status_table(status: dict | None, cfg: FederationConfig) -> Table:
+    title = "federation " + cfg.name
+    if status:
+        title += f": {status.get('phase')} (round {status.get('round', 0)}/{cfg.rounds})"
+    table = Table(title=title, caption=(status or {}).get("message", ""))
+    for col in ("round", "sites", "anchor loss", "site eval loss", "epsilon per site",
+                "rejected", "seconds"):
+        table.add_column(col)
+    for entry in (status or {}).get("rounds", []):
+        eps = entry.get("epsilon", {})
+        evals = entry.get("site_eval_loss", {})
+        table.add_row(
+            str(entry["round"]),
+            ", ".join(entry.get("participants", entry.get("sites", []))) or "-",
+            f"{entry.get('anchor_loss', float('nan')):.3f}",
+            " ".join(f"{s[-1] if s.startswith('hospital_') else s}:{v:.2f}"
+                     for s, v in sorted(evals.items())) or "-",
+            " ".join(f"{s[-1] if s.startswith('hospital_') else s}:{v:.2f}"
+                     for s, v in sorted(eps.items())) or "-",
+            ", ".join(entry.get("rejected", {})) or "-",
+            str(entry.get("seconds", "")))
+    return table
+
+
+def watch(cfg: FederationConfig, run_id: str, console: Console, *, timeout: float = 3600,
+          poll: float = 1.0) -> dict:
+    """Follow the run until it finishes; returns its result or raises RunFailed."""
+    deadline = time.monotonic() + timeout
+    last_flower_check = 0.0
+    with Live(status_table(None, cfg), console=console, refresh_per_second=2) as live:
+        while True:
+            status = read_status(cfg.status_path)
+            live.update(status_table(status, cfg))
+            phase = (status or {}).get("phase")
+            if phase == "finished":
+                return status["result"]
+            if phase == "failed":
+                raise RunFailed(status.get("message", "the run failed"), where=f"run {run_id}",
+                                fix=f"read {cfg.workdir}/logs/run-{run_id}.log; resume "
+                                    "with `fedehr run start --resume`")
+            if time.monotonic() - last_flower_check > 10:  # a ServerApp that died silently
+                last_flower_check = time.monotonic()
+                flower = flower_run_status(cfg, run_id)
+                if flower.startswith("finished") and phase not in ("finished", "failed"):
+                    time.sleep(2 * poll)
+                    if (read_status(cfg.status_path) or {}).get("phase") != "finished":
+                        raise RunFailed(f"Flower reports the run as {flower}",
+                                        where=f"run {run_id}",
+                                        fix="read the SuperLink log in the workdir")
+            if time.monotonic() > deadline:
+                raise RunFailed(f"no result after {timeout:.0f} s", where=f"run {run_id}",
+                                fix="check `fedehr run status`; the run may still be going")
+            time.sleep(poll)
+
+
+def stop(cfg: FederationConfig) -> str:
+    path = run_file(cfg)
+    if not path.exists():
+        raise FedEHRError("no run was started from this workdir", where=str(path),
+                          fix="start one with `fedehr run start --config ...`")
+    run_id = json.loads(path.read_text())["run-id"]
+    flwr_cli(cfg.flwr_home, "stop", run_id, CONNECTION)
+    return run_id
