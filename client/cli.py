@@ -57,8 +57,9 @@ def start(config: Path = CONFIG) -> None:
     from fedehr.client.config import load_site_config
     from fedehr.client.site_handlers import open_ledger
     from fedehr.client.supernode import start_supernode
-    from fedehr.shared.processes import Supervisor
+    from fedehr.shared.processes import Supervisor, exit_on_sigterm
 
+    exit_on_sigterm()
     site = load_site_config(config)
     patients = _check_data(site)
     ledger = open_ledger(site)

@@ -66,8 +66,9 @@ def server_start(config: Path = CONFIG) -> None:
     """
     from fedehr.server.config import load_federation_config
     from fedehr.server.superlink import start_superlink
-    from fedehr.shared.processes import Supervisor
+    from fedehr.shared.processes import Supervisor, exit_on_sigterm
 
+    exit_on_sigterm()
     cfg = load_federation_config(config)
     pki = _pki(cfg)
     supervisor = Supervisor(pidfile=cfg.workdir / "server.pid")

@@ -138,10 +138,13 @@ class Federation:
                         lr=cfg.warm_start.lr, dp=None, seed=cfg.seed)
             warm = {"steps": out.steps, "loss": out.mean_loss, "seconds": out.seconds}
         anchor_loss = self._anchor_loss(model, vocab)
+        site_losses = self._evaluate_sites(grid, 0, model, vocab)
         state = ResumeState(round=0, vocab_file=str(vocab_file),
                             model_config=model_config.to_dict(),
                             history=[{"round": 0, "anchor_loss": anchor_loss, "warm_start": warm,
-                                      "sites": result.sites}])
+                                      "site_eval_loss": site_losses, "sites": result.sites,
+                                      "vocab_tokens": len(vocab.tokens),
+                                      "released_codes": result.released_codes}])
         self._checkpoint(0, model, vocab, state)
         self.status.add_round(state.history[0])
         return state, model, vocab

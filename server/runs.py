@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from fedehr.server.bundle import write_bundle
+from fedehr.server.bundle import CLIENTAPP, write_bundle
 from fedehr.server.config import FederationConfig
 from fedehr.server.status import read_status
 from fedehr.server.superlink import CONNECTION, bin_path, flwr_cli
@@ -33,11 +33,12 @@ def run_file(cfg: FederationConfig) -> Path:
     return cfg.workdir / "run.json"
 
 
-def launch(cfg: FederationConfig, config_path: Path, *, resume: bool = False) -> str:
+def launch(cfg: FederationConfig, config_path: Path, *, resume: bool = False,
+           clientapp: str = CLIENTAPP) -> str:
     """Start the run on the SuperLink; returns Flower's run id."""
     if not resume:
         cfg.status_path.unlink(missing_ok=True)
-    bundle = write_bundle(cfg.workdir / "bundle", config_path)
+    bundle = write_bundle(cfg.workdir / "bundle", config_path, clientapp=clientapp)
     data = flwr_cli(cfg.flwr_home, "run", str(bundle), CONNECTION, "--run-config",
                     f"resume={'true' if resume else 'false'}", timeout=120)
     run_id = str(data["run-id"])

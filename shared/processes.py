@@ -148,3 +148,13 @@ def stop_from_pidfile(pidfile: Path) -> list[str]:
         terminate_group(int(pid))
     pidfile.unlink(missing_ok=True)
     return list(pids)
+
+
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit so a foreground command's `finally` stops its children
+    (systemd, `stop` commands and test teardown send SIGTERM)."""
+
+    def _handler(signum, frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _handler)

@@ -1,0 +1,46 @@
+"""Shared pieces of the end-to-end tests: small synthetic hospitals and the anchor.
+
+These tests start real Flower processes on loopback (SuperLink with TLS and
+hospital authentication, one `fedehr site start` daemon per hospital).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fedehr.server.local_federation import HospitalSpec, LocalFederation
+from fedehr.shared.data.anchor import fetch_anchor
+from fedehr.shared.data.synth import synthesize
+
+REPO = Path(__file__).resolve().parents[2]
+TAP_APP = "tests.e2e.tap_app:app"
+
+
+@pytest.fixture(scope="session")
+def anchor() -> Path:
+    return fetch_anchor()
+
+
+@pytest.fixture(scope="session")
+def hospitals(tmp_path_factory) -> list[HospitalSpec]:
+    out = tmp_path_factory.mktemp("hospitals")
+    return [HospitalSpec(s.name, Path(s.path), s.harmonisation)
+            for s in synthesize(out / "h", sites=3, patients=300, seed=7)]
+
+
+FAST = {"round_timeout": 90, "vocabulary": {"min_count": 5},
+        "model": {"preset": "tiny", "max_len": 48},
+        "local": {"steps": 4, "batch_size": 8, "lr": 2e-3},
+        "warm_start": {"steps": 5, "batch_size": 8}}
+
+
+def make_federation(root: Path, hospitals, anchor: Path, *, federation: dict | None = None,
+                    site: dict | None = None, env: dict | None = None) -> LocalFederation:
+    fed_cfg = {**FAST, **(federation or {})}
+    fed = LocalFederation.create(root, hospitals, anchor=anchor, federation=fed_cfg,
+                                 site={"training": {"threads": 1}, **(site or {})},
+                                 site_env={"PYTHONPATH": str(REPO), **(env or {})})
+    fed.clientapp = TAP_APP
+    return fed

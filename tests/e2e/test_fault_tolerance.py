@@ -1,0 +1,85 @@
+"""Sites and the server fail; the federation carries on and no budget is spent twice."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from rich.console import Console
+
+from fedehr.client.privacy import PrivacyLedger
+from fedehr.server import runs
+from fedehr.server.status import read_status
+
+from .conftest import make_federation
+
+pytestmark = pytest.mark.e2e
+
+NO_NOTES = {"model": {"preset": "tiny", "max_len": 48, "notes": False}}
+
+
+def _wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (value := predicate()) is not None:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _phase_round(fed) -> tuple[str, int]:
+    status = read_status(fed.config.status_path) or {}
+    return status.get("phase", ""), int(status.get("round", 0))
+
+
+def _dp_rounds(fed, name: str) -> list[str]:
+    ledger = PrivacyLedger.open(fed.root / "site-state" / name / "privacy-ledger.json",
+                                epsilon_budget=8.0, delta=1e-5)
+    return sorted(e.round_id.split(":")[0] for e in ledger.entries if e.purpose == "dp-sgd")
+
+
+def test_a_site_killed_mid_round_does_not_stop_the_run_and_rejoins(tmp_path, hospitals,
+                                                                     anchor):
+    fed = make_federation(tmp_path, hospitals, anchor, federation={
+        **NO_NOTES, "rounds": 3, "min_sites": 2, "round_timeout": 40})
+    try:
+        fed.start_server()
+        for name in fed.site_yamls:
+            fed.start_site(name)
+        run_id = fed.launch()
+        _wait_for(lambda: True if _phase_round(fed) == ("training", 2) else None, 600,
+                  "round 2 to start")
+        fed.kill_site_node("hospital_b")  # mid-round: b's update of round 2 never arrives
+        result = runs.watch(fed.config, run_id, Console(quiet=True), timeout=900)
+    finally:
+        fed.stop()
+    participants = {e["round"]: e["participants"] for e in result["history"][1:]}
+    assert participants[1] == ["hospital_a", "hospital_b", "hospital_c"]
+    assert "hospital_b" not in participants[2] and len(participants[2]) == 2
+    assert participants[3] == ["hospital_a", "hospital_b", "hospital_c"]  # b rejoined
+    log = (tmp_path / "site-state" / "hospital_b.daemon.log").read_text()
+    assert "restart 1/" in log
+
+
+def test_a_server_killed_after_a_round_resumes_without_charging_twice(tmp_path, hospitals,
+                                                                       anchor):
+    fed = make_federation(tmp_path, hospitals, anchor, federation={
+        **NO_NOTES, "rounds": 2, "min_sites": 3})
+    try:
+        fed.start_server()
+        for name in fed.site_yamls:
+            fed.start_site(name)
+        fed.launch()
+        store = fed.config.workdir / "state" / "resume.json"
+        _wait_for(lambda: True if store.exists() and
+                  json.loads(store.read_text())["round"] >= 1 else None, 600, "round 1")
+        fed.kill_server()
+        fed.restart_server()
+        run_id = fed.launch(resume=True)
+        result = runs.watch(fed.config, run_id, Console(quiet=True), timeout=900)
+    finally:
+        fed.stop()
+    assert [e["round"] for e in result["history"]] == [0, 1, 2]
+    for name in fed.site_yamls:
+        assert _dp_rounds(fed, name) == ["local/round-1", "local/round-2"]

@@ -1,0 +1,132 @@
+"""A TLS federation of three hospitals, end to end, with real Flower processes.
+
+One run serves every test of this module: hospital_a carries planted canary
+records, hospital_c sends a NaN update in every round (the tap ClientApp),
+and a fourth hospital with an unregistered key tries to join.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from fedehr.client.privacy import PrivacyLedger
+from fedehr.server import runs
+from fedehr.server.local_federation import HospitalSpec
+from fedehr.shared.checkpoint import load, verify
+from fedehr.shared.data import schema as S
+from fedehr.shared.data.dataset import MEDSDataset
+from fedehr.shared.data.writer import MEDSWriter
+from fedehr.shared.pki import PKIPaths
+
+from .conftest import make_federation
+
+pytestmark = pytest.mark.e2e
+
+CANARY_TEXT = "CANARY-3f9c2a71-note-text"
+CANARY_CODE = "LAB//CANARY-CODE-77//mg/dL"
+CANARY_SUBJECT = 987_654_321_012
+
+
+def plant_canaries(src: Path, dest: Path) -> list[int]:
+    """Copy a MEDS dataset and add a canary patient with a unique code and note text."""
+    events = MEDSDataset.open(src).scan().collect()
+    t0 = dt.datetime(2020, 5, 1, 8, 0)
+    canary = pl.DataFrame({
+        S.SUBJECT_ID: [CANARY_SUBJECT] * 4,
+        S.TIME: [None, t0, t0 + dt.timedelta(hours=2), t0 + dt.timedelta(days=1)],
+        S.CODE: ["GENDER//F", "HOSPITAL_ADMISSION//EMERGENCY//EMERGENCY_ROOM", CANARY_CODE,
+                 "NOTE//DISCHARGE_SUMMARY"],
+        S.NUMERIC_VALUE: [None, None, 4.2, None],
+        S.TEXT_VALUE: [None, None, None, f"Patient {CANARY_SUBJECT}: {CANARY_TEXT}"],
+    }, schema_overrides={S.NUMERIC_VALUE: pl.Float32})
+    with MEDSWriter(dest, dataset_name="hospital_a", etl_name="canary") as writer:
+        writer.add_events(pl.concat([events, canary], how="diagonal_relaxed"))
+        writer.add_codes(MEDSDataset.open(src).codes()["code"].to_list())
+    return events[S.SUBJECT_ID].unique().to_list() + [CANARY_SUBJECT]
+
+
+@pytest.fixture(scope="module")
+def federation(tmp_path_factory, hospitals, anchor):
+    root = tmp_path_factory.mktemp("tls-federation")
+    a, b, c = hospitals
+    planted = HospitalSpec("hospital_a", root / "hospital_a-canary")
+    subject_ids = plant_canaries(a.data, planted.data)
+    outsider = HospitalSpec("hospital_d", b.data, registered=False)
+    fed = make_federation(root, [planted, b, c, outsider], anchor,
+                          federation={"rounds": 2, "min_sites": 2},
+                          env={"FEDEHR_TAP_DIR": str(root / "tap"),
+                               "FEDEHR_SABOTEUR": "hospital_c"})
+    try:
+        fed.start_server()
+        for name in ("hospital_a", "hospital_b", "hospital_c"):
+            fed.start_site(name)
+        fed.start_site("hospital_d", wait=False)
+        outsider_exit = fed.site_exit_code("hospital_d", timeout=60)
+        run_id = fed.launch()
+        result = runs.watch(fed.config, run_id, console=_quiet(), timeout=900)
+        yield {"fed": fed, "result": result, "outsider_exit": outsider_exit,
+               "subject_ids": subject_ids, "tap": root / "tap"}
+    finally:
+        fed.stop()
+
+
+def _quiet():
+    from rich.console import Console
+
+    return Console(quiet=True)
+
+
+def test_run_finishes_all_rounds_over_tls(federation):
+    result = federation["result"]
+    assert result["rounds"] == 2
+    assert [e["round"] for e in result["history"]] == [0, 1, 2]
+
+
+def test_unregistered_hospital_is_refused(federation):
+    assert federation["outsider_exit"] not in (None, 0)
+    log = (federation["fed"].root / "site-state" / "hospital_d.daemon.log").read_text()
+    assert "refused" in log or "register" in log
+
+
+def test_nan_update_is_rejected_and_the_run_goes_on(federation):
+    for entry in federation["result"]["history"][1:]:
+        assert "NaN" in entry["rejected"]["hospital_c"]
+        assert entry["participants"] == ["hospital_a", "hospital_b"]
+
+
+def test_final_checkpoint_is_signed_by_the_consortium_and_loads(federation):
+    fed = federation["fed"]
+    path = Path(federation["result"]["checkpoint"])
+    card = verify(path, trusted_public_key=PKIPaths.of(fed.config.pki).signing_pub)
+    assert card.rounds == 2
+    assert set(card.privacy) == {"hospital_a", "hospital_b"}
+    model, vocab, _ = load(path)
+    assert model.config.vocab_size == len(vocab.tokens)
+
+
+def test_site_budgets_hold_and_every_round_is_charged_once(federation):
+    fed = federation["fed"]
+    for name in ("hospital_a", "hospital_b"):
+        ledger = PrivacyLedger.open(fed.root / "site-state" / name / "privacy-ledger.json",
+                                    epsilon_budget=8.0, delta=1e-5)
+        assert ledger.spent() <= ledger.epsilon_budget
+        rounds = [e.round_id.split(":")[0] for e in ledger.entries if e.purpose == "dp-sgd"]
+        assert sorted(rounds) == ["local/round-1", "local/round-2"], name
+        card = federation["result"]["privacy"][name]
+        assert card["epsilon"] == pytest.approx(ledger.spent(), rel=1e-6)
+
+
+def test_nothing_record_level_leaves_a_site(federation):
+    dumps = [p.read_text() for p in federation["tap"].glob("*.json")]
+    kinds = {tuple(sorted(json.loads(d)["records"])) for d in dumps}
+    assert len(dumps) >= 9 and ("config", "site") in kinds  # vocabulary releases tapped too
+    text = "\n".join(dumps)
+    assert CANARY_TEXT not in text and CANARY_CODE not in text
+    for sid in federation["subject_ids"]:
+        assert not re.search(rf"(?<![\d.]){sid}(?![\d])", text), sid
