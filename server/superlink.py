@@ -50,6 +50,8 @@ def start_superlink(supervisor: Supervisor, *, host: str, port: int, pki: PKIPat
                     flwr_home: Path, log: Path, database: Path | None = None) -> str:
     """Start the SuperLink, wait until it listens, and write the `flwr` connection."""
     address = f"{host}:{port}"
+    if database is not None:
+        database.parent.mkdir(parents=True, exist_ok=True)
     proc = supervisor.start("superlink", superlink_args(host, port, pki, database), log=log,
                             env=flower_env(flwr_home))
     wait_for_port(host, port, timeout=60, proc=proc, log=log)

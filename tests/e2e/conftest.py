@@ -6,6 +6,7 @@ hospital authentication, one `fedehr site start` daemon per hospital).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,18 @@ from fedehr.shared.data.synth import synthesize
 
 REPO = Path(__file__).resolve().parents[2]
 TAP_APP = "tests.e2e.tap_app:app"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def importable_tests():
+    """Flower's own processes (flwr run, the ServerApp, the ClientApps) import the tap app."""
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = str(REPO) + (os.pathsep + old if old else "")
+    yield
+    if old is None:
+        os.environ.pop("PYTHONPATH", None)
+    else:
+        os.environ["PYTHONPATH"] = old
 
 
 @pytest.fixture(scope="session")
@@ -41,6 +54,6 @@ def make_federation(root: Path, hospitals, anchor: Path, *, federation: dict | N
     fed_cfg = {**FAST, **(federation or {})}
     fed = LocalFederation.create(root, hospitals, anchor=anchor, federation=fed_cfg,
                                  site={"training": {"threads": 1}, **(site or {})},
-                                 site_env={"PYTHONPATH": str(REPO), **(env or {})})
+                                 site_env=env or {})
     fed.clientapp = TAP_APP
     return fed

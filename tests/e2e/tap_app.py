@@ -25,6 +25,8 @@ app = ClientApp()
 
 
 def _tap(reply: Message) -> Message:
+    if "FEDEHR_TAP_DIR" not in os.environ:
+        return reply
     folder = Path(os.environ["FEDEHR_TAP_DIR"])
     folder.mkdir(parents=True, exist_ok=True)
     dump: dict = {"error": reply.error.reason if reply.has_error() else None, "records": {}}

@@ -30,6 +30,8 @@ def _wait_for(predicate, timeout: float, what: str):
 
 def _phase_round(fed) -> tuple[str, int]:
     status = read_status(fed.config.status_path) or {}
+    if status.get("phase") == "failed":
+        raise AssertionError(f"the run failed: {status.get('message')}")
     return status.get("phase", ""), int(status.get("round", 0))
 
 
@@ -72,7 +74,7 @@ def test_a_server_killed_after_a_round_resumes_without_charging_twice(tmp_path, 
             fed.start_site(name)
         fed.launch()
         store = fed.config.workdir / "state" / "resume.json"
-        _wait_for(lambda: True if store.exists() and
+        _wait_for(lambda: True if _phase_round(fed)[1] >= 1 and store.exists() and
                   json.loads(store.read_text())["round"] >= 1 else None, 600, "round 1")
         fed.kill_server()
         fed.restart_server()
