@@ -18,7 +18,7 @@ console = Console(width=None if sys.stdout.isatty() else 140)
 
 CONFIG = typer.Option(..., "--config", "-c", help="This hospital's site.yaml.")
 EARLY_EXIT_SECONDS = 15.0  # a SuperNode that dies this fast was refused, not crashed
-MAX_RESTARTS = 5
+MAX_RESTARTS = 8
 
 
 class SiteStartError(FedEHRError):
@@ -68,15 +68,18 @@ def start(config: Path = CONFIG) -> None:
                   f"{site.privacy.delta:g}, {site.privacy.accountant})")
     supervisor = Supervisor(pidfile=site.state_dir / "site.pid")
     log = site.state_dir / "logs" / "supernode.log"
-    restarts = 0
+    restarts, joined = 0, False
     try:
         while True:
             started = time.monotonic()
             start_supernode(supervisor, site, config, log=log)
-            console.print(f"connected to {site.superlink}; logs in {site.state_dir}/logs")
+            console.print(f"SuperNode started for {site.superlink}; logs in "
+                          f"{site.state_dir}/logs")
             while supervisor.alive(f"supernode-{site.name}"):
                 time.sleep(1)
-            if time.monotonic() - started < EARLY_EXIT_SECONDS:
+            early = time.monotonic() - started < EARLY_EXIT_SECONDS
+            joined = joined or not early
+            if early and not joined:  # never got in: refused, not crashed
                 raise SiteStartError(f"the SuperNode was refused or failed at start: "
                                      f"{_last_lines(log)}", where=site.superlink,
                                      fix="check superlink address, ca_certificate and "
@@ -84,9 +87,14 @@ def start(config: Path = CONFIG) -> None:
                                      "(`fedehr server register NAME`)")
             restarts += 1
             if restarts > MAX_RESTARTS:
-                raise SiteStartError(f"the SuperNode crashed {restarts} times",
+                raise SiteStartError(f"the SuperNode stopped {restarts} times",
                                      where=str(log), fix="read the log")
-            console.print(f"[yellow]SuperNode exited; restart {restarts}/{MAX_RESTARTS}[/]")
+            # After a crash the SuperLink still counts the old session as online for a
+            # while and refuses a second activation: back off until it lets go.
+            wait = min(60, 5 * 2 ** (restarts - 1)) if early else 1
+            console.print(f"[yellow]SuperNode exited; restart {restarts}/{MAX_RESTARTS} "
+                          f"in {wait} s[/]")
+            time.sleep(wait)
     finally:
         supervisor.stop_all()
 
