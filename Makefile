@@ -29,8 +29,11 @@ test-fast: install
 lint: install
 	$(BIN)/ruff check .
 
+# Side-by-side benchmarks; each prints a table and writes benchmarks/results/*.json.
 bench: install
-	$(BIN)/python -m benchmarks.run_all
+	$(BIN)/python benchmarks/tokenizer_bench.py
+	$(BIN)/python benchmarks/dp_throughput_bench.py
+	$(BIN)/python benchmarks/federation_overhead.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info $(DEMO_DIR)

@@ -57,7 +57,7 @@ def start(config: Path = CONFIG) -> None:
     from fedehr.client.config import load_site_config
     from fedehr.client.site_handlers import open_ledger
     from fedehr.client.supernode import start_supernode
-    from fedehr.shared.processes import Supervisor, exit_on_sigterm
+    from fedehr.shared.processes import ProcessError, Supervisor, exit_on_sigterm
 
     exit_on_sigterm()
     site = load_site_config(config)
@@ -72,11 +72,14 @@ def start(config: Path = CONFIG) -> None:
     try:
         while True:
             started = time.monotonic()
-            start_supernode(supervisor, site, config, log=log)
-            console.print(f"SuperNode started for {site.superlink}; logs in "
-                          f"{site.state_dir}/logs")
-            while supervisor.alive(f"supernode-{site.name}"):
-                time.sleep(1)
+            try:
+                start_supernode(supervisor, site, config, log=log)
+                console.print(f"SuperNode started for {site.superlink}; logs in "
+                              f"{site.state_dir}/logs")
+                while supervisor.alive(f"supernode-{site.name}"):
+                    time.sleep(1)
+            except ProcessError:
+                pass  # exited before it listened: judged below like any early exit
             early = time.monotonic() - started < EARLY_EXIT_SECONDS
             joined = joined or not early
             if early and not joined:  # never got in: refused, not crashed
