@@ -18,7 +18,9 @@ console = Console(width=None if sys.stdout.isatty() else 140)
 
 CONFIG = typer.Option(..., "--config", "-c", help="This hospital's site.yaml.")
 EARLY_EXIT_SECONDS = 15.0  # a SuperNode that dies this fast was refused, not crashed
-MAX_RESTARTS = 8
+MAX_RESTARTS = 5
+REJOIN_SECONDS = 300.0  # Flower frees a crashed node's session after ~60 s
+REJOIN_RETRY_SECONDS = 5.0
 
 
 class SiteStartError(FedEHRError):
@@ -68,7 +70,7 @@ def start(config: Path = CONFIG) -> None:
                   f"{site.privacy.delta:g}, {site.privacy.accountant})")
     supervisor = Supervisor(pidfile=site.state_dir / "site.pid")
     log = site.state_dir / "logs" / "supernode.log"
-    restarts, joined = 0, False
+    restarts, crashed_at = 0, None
     try:
         while True:
             started = time.monotonic()
@@ -80,24 +82,26 @@ def start(config: Path = CONFIG) -> None:
                     time.sleep(1)
             except ProcessError:
                 pass  # exited before it listened: judged below like any early exit
-            early = time.monotonic() - started < EARLY_EXIT_SECONDS
-            joined = joined or not early
-            if early and not joined:  # never got in: refused, not crashed
+            if time.monotonic() - started >= EARLY_EXIT_SECONDS:  # it ran, then crashed
+                restarts, crashed_at = restarts + 1, time.monotonic()
+                if restarts > MAX_RESTARTS:
+                    raise SiteStartError(f"the SuperNode crashed {restarts} times",
+                                         where=str(log), fix="read the log")
+                console.print(f"[yellow]SuperNode exited; restart {restarts}/{MAX_RESTARTS}[/]")
+            elif crashed_at is None:  # never got in: refused, not crashed
                 raise SiteStartError(f"the SuperNode was refused or failed at start: "
                                      f"{_last_lines(log)}", where=site.superlink,
                                      fix="check superlink address, ca_certificate and "
                                      "auth_key; ask the operator to register this site "
                                      "(`fedehr server register NAME`)")
-            restarts += 1
-            if restarts > MAX_RESTARTS:
-                raise SiteStartError(f"the SuperNode stopped {restarts} times",
-                                     where=str(log), fix="read the log")
-            # After a crash the SuperLink still counts the old session as online for a
-            # while and refuses a second activation: back off until it lets go.
-            wait = min(60, 5 * 2 ** (restarts - 1)) if early else 1
-            console.print(f"[yellow]SuperNode exited; restart {restarts}/{MAX_RESTARTS} "
-                          f"in {wait} s[/]")
-            time.sleep(wait)
+            elif time.monotonic() - crashed_at > REJOIN_SECONDS:
+                raise SiteStartError("the SuperLink kept refusing the SuperNode after a crash",
+                                     where=site.superlink, fix="read the log; restart later")
+            else:
+                # After a crash the SuperLink counts the old session as online until its
+                # heartbeat lapses (about a minute) and refuses a second activation.
+                console.print("[yellow]SuperLink not ready to take the site back; retrying[/]")
+                time.sleep(REJOIN_RETRY_SECONDS)
     finally:
         supervisor.stop_all()
 
