@@ -17,6 +17,7 @@ from pathlib import Path
 from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from fedehr.client import activity
 from fedehr.client.config import SiteConfig, load_site_config
 from fedehr.shared import messages as M
 from fedehr.shared.errors import FedEHRError
@@ -52,9 +53,12 @@ def _reply(msg: Message, site_name: str, **records) -> Message:
     return Message(content=content, reply_to=msg)
 
 
-def _refuse(msg: Message, exc: Exception) -> Message:
+def _refuse(msg: Message, exc: Exception, site: SiteConfig | None = None) -> Message:
     reason = exc.one_line() if isinstance(exc, FedEHRError) else f"{type(exc).__name__}: {exc}"
     log.error("refused %s: %s", msg.metadata.message_type, reason)
+    if site is not None:
+        activity.record(site.state_dir, "refusal", message_type=msg.metadata.message_type,
+                        reason=reason)
     return Message(Error(code=ERROR_REFUSED, reason=reason), reply_to=msg)
 
 
@@ -62,6 +66,7 @@ def _refuse(msg: Message, exc: Exception) -> Message:
 def query(msg: Message, context: Context) -> Message:
     from fedehr.client import site_handlers as H
 
+    site = None
     try:
         site = _site(context)
         config = dict(msg.content[M.CONFIG])
@@ -74,13 +79,14 @@ def query(msg: Message, context: Context) -> Message:
         return _reply(msg, site.name, **{M.CONFIG: ConfigRecord(
             {M.RELEASE_JSON: json.dumps(payload)})})
     except Exception as exc:  # noqa: BLE001 - every failure becomes a refusal reply
-        return _refuse(msg, exc)
+        return _refuse(msg, exc, site)
 
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     from fedehr.client import site_handlers as H
 
+    site = None
     try:
         site = _site(context)
         arrays = msg.content[M.ARRAYS].to_torch_state_dict()
@@ -88,17 +94,18 @@ def train(msg: Message, context: Context) -> Message:
         return _reply(msg, site.name, **{M.ARRAYS: ArrayRecord(state),
                                          M.METRICS: MetricRecord(metrics)})
     except Exception as exc:  # noqa: BLE001
-        return _refuse(msg, exc)
+        return _refuse(msg, exc, site)
 
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
     from fedehr.client import site_handlers as H
 
+    site = None
     try:
         site = _site(context)
         arrays = msg.content[M.ARRAYS].to_torch_state_dict()
         metrics = H.evaluate_round(site, arrays, dict(msg.content[M.CONFIG]))
         return _reply(msg, site.name, **{M.METRICS: MetricRecord(metrics)})
     except Exception as exc:  # noqa: BLE001
-        return _refuse(msg, exc)
+        return _refuse(msg, exc, site)

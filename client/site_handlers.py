@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fedehr.client import activity
 from fedehr.client.config import SiteConfig
 from fedehr.client.limits import train_request
 from fedehr.client.privacy import PrivacyLedger
@@ -112,6 +113,8 @@ def _charge_and_store(site, ledger, round_id, charge, payload: dict) -> dict:
     ledger.charge(charge.noise_multiplier, charge.sample_rate, charge.steps,
                   purpose="vocab-release", round_id=round_id)
     write_text(_reply_path(site, round_id, ".json"), json.dumps(payload))
+    activity.record(site.state_dir, "release", round_id=round_id, epsilon=ledger.spent(),
+                    epsilon_budget=ledger.epsilon_budget)
     log.info("site %s: released %s (epsilon now %.3f of %.3f)", site.name, round_id,
              ledger.spent(), ledger.epsilon_budget)
     return payload
@@ -177,6 +180,10 @@ def train_round(site: SiteConfig, arrays: dict[str, torch.Tensor], config: dict
         M.TRAIN_SECONDS: float(result.seconds),
     }
     _store_update(site, key, state, metrics)
+    activity.record(site.state_dir, "train", round_id=round_id, steps=result.steps,
+                    examples=result.examples, seconds=result.seconds, patients=data.patients,
+                    epsilon=ledger.spent(), epsilon_budget=site.privacy.epsilon,
+                    noise_multiplier=noise, notes=request.notes)
     log.info("site %s: trained %s: %d steps, loss %.3f, noise %.3f, epsilon %.3f of %.3f",
              site.name, round_id, result.steps, result.mean_loss, noise, ledger.spent(),
              site.privacy.epsilon)
@@ -191,6 +198,8 @@ def evaluate_round(site: SiteConfig, arrays: dict[str, torch.Tensor], config: di
     data = prepare_site_data(site, setup.vocab, max_len=cfg.max_len, note_dim=cfg.note_dim,
                              image_dim=cfg.image_dim)
     loss, _ = evaluate(setup.model, data.held_out, batch_size=64)
+    activity.record(site.state_dir, "evaluate", round_id=str(config.get(M.ROUND_ID)),
+                    patients=len(data.held_out), loss=loss)
     return {M.NUM_EXAMPLES: float(len(data.held_out)), M.EVAL_LOSS: float(loss)}
 
 

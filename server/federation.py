@@ -53,6 +53,8 @@ class RoundOutcome:
     accepted: list[Message]
     rejected: dict[str, str]  # site -> reason
     failed: list[str]  # reasons
+    update_norms: dict[str, float]  # site -> L2 norm of its update (accepted or not)
+    bytes_in: int  # array bytes received
 
 
 def wait_for_sites(grid: Grid, minimum: int, timeout: float) -> list[int]:
@@ -175,9 +177,10 @@ class Federation:
         started = time.monotonic()
         self.status.update(phase="training", round=rnd, message=f"round {rnd}: sites training")
         wait_for_sites(grid, cfg.min_sites, cfg.round_timeout)
+        reference_arrays = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
         arrays = ArrayRecord(model.state_dict())
         config = ConfigRecord(self._round_config(rnd, model, vocab))
-        messages = self.strategy.configure_train(rnd, arrays, config, grid)
+        messages = list(self.strategy.configure_train(rnd, arrays, config, grid))
         replies = list(grid.send_and_receive(messages, timeout=cfg.round_timeout))
         outcome = self._screen(replies, model)
         if len(outcome.accepted) < cfg.min_sites:
@@ -185,7 +188,9 @@ class Federation:
                 f"round {rnd}: {len(outcome.accepted)} usable updates, {cfg.min_sites} needed "
                 f"(failed: {outcome.failed}; rejected: {outcome.rejected})", where="federation",
                 fix="check the sites' logs; resume with `fedehr run start --resume`")
+        aggregation_started = time.monotonic()
         aggregated, _ = self.strategy.aggregate_train(rnd, outcome.accepted)
+        aggregation_seconds = time.monotonic() - aggregation_started
         model.load_state_dict(aggregated.to_torch_state_dict())
         train_seconds = time.monotonic() - started
         site_losses = self._evaluate_sites(grid, rnd, model, vocab)
@@ -203,6 +208,9 @@ class Federation:
             "epsilon": {s: p["epsilon"] for s, p in state.privacy.items()},
             "participants": sorted(_site_name(r) for r in outcome.accepted),
             "rejected": outcome.rejected, "failed": outcome.failed,
+            "update_norms": outcome.update_norms, "bytes_in": outcome.bytes_in,
+            "bytes_out": sum(a.nbytes for a in reference_arrays.values()) * len(messages),
+            "aggregation_seconds": round(aggregation_seconds, 4),
             "seconds": round(time.monotonic() - started, 2),
             "train_seconds": round(train_seconds, 2),
             "site_train_seconds": {_site_name(r): float(r.content[M.METRICS][M.TRAIN_SECONDS])
@@ -217,7 +225,8 @@ class Federation:
 
     def _screen(self, replies: list[Message], model: EHRModel) -> RoundOutcome:
         reference = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
-        outcome = RoundOutcome(accepted=[], rejected={}, failed=[])
+        outcome = RoundOutcome(accepted=[], rejected={}, failed=[], update_norms={},
+                               bytes_in=0)
         for reply in replies:
             if reply.has_error():
                 outcome.failed.append(f"node {reply.metadata.src_node_id}: "
@@ -227,7 +236,10 @@ class Federation:
             site = _site_name(reply)
             site_arrays = {k: np.asarray(v.numpy())
                            for k, v in reply.content[M.ARRAYS].items()}
+            outcome.bytes_in += sum(a.nbytes for a in site_arrays.values())
             verdict = screen_update(reference, site_arrays, self.cfg.bounds.max_update_norm)
+            if verdict.update_norm:
+                outcome.update_norms[site] = verdict.update_norm
             if verdict.accepted:
                 outcome.accepted.append(reply)
             else:
