@@ -81,11 +81,20 @@ class Federation:
         torch.set_num_threads(2)
 
     def _signing_key(self):
-        if self.cfg.pki is not None and PKIPaths.of(self.cfg.pki).signing_key.exists():
-            return load_signing_key(PKIPaths.of(self.cfg.pki).signing_key)
+        """The consortium's Ed25519 key (researchers verify checkpoints against it).
+
+        Only an insecure test federation (no PKI) signs with a key of its own.
+        """
         from fedehr.shared.checkpoint import generate_signing_key
 
-        key_path = self.cfg.workdir / "state" / "signing.key"  # insecure test federations
+        if self.cfg.pki is not None:
+            path = PKIPaths.of(self.cfg.pki).signing_key
+            if not path.exists():
+                raise FedEHRError("the consortium signing key is missing", where=str(path),
+                                  fix=f"run `fedehr pki init --dir {self.cfg.pki}` or copy "
+                                  "signing/consortium.key to the server host")
+            return load_signing_key(path)
+        key_path = self.cfg.workdir / "state" / "signing.key"
         return load_signing_key(key_path) if key_path.exists() else \
             generate_signing_key(key_path)
 

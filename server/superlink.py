@@ -54,8 +54,10 @@ def start_superlink(supervisor: Supervisor, *, host: str, port: int, pki: PKIPat
         database.parent.mkdir(parents=True, exist_ok=True)
     proc = supervisor.start("superlink", superlink_args(host, port, pki, database), log=log,
                             env=flower_env(flwr_home))
-    wait_for_port(host, port, timeout=60, proc=proc, log=log)
-    write_connection(flwr_home, address, pki.ca_cert if pki else None)
+    # A wildcard bind is dialled on loopback, a name the SuperLink certificate always has.
+    dial = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    wait_for_port(dial, port, timeout=60, proc=proc, log=log)
+    write_connection(flwr_home, f"{dial}:{port}", pki.ca_cert if pki else None)
     return address
 
 
