@@ -71,6 +71,7 @@ def start(config: Path = CONFIG) -> None:
     supervisor = Supervisor(pidfile=site.state_dir / "site.pid")
     log = site.state_dir / "logs" / "supernode.log"
     restarts, crashed_at = 0, None
+    monitor = _serve_metrics(site, supervisor)
     try:
         while True:
             started = time.monotonic()
@@ -103,7 +104,23 @@ def start(config: Path = CONFIG) -> None:
                 console.print("[yellow]SuperLink not ready to take the site back; retrying[/]")
                 time.sleep(REJOIN_RETRY_SECONDS)
     finally:
+        if monitor is not None:
+            monitor.stop()
         supervisor.stop_all()
+
+
+def _serve_metrics(site, supervisor):
+    """/metrics and /healthz on site.metrics_port (healthy while the SuperNode runs)."""
+    if site.metrics_port is None:
+        return None
+    from fedehr.client.metrics import SiteCollector
+    from fedehr.shared.monitoring import MonitoringServer
+
+    monitor = MonitoringServer([SiteCollector(site)], port=site.metrics_port,
+                               health=lambda: supervisor.alive(f"supernode-{site.name}"),
+                               service=f"site {site.name}").start()
+    console.print(f"metrics on {monitor.url}/metrics, health on {monitor.url}/healthz")
+    return monitor
 
 
 @app.command("stop")

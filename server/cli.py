@@ -72,7 +72,12 @@ def server_start(config: Path = CONFIG) -> None:
     cfg = load_federation_config(config)
     pki = _pki(cfg)
     supervisor = Supervisor(pidfile=cfg.workdir / "server.pid")
+    monitor = None
     try:
+        if cfg.metrics_port is not None:
+            monitor = serve_metrics(cfg, lambda: supervisor.alive("superlink"))
+            console.print(f"metrics on {monitor.url}/metrics, health on "
+                          f"{monitor.url}/healthz")
         address = start_superlink(supervisor, host=cfg.superlink.host,
                                   port=cfg.superlink.port, pki=pki, flwr_home=cfg.flwr_home,
                                   log=cfg.workdir / "logs" / "superlink.log",
@@ -88,7 +93,19 @@ def server_start(config: Path = CONFIG) -> None:
         raise FedEHRError("the SuperLink exited", where=str(cfg.workdir / "logs"),
                           fix="read superlink.log")
     finally:
+        if monitor is not None:
+            monitor.stop()
         supervisor.stop_all()
+
+
+def serve_metrics(cfg, health, port: int | None = None):
+    """Serve the federation's /metrics and /healthz on the SuperLink's interface."""
+    from fedehr.server.metrics import ServerCollector
+    from fedehr.shared.monitoring import MonitoringServer
+
+    return MonitoringServer([ServerCollector(cfg.workdir)], host=cfg.superlink.host,
+                            port=cfg.metrics_port if port is None else port, health=health,
+                            service=f"server {cfg.name}").start()
 
 
 @server_app.command("stop")

@@ -24,6 +24,7 @@ from fedehr.server.bundle import CLIENTAPP
 from fedehr.server.config import FederationConfig, load_federation_config
 from fedehr.server.superlink import start_superlink
 from fedehr.shared.atomic import write_text
+from fedehr.shared.monitoring import MonitoringServer
 from fedehr.shared.pki import PKIPaths, init_ca, issue_server_cert, issue_site_key
 from fedehr.shared.processes import Supervisor, free_port, wait_for_port
 
@@ -44,14 +45,20 @@ class LocalFederation:
     site_env: dict[str, str] = field(default_factory=dict)
     clientapp: str = CLIENTAPP  # tests swap in a tapping ClientApp
     supervisor: Supervisor = field(default_factory=Supervisor)
+    monitor: MonitoringServer | None = None  # the server's /metrics, once serve_metrics ran
 
     # -- setup ---------------------------------------------------------------------
 
     @classmethod
     def create(cls, root: Path, hospitals: list[HospitalSpec], *, anchor: Path,
                federation: dict | None = None, site: dict | None = None,
-               site_env: dict[str, str] | None = None) -> LocalFederation:
-        """Write PKI and configs; `federation`/`site` override the defaults."""
+               site_env: dict[str, str] | None = None, metrics: bool = False
+               ) -> LocalFederation:
+        """Write PKI and configs; `federation`/`site` override the defaults.
+
+        With `metrics`, every site gets a free `metrics_port` (its daemon serves
+        /metrics and /healthz there); see `serve_metrics` for the server side.
+        """
         root = Path(root).resolve()
         pki = root / "pki"
         init_ca(pki, "fedehr local consortium")
@@ -72,6 +79,8 @@ class LocalFederation:
                    "state_dir": f"../site-state/{h.name}", "superlink": f"127.0.0.1:{port}",
                    "ca_certificate": "../pki/ca.pem", "auth_key": f"../pki/sites/{h.name}.key",
                    "port": free_port()}
+            if metrics:
+                cfg["metrics_port"] = free_port()
             if h.harmonisation:
                 cfg["harmonisation"] = str(Path(h.harmonisation).resolve())
             _deep_update(cfg, site or {})
@@ -103,6 +112,20 @@ class LocalFederation:
                                flwr_home=cfg.flwr_home,
                                log=cfg.workdir / "logs" / "superlink.log",
                                database=cfg.workdir / "state" / "superlink.db")
+
+    def serve_metrics(self, port: int = 0) -> MonitoringServer:
+        """Serve the server's /metrics and /healthz from this process (0: a free port)."""
+        from fedehr.server.cli import serve_metrics
+
+        if self.monitor is None:
+            self.monitor = serve_metrics(self.config, lambda: self.supervisor.alive("superlink"),
+                                         port=port)
+        return self.monitor
+
+    def site_metrics_url(self, name: str) -> str | None:
+        """Where the site daemon of `name` serves its metrics (None: not configured)."""
+        port = yaml.safe_load(self.site_yamls[name].read_text()).get("metrics_port")
+        return None if port is None else f"http://127.0.0.1:{port}"
 
     def start_site(self, name: str, *, wait: bool = True) -> None:
         """`fedehr site start --config <site.yaml>` as its own program."""
@@ -142,6 +165,9 @@ class LocalFederation:
         return run_id
 
     def stop(self) -> None:
+        if self.monitor is not None:
+            self.monitor.stop()
+            self.monitor = None
         self.supervisor.stop_all()
         _kill_matching("flwr-serverapp", str(self.config.flwr_home))
 

@@ -2,7 +2,8 @@
 
 One run serves every test of this module: hospital_a carries planted canary
 records, hospital_c sends a NaN update in every round (the tap ClientApp),
-and a fourth hospital with an unregistered key tries to join.
+and a fourth hospital with an unregistered key tries to join. The server's
+and the sites' Prometheus endpoints are on, and are scraped after the run.
 """
 
 from __future__ import annotations
@@ -10,21 +11,23 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import urllib.request
 from pathlib import Path
 
 import polars as pl
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from fedehr.client.privacy import PrivacyLedger
 from fedehr.server import runs
-from fedehr.server.local_federation import HospitalSpec
+from fedehr.server.local_federation import HospitalSpec, LocalFederation
 from fedehr.shared.checkpoint import load, verify
 from fedehr.shared.data import schema as S
 from fedehr.shared.data.dataset import MEDSDataset
 from fedehr.shared.data.writer import MEDSWriter
 from fedehr.shared.pki import PKIPaths
 
-from .conftest import make_federation
+from .conftest import FAST, TAP_APP
 
 pytestmark = pytest.mark.e2e
 
@@ -58,12 +61,15 @@ def federation(tmp_path_factory, hospitals, anchor):
     planted = HospitalSpec("hospital_a", root / "hospital_a-canary")
     subject_ids = plant_canaries(a.data, planted.data)
     outsider = HospitalSpec("hospital_d", b.data, registered=False)
-    fed = make_federation(root, [planted, b, c, outsider], anchor,
-                          federation={"rounds": 2, "min_sites": 2},
-                          env={"FEDEHR_TAP_DIR": str(root / "tap"),
-                               "FEDEHR_SABOTEUR": "hospital_c"})
+    fed = LocalFederation.create(root, [planted, b, c, outsider], anchor=anchor,
+                                 federation={**FAST, "rounds": 2, "min_sites": 2},
+                                 site={"training": {"threads": 1}}, metrics=True,
+                                 site_env={"FEDEHR_TAP_DIR": str(root / "tap"),
+                                           "FEDEHR_SABOTEUR": "hospital_c"})
+    fed.clientapp = TAP_APP
     try:
         fed.start_server()
+        fed.serve_metrics()
         for name in ("hospital_a", "hospital_b", "hospital_c"):
             fed.start_site(name)
         fed.start_site("hospital_d", wait=False)
@@ -130,3 +136,39 @@ def test_nothing_record_level_leaves_a_site(federation):
     assert CANARY_TEXT not in text and CANARY_CODE not in text
     for sid in federation["subject_ids"]:
         assert not re.search(rf"(?<![\d.]){sid}(?![\d])", text), sid
+
+
+def _scrape(url: str) -> dict[tuple, float]:
+    with urllib.request.urlopen(url + "/metrics", timeout=30) as response:
+        text = response.read().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for f in text_string_to_metric_families(text) for s in f.samples}
+
+
+def _healthz(url: str) -> int:
+    with urllib.request.urlopen(url + "/healthz", timeout=30) as response:
+        return response.status
+
+
+def test_prometheus_metrics_of_server_and_site_match_the_run(federation):
+    fed = federation["fed"]
+    server, site_url = fed.monitor.url, fed.site_metrics_url("hospital_a")
+    metrics, site = _scrape(server), _scrape(site_url)
+    ledger = PrivacyLedger.open(fed.root / "site-state" / "hospital_a" / "privacy-ledger.json",
+                                epsilon_budget=8.0, delta=1e-5)
+    site_a = (("site", "hospital_a"),)
+    nan_updates = sum("hospital_c" in e.get("rejected", {})
+                      for e in federation["result"]["history"][1:])
+    assert nan_updates == 2
+    assert metrics[("fedehr_rounds_completed_total", ())] == 2
+    assert metrics[("fedehr_updates_rejected_total", ())] == nan_updates
+    assert metrics[("fedehr_checkpoints_published_total", ())] == 3  # warm start + 2 rounds
+    assert metrics[("fedehr_run_phase", (("phase", "finished"),))] == 1
+    assert metrics[("fedehr_site_epsilon", site_a)] == pytest.approx(ledger.spent(), rel=1e-6)
+    assert site[("fedehr_site_epsilon_spent", site_a)] == pytest.approx(ledger.spent())
+    assert site[("fedehr_site_epsilon_remaining", site_a)] == pytest.approx(ledger.remaining())
+    dp_steps = sum(e.steps for e in ledger.entries if e.purpose == "dp-sgd")
+    assert dp_steps > 0
+    assert site[("fedehr_site_local_steps_total", site_a)] == dp_steps
+    assert site[("fedehr_site_releases_total", (("kind", "dp-sgd"), *site_a))] == 2
+    assert _healthz(server) == 200 and _healthz(site_url) == 200

@@ -1,0 +1,89 @@
+"""A hospital site's Prometheus metrics, read from its state_dir at scrape time.
+
+Flower runs the ClientApp in short-lived processes, one per message, so no
+process lives long enough to keep counters. This collector reads what the
+site already persists instead: the privacy ledger (epsilon spent, budget,
+every release charged) and the activity log (`client/activity.py`: each
+training round's steps, examples, seconds and patients, each refusal). The
+numbers survive restarts of the daemon and of Flower's processes, and
+`fedehr site status` reads the same files.
+
+Every metric carries `site="<name>"`. Nothing here is record-level: the
+values are the same aggregates the site already sends to the server or keeps
+in its ledger.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from fedehr.client import activity
+from fedehr.client.config import SiteConfig
+from fedehr.client.privacy import PURPOSES, PrivacyLedger
+
+
+class SiteCollector(Collector):
+    """Metrics of one site, from its privacy ledger and activity log."""
+
+    def __init__(self, site: SiteConfig):
+        self.site = site
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._privacy()
+        yield from self._activity(activity.read(self.site.state_dir))
+
+    def _privacy(self) -> Iterator[Metric]:
+        p = self.site.privacy
+        spent, budget, releases = 0.0, p.epsilon, dict.fromkeys(PURPOSES, 0)
+        if self.site.ledger_path.exists():  # a scrape never creates the ledger
+            ledger = PrivacyLedger.open(self.site.ledger_path, epsilon_budget=p.epsilon,
+                                        delta=p.delta, accountant=p.accountant)
+            spent, budget = ledger.spent(), ledger.epsilon_budget
+            for entry in ledger.entries:
+                releases[entry.purpose] = releases.get(entry.purpose, 0) + 1
+        yield self._gauge("fedehr_site_epsilon_spent", "Cumulative epsilon spent at this "
+                          "site's delta, per its privacy ledger.", spent)
+        yield self._gauge("fedehr_site_epsilon_remaining", "Epsilon left before the site "
+                          "refuses to release anything more.", max(0.0, budget - spent))
+        yield self._gauge("fedehr_site_epsilon_budget", "The site's lifetime epsilon budget "
+                          "(site.yaml privacy.epsilon).", budget)
+        family = CounterMetricFamily("fedehr_site_releases", "Releases charged to the privacy "
+                                     "ledger, by kind (dp-sgd: a trained update; "
+                                     "vocab-release: noised counts or value histograms).",
+                                     labels=["site", "kind"])
+        for kind, count in releases.items():
+            family.add_metric([self.site.name, kind], count)
+        yield family
+
+    def _activity(self, events: list[dict]) -> Iterator[Metric]:
+        trains = [e for e in events if e.get("kind") == "train"]
+        refusals = [e for e in events if e.get("kind") == "refusal"]
+        yield self._counter("fedehr_site_local_steps", "DP-SGD steps trained locally, over "
+                            "all rounds.", sum(int(e.get("steps", 0)) for e in trains))
+        yield self._counter("fedehr_site_errors", "Requests the site refused (budget, "
+                            "vocabulary, bad request), from the activity log.", len(refusals))
+        if not trains:
+            return
+        last = trains[-1]
+        seconds = float(last.get("seconds") or 0.0)
+        if seconds > 0:
+            yield self._gauge("fedehr_site_samples_per_second", "Training examples per second "
+                              "in the last round.", float(last.get("examples", 0)) / seconds)
+        yield self._gauge("fedehr_site_last_round_timestamp_seconds", "When the site last "
+                          "finished training a round (Unix time).", last["time"])
+        if last.get("patients") is not None:
+            yield self._gauge("fedehr_site_patients", "Patients in the training split in the "
+                              "last round (the FedAvg weight).", last["patients"])
+
+    def _gauge(self, name: str, documentation: str, value: float) -> GaugeMetricFamily:
+        family = GaugeMetricFamily(name, documentation, labels=["site"])
+        family.add_metric([self.site.name], float(value))
+        return family
+
+    def _counter(self, name: str, documentation: str, value: float) -> CounterMetricFamily:
+        family = CounterMetricFamily(name, documentation, labels=["site"])
+        family.add_metric([self.site.name], float(value))
+        return family
