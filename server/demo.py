@@ -100,7 +100,8 @@ def _federation(out: Path, summaries, anchor: Path, rounds: int, epsilon: float)
         federation={"name": "demo", "rounds": rounds,
                     "local": {"steps": 30, "batch_size": 32, "lr": 2e-3},
                     "warm_start": {"steps": 150, "batch_size": 16, "lr": 2e-3}},
-        site={"privacy": {"epsilon": epsilon, "delta": 1e-5}})
+        site={"privacy": {"epsilon": epsilon, "delta": 1e-5}, "training": {"threads": 1}},
+        metrics=True)
 
 
 def _federate(fed: LocalFederation) -> tuple[dict, Path]:
@@ -112,10 +113,13 @@ def _federate(fed: LocalFederation) -> tuple[dict, Path]:
         console.rule("[bold]3. SuperLink (TLS, hospital authentication)")
         console.print(f"SuperLink on {fed.start_server()}")
         console.print(fed.registrations)
+        monitor = fed.serve_metrics()
+        console.print(f"server metrics: {monitor.url}/metrics (health: {monitor.url}/healthz)")
         console.rule("[bold]4. Hospital sites (`fedehr site start`)")
         for name in fed.site_yamls:
             fed.start_site(name)
-            console.print(f"{name}: site daemon running, SuperNode connected")
+            console.print(f"{name}: site daemon running, SuperNode connected; metrics "
+                          f"{fed.site_metrics_url(name)}/metrics")
         console.rule("[bold]5. Federated run: vocabulary round, warm start, DP rounds")
         cfg = fed.config
         run_id = fed.launch()
