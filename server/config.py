@@ -116,6 +116,11 @@ class FederationConfig:
         return self.workdir / "status.json"
 
     @property
+    def audit_path(self) -> Path:
+        """The consortium's hash-chained audit log (fedehr.shared.audit)."""
+        return self.workdir / "audit.jsonl"
+
+    @property
     def flwr_home(self) -> Path:
         return self.workdir / "flwr-home"
 

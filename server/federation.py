@@ -8,6 +8,15 @@ replies, and a restarted server resumes after the last checkpointed round
 (`--resume`): the sites are asked again only for rounds not on disk, and a
 site asked again for the same round resends its stored update instead of
 spending budget twice.
+
+Every run leaves a hash-chained audit trail in `<workdir>/audit.jsonl`
+(fedehr.shared.audit): run-start, vocabulary, warm-start, one line per round
+(participants, rejected updates, failures, epsilon per site, checkpoint
+hashes) and run-end. Each checkpoint's model card carries the log's head
+hash as ``training.audit_head``, taken just before that checkpoint's own
+line is appended: the card of round N anchors the log up to round N-1's line
+(and the run-start and vocabulary lines), and round N's line is anchored by
+the card of round N+1.
 """
 
 from __future__ import annotations
@@ -31,7 +40,11 @@ from fedehr.server.status import StatusFile
 from fedehr.server.strategies import build_strategy, restore_strategy_state, strategy_state
 from fedehr.server.vocab_round import run_vocab_round
 from fedehr.shared import messages as M
+from fedehr.shared.audit import AuditError, AuditLog
+from fedehr.shared.audit import head as audit_head
 from fedehr.shared.checkpoint import ModelCard, load, load_signing_key
+from fedehr.shared.checkpoint.format import CARD, WEIGHTS
+from fedehr.shared.checkpoint.signing import sha256_file
 from fedehr.shared.data import schema as S
 from fedehr.shared.errors import FedEHRError
 from fedehr.shared.model import EHRModel, ModelConfig
@@ -71,6 +84,19 @@ def wait_for_sites(grid: Grid, minimum: int, timeout: float) -> list[int]:
         time.sleep(1.0)
 
 
+def checkpoint_hashes(path: Path) -> dict[str, str]:
+    """sha256 of the checkpoint folder's weights and model card, by file name."""
+    return {name: sha256_file(Path(path) / name) for name in (WEIGHTS, CARD)}
+
+
+def audit_round(log: AuditLog, entry: dict, checkpoint: Path) -> dict:
+    """Append the "round" line of a finished round: its history entry and checkpoint folder."""
+    return log.append("round", round=entry["round"], participants=entry["participants"],
+                      rejected=entry["rejected"], failed=entry["failed"],
+                      epsilon=entry["epsilon"], checkpoint=str(checkpoint),
+                      sha256=checkpoint_hashes(checkpoint))
+
+
 class Federation:
     def __init__(self, cfg: FederationConfig):
         self.cfg = cfg
@@ -78,6 +104,7 @@ class Federation:
         self.anchor = Anchor.load(cfg.anchor, cfg.workdir / "anchor-cache")
         self.store = CheckpointStore(cfg.workdir, self._signing_key())
         self.strategy = build_strategy(cfg.strategy, cfg.min_sites)
+        self.audit = AuditLog(cfg.audit_path)
         torch.set_num_threads(2)
 
     def _signing_key(self):
@@ -103,6 +130,10 @@ class Federation:
     def run(self, grid: Grid, *, resume: bool = False) -> dict:
         try:
             state = self.store.resume_state() if resume else None
+            self.audit.append("run-start", federation=self.cfg.name, rounds=self.cfg.rounds,
+                              strategy=self.cfg.strategy.name, sites_expected=self.cfg.sites,
+                              min_sites=self.cfg.min_sites, resume=resume,
+                              resumed_after=state.round if state else None)
             if state is None:
                 state, model, vocab = self._start(grid)
             else:
@@ -113,10 +144,16 @@ class Federation:
                       "privacy": state.privacy, "history": state.history}
             self.status.update(phase="finished", result=result,
                                message=f"finished {state.round} rounds")
+            self.audit.append("run-end", ok=True, message=f"finished {state.round} rounds",
+                              rounds=state.round, checkpoint=result["checkpoint"])
             return result
         except Exception as exc:
             message = exc.one_line() if isinstance(exc, FedEHRError) else repr(exc)
             self.status.update(phase="failed", message=message)
+            try:
+                self.audit.append("run-end", ok=False, message=message)
+            except AuditError as audit_exc:  # keep the run's own error the one raised
+                log.error("audit log not written: %s", audit_exc.one_line())
             raise
 
     def _start(self, grid: Grid) -> tuple[ResumeState, EHRModel, Vocabulary]:
@@ -132,6 +169,9 @@ class Federation:
         vocab = result.vocab
         vocab_file = cfg.workdir / "vocab.json"
         vocab.to_json(vocab_file)
+        self.audit.append("vocabulary", tokens=len(vocab.tokens), vocab_hash=vocab.hash,
+                          sites=result.sites, failures=result.failures,
+                          released_codes=result.released_codes)
         spec = cfg.model
         model_config = ModelConfig.preset(
             spec.preset, len(vocab.tokens), max_len=spec.max_len,
@@ -156,7 +196,9 @@ class Federation:
                                       "site_eval_loss": site_losses, "sites": result.sites,
                                       "vocab_tokens": len(vocab.tokens),
                                       "released_codes": result.released_codes}])
-        self._checkpoint(0, model, vocab, state)
+        path = self._checkpoint(0, model, vocab, state)
+        self.audit.append("warm-start", round=0, anchor=self.anchor.fingerprint,
+                          checkpoint=str(path), sha256=checkpoint_hashes(path))
         self.status.add_round(state.history[0])
         return state, model, vocab
 
@@ -227,7 +269,7 @@ class Federation:
         }
         state.history.append(entry)
         state.round = rnd
-        self._checkpoint(rnd, model, vocab, state)
+        audit_round(self.audit, entry, self._checkpoint(rnd, model, vocab, state))
         self.status.add_round(entry)
         log.info("round %d: %d sites, anchor loss %.3f, %.1f s", rnd,
                  len(outcome.accepted), entry["anchor_loss"], entry["seconds"])
@@ -283,7 +325,8 @@ class Federation:
         card = ModelCard(
             architecture=model.config.to_dict(),
             training={"federation": self.cfg.name, "strategy": self.cfg.strategy.name,
-                      "local": self.cfg.local.__dict__, "history": state.history},
+                      "local": self.cfg.local.__dict__, "history": state.history,
+                      "audit_head": audit_head(self.cfg.audit_path)},
             privacy=dict(state.privacy),
             data_fingerprints={"anchor": self.anchor.fingerprint},
             rounds=rnd,

@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from fedehr.client.privacy import PrivacyLedger
 from fedehr.server import runs
 from fedehr.server.local_federation import HospitalSpec, LocalFederation
+from fedehr.shared import audit
 from fedehr.shared.checkpoint import load, verify
 from fedehr.shared.data import schema as S
 from fedehr.shared.data.dataset import MEDSDataset
@@ -172,3 +173,27 @@ def test_prometheus_metrics_of_server_and_site_match_the_run(federation):
     assert site[("fedehr_site_local_steps_total", site_a)] == dp_steps
     assert site[("fedehr_site_releases_total", (("kind", "dp-sgd"), *site_a))] == 2
     assert _healthz(server) == 200 and _healthz(site_url) == 200
+
+
+def test_audit_logs_of_server_and_site_verify_and_record_each_round(federation):
+    fed, result = federation["fed"], federation["result"]
+    site_log = fed.root / "site-state" / "hospital_a" / "audit.jsonl"
+    for path in (fed.config.audit_path, site_log):
+        report = audit.verify(path)
+        assert report.ok, f"{path}: {report.summary()}"
+    lines = audit.read(fed.config.audit_path)
+    assert [line["event"] for line in lines][:3] == ["run-start", "vocabulary", "warm-start"]
+    assert lines[-1]["event"] == "run-end" and lines[-1]["ok"] is True
+    rounds = [line for line in lines if line["event"] == "round"]
+    assert [line["round"] for line in rounds] == [1, 2]
+    for line, entry in zip(rounds, result["history"][1:], strict=True):
+        assert line["participants"] == entry["participants"] == ["hospital_a", "hospital_b"]
+        assert "hospital_c" in line["rejected"]
+    final = Path(result["checkpoint"])
+    assert rounds[-1]["sha256"]["model.safetensors"] == audit.sha256(
+        (final / "model.safetensors").read_bytes())
+    card = json.loads((final / "model_card.json").read_text())
+    anchored = [audit.sha256(audit.canonical(line)) for line in lines]
+    assert card["training"]["audit_head"] == anchored[lines.index(rounds[-1]) - 1]
+    site_events = {line["event"] for line in audit.read(site_log)}
+    assert {"release", "train", "evaluate"} <= site_events
