@@ -1,0 +1,102 @@
+"""`fedehr registry ...`: run the checkpoint registry; publish and withdraw rounds.
+
+`start` serves a federation's workdir in the foreground until Ctrl-C.
+`publish` and `revoke` are operator calls to a running registry, made with an
+operator certificate (`fedehr pki researcher NAME --role operator`).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from fedehr.shared.registry.client import Credentials, publish, withdraw
+
+app = typer.Typer(help="The checkpoint registry researchers pull signed checkpoints from.",
+                  no_args_is_help=True)
+console = Console()
+
+START_EXAMPLE = """Example:
+
+  fedehr registry start --workdir runs/fed1 --pki ./pki --host 0.0.0.0 --port 9095
+
+The server certificate is pki/superlink.pem (issue it with `fedehr pki server --host
+registry.example.org`) unless --cert/--key name another one signed by the consortium CA.
+"""
+
+
+@app.command(help=f"Serve WORKDIR/checkpoints to researchers (foreground; Ctrl-C stops).\n\n"
+                  f"{START_EXAMPLE}")
+def start(
+    workdir: Path = typer.Option(..., "--workdir", help="The federation's workdir "
+                                 "(holds checkpoints/round-NNNN)."),
+    pki: Path = typer.Option(Path("pki"), "--pki", help="The consortium's PKI folder (ca.pem, "
+                             "revoked.json, signing/consortium.pub, superlink.pem/.key)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    port: int = typer.Option(9095, "--port", help="Port to listen on."),
+    cert: Path = typer.Option(None, "--cert", help="Server certificate (default: "
+                              "PKI/superlink.pem)."),
+    key: Path = typer.Option(None, "--key", help="Server key (default: PKI/superlink.key)."),
+) -> None:
+    from fedehr.server.registry.service import RegistryService, build_server
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    service = RegistryService(workdir, pki)
+    server, bound = build_server(service, host=host, port=port, cert=cert, key=key)
+    server.start()
+    console.print(f"[green]registry[/] serving {workdir / 'checkpoints'} on {host}:{bound} "
+                  "(mutual TLS; Ctrl-C stops)")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop(grace=2).wait()
+        console.print("registry stopped")
+
+
+def _creds(registry: str, ca: Path, cert: Path, key: Path) -> Credentials:
+    return Credentials(registry, ca, cert, key)
+
+
+REGISTRY = typer.Option("127.0.0.1:9095", "--registry", help="host:port of the registry.")
+CA = typer.Option(Path("pki/ca.pem"), "--pki-ca", help="The consortium CA certificate.")
+CERT = typer.Option(..., "--cert", help="Your operator certificate (PEM).")
+KEY = typer.Option(..., "--key", help="Its private key.")
+
+
+@app.command("publish")
+def publish_cmd(
+    folder: Path = typer.Argument(..., help="A signed checkpoint folder."),
+    round: int = typer.Option(0, "--round", help="Round number to publish as (0: the "
+                              "model card's rounds)."),
+    registry: str = REGISTRY, ca: Path = CA, cert: Path = CERT, key: Path = KEY,
+) -> None:
+    """Upload a checkpoint signed with the consortium key as a new round.
+
+    Example: fedehr registry publish ckpt/ --round 12 --cert pki/researchers/olga.pem
+    --key pki/researchers/olga.key
+    """
+    rnd = publish(_creds(registry, ca, cert, key), folder, round)
+    console.print(f"[green]published[/] {folder} as round {rnd}")
+
+
+@app.command("revoke")
+def revoke_cmd(
+    round: int = typer.Argument(..., help="The round to withdraw."),
+    reason: str = typer.Option("", "--reason", help="Why (kept in withdrawn.json)."),
+    registry: str = REGISTRY, ca: Path = CA, cert: Path = CERT, key: Path = KEY,
+) -> None:
+    """Withdraw a round: researchers no longer see or pull it (files are kept).
+
+    Example: fedehr registry revoke 7 --reason "mislabeled site export" --cert ... --key ...
+    """
+    already = withdraw(_creds(registry, ca, cert, key), round, reason)
+    console.print(f"round {round} {'was already' if already else 'is now'} withdrawn")

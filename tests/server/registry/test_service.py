@@ -1,0 +1,171 @@
+"""The registry over real mutual TLS on loopback: who may do what, and pulls that survive."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from fedehr.server.registry.service import RegistryService, build_server
+from fedehr.shared.checkpoint import format as ckpt
+from fedehr.shared.checkpoint import generate_signing_key, verify
+from fedehr.shared.pki import revoke
+from fedehr.shared.registry.channel import RegistryError
+from fedehr.shared.registry.client import fetch_card, list_checkpoints, publish, withdraw
+from fedehr.shared.registry.pull import partial_paths, pull
+from tests.shared.registry.consortium import make_pki, save_checkpoint
+
+
+class Interrupt(Exception):
+    pass
+
+
+def stop_after(n_bytes):
+    def on_progress(held, total):
+        if held >= n_bytes:
+            raise Interrupt
+    return on_progress
+
+
+def test_pull_over_tls_gives_a_verified_checkpoint_and_reports_who_pulled(consortium, tmp_path):
+    result = pull(consortium.target, out=tmp_path / "got", **consortium.pull_args())
+    assert result.round == 2 and result.resumed_from == 0
+    card = verify(tmp_path / "got", trusted_public_key=consortium.paths.signing_pub)
+    assert card.rounds == 2
+    assert sorted(p.name for p in (tmp_path / "got").iterdir()) == sorted(
+        [*ckpt.SIGNED_FILES, ckpt.SIGNATURE, ckpt.SIGNER])
+    assert not any(p.exists() for p in partial_paths(tmp_path / "got"))
+    assert consortium.pulls == [("alice", 2, result.size)]
+
+
+def test_a_numbered_round_and_its_card_can_be_asked_for(consortium, tmp_path):
+    rnd, card = fetch_card(consortium.creds("alice"), "1")
+    assert rnd == 1 and card.rounds == 1
+    assert pull(consortium.target, out=tmp_path / "r1", round="1",
+                **consortium.pull_args()).card.rounds == 1
+    assert [c.round for c in list_checkpoints(consortium.creds("alice"))] == [1, 2]
+
+
+def test_no_client_certificate_is_refused(consortium, tmp_path):
+    with pytest.raises(RegistryError, match="TLS handshake"):
+        pull(consortium.target, out=tmp_path / "got", ca=consortium.paths.ca_cert,
+             cert=None, key=None, timeout=10)
+    assert not (tmp_path / "got").exists()
+
+
+def test_a_certificate_from_another_ca_is_refused(consortium, tmp_path):
+    stranger = make_pki(tmp_path / "other-pki")
+    with pytest.raises(RegistryError, match="TLS handshake"):
+        pull(consortium.target, out=tmp_path / "got", ca=consortium.paths.ca_cert,
+             cert=stranger / "researchers" / "alice.pem",
+             key=stranger / "researchers" / "alice.key", timeout=10)
+
+
+def test_a_revoked_certificate_is_refused_at_the_next_call_without_restart(consortium, tmp_path):
+    assert list_checkpoints(consortium.creds("alice"))
+    revoke(consortium.pki, "alice")
+    with pytest.raises(RegistryError, match="alice .* has been revoked"):
+        pull(consortium.target, out=tmp_path / "got", **consortium.pull_args())
+    assert list_checkpoints(consortium.creds("olga"))  # others are unaffected
+
+
+def test_a_researcher_can_neither_publish_nor_withdraw(consortium, tmp_path):
+    save_checkpoint(tmp_path / "new", consortium.pki, rounds=5)
+    with pytest.raises(RegistryError, match="Publish needs the role operator"):
+        publish(consortium.creds("alice"), tmp_path / "new")
+    with pytest.raises(RegistryError, match="Revoke needs the role operator"):
+        withdraw(consortium.creds("alice"), 1)
+    assert not (consortium.workdir / "checkpoints" / "round-0005").exists()
+
+
+def test_an_operator_publishes_a_checkpoint_that_researchers_then_pull(consortium, tmp_path):
+    save_checkpoint(tmp_path / "new", consortium.pki, rounds=5)
+    assert publish(consortium.creds("olga"), tmp_path / "new") == 5
+    result = pull(consortium.target, out=tmp_path / "got", **consortium.pull_args())
+    assert result.round == 5 and result.card.rounds == 5
+    with pytest.raises(RegistryError, match="round 5 exists"):
+        publish(consortium.creds("olga"), tmp_path / "new")
+
+
+def test_publish_refuses_a_checkpoint_not_signed_by_the_consortium(consortium, tmp_path):
+    from fedehr.shared.registry import client
+
+    save_checkpoint(tmp_path / "new", consortium.pki, rounds=6)
+    other = generate_signing_key(tmp_path / "other.key")
+    from fedehr.shared.checkpoint import signing
+
+    hashes = {n: signing.sha256_file(tmp_path / "new" / n) for n in ckpt.SIGNED_FILES}
+    (tmp_path / "new" / ckpt.SIGNATURE).write_bytes(signing.sign(other, hashes))
+    (tmp_path / "new" / ckpt.SIGNER).write_bytes(signing.public_pem(other))
+    with pytest.raises(RegistryError, match="untrusted key"):
+        client.publish(consortium.creds("olga"), tmp_path / "new")
+    assert not (consortium.workdir / "checkpoints" / "round-0006").exists()
+
+
+def test_a_withdrawn_round_is_hidden_from_researchers(consortium, tmp_path):
+    assert withdraw(consortium.creds("olga"), 2, "bad export") is False
+    assert [c.round for c in list_checkpoints(consortium.creds("alice"))] == [1]
+    assert pull(consortium.target, out=tmp_path / "got", **consortium.pull_args()).round == 1
+    with pytest.raises(RegistryError, match="round 2 was withdrawn .*bad export"):
+        pull(consortium.target, out=tmp_path / "r2", round="2", **consortium.pull_args())
+    operator_view = list_checkpoints(consortium.creds("olga"))
+    assert [(c.round, c.withdrawn) for c in operator_view] == [(1, False), (2, True)]
+
+
+def test_an_interrupted_pull_resumes_from_the_partial_file(consortium, tmp_path):
+    out = tmp_path / "got"
+    with pytest.raises(Interrupt):
+        pull(consortium.target, out=out, on_progress=stop_after(3 * 1024),
+             **consortium.pull_args())
+    partial, _ = partial_paths(out)
+    held = partial.stat().st_size
+    assert held >= 3 * 1024 and not out.exists()
+    result = pull(consortium.target, out=out, **consortium.pull_args())
+    assert result.resumed_from == held and result.received == result.size - held
+    verify(out, trusted_public_key=consortium.paths.signing_pub)
+    assert consortium.pulls[-1] == ("alice", 2, result.size - held)
+
+
+def test_a_resumed_pull_stays_on_its_round_when_a_newer_one_appears(consortium, tmp_path):
+    out = tmp_path / "got"
+    with pytest.raises(Interrupt):
+        pull(consortium.target, out=out, on_progress=stop_after(1024), **consortium.pull_args())
+    save_checkpoint(consortium.workdir / "checkpoints" / "round-0003", consortium.pki, rounds=3)
+    assert pull(consortium.target, out=out, **consortium.pull_args()).round == 2
+
+
+def test_a_corrupted_partial_file_fails_the_pull_and_leaves_no_checkpoint(consortium, tmp_path):
+    out = tmp_path / "got"
+    with pytest.raises(Interrupt):
+        pull(consortium.target, out=out, on_progress=stop_after(2 * 1024),
+             **consortium.pull_args())
+    partial, meta = partial_paths(out)
+    raw = bytearray(partial.read_bytes())
+    raw[700] ^= 0xFF  # inside the first file's bytes
+    partial.write_bytes(bytes(raw))
+    with pytest.raises(RegistryError, match="SHA-256 .* differs .*corrupted"):
+        pull(consortium.target, out=out, **consortium.pull_args())
+    assert not out.exists() and not partial.exists() and not meta.exists()
+    assert pull(consortium.target, out=out, **consortium.pull_args()).resumed_from == 0
+
+
+def test_pull_time_of_a_tiny_model_checkpoint(tmp_path):
+    """Not a pass/fail on time: prints the wall time of a ~4 MB pull over loopback TLS."""
+    pki = make_pki(tmp_path / "pki")
+    workdir = tmp_path / "fed"
+    save_checkpoint(workdir / "checkpoints" / "round-0001", pki, rounds=1, realistic=True)
+    server, port = build_server(RegistryService(workdir, pki), host="127.0.0.1", port=0)
+    server.start()
+    try:
+        args = {"ca": pki / "ca.pem", "cert": pki / "researchers" / "alice.pem",
+                "key": pki / "researchers" / "alice.key"}
+        timings = []
+        for i in range(3):
+            started = time.perf_counter()
+            result = pull(f"localhost:{port}", out=tmp_path / f"got{i}", **args)
+            timings.append(time.perf_counter() - started)
+    finally:
+        server.stop(grace=None)
+    assert result.size > 3_000_000
+    print(f"\npull of {result.size / 1e6:.2f} MB over loopback mutual TLS: "
+          f"{', '.join(f'{t * 1000:.0f} ms' for t in timings)} (first includes hashing)")
