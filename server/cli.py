@@ -72,7 +72,7 @@ def server_start(config: Path = CONFIG) -> None:
     cfg = load_federation_config(config)
     pki = _pki(cfg)
     supervisor = Supervisor(pidfile=cfg.workdir / "server.pid")
-    monitor = None
+    monitor = registry = None
     try:
         if cfg.metrics_port is not None:
             monitor = serve_metrics(cfg, lambda: supervisor.alive("superlink"))
@@ -86,6 +86,12 @@ def server_start(config: Path = CONFIG) -> None:
         console.print(f"SuperLink on [bold]{address}[/] ({mode}); logs in {cfg.workdir}/logs")
         if pki is not None:
             console.print(register_sites(cfg, pki, cfg.sites))
+        if pki is not None and cfg.registry_port is not None:
+            from fedehr.server.registry.service import start_registry
+
+            registry, port = start_registry(cfg.workdir, cfg.pki, host=cfg.superlink.host,
+                                            port=cfg.registry_port, audit_path=cfg.audit_path)
+            console.print(f"checkpoint registry on {cfg.superlink.host}:{port} (mutual TLS)")
         console.print("Next: start the sites (`fedehr site start`), then "
                       f"`fedehr run start --config {config}`. Ctrl-C stops the server.")
         while supervisor.alive("superlink"):
@@ -95,6 +101,8 @@ def server_start(config: Path = CONFIG) -> None:
     finally:
         if monitor is not None:
             monitor.stop()
+        if registry is not None:
+            registry.stop(grace=2)
         supervisor.stop_all()
 
 

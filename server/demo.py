@@ -5,7 +5,8 @@
 3. start a TLS SuperLink with hospital authentication and register the sites;
 4. start one SuperNode per hospital (the site daemon's Flower part);
 5. run the federation: DP vocabulary round, warm start on the anchor, DP rounds;
-6. write the report (markdown + PNG) and stop every process it started.
+6. serve the checkpoint registry; a researcher pulls and verifies the model;
+7. write the report (markdown + PNG) and stop every process it started.
 
 Everything lands in one folder (default demo-output/), including the
 federation.yaml and site.yaml files, so each step can be rerun by hand with
@@ -123,16 +124,40 @@ def _federate(fed: LocalFederation) -> tuple[dict, Path]:
         console.rule("[bold]5. Federated run: vocabulary round, warm start, DP rounds")
         cfg = fed.config
         run_id = fed.launch()
-        return runs.watch(cfg, run_id, console, timeout=3600), \
-            cfg.workdir / "logs" / f"run-{run_id}.log"
+        result = runs.watch(cfg, run_id, console, timeout=3600)
+        _researcher(fed)
+        return result, cfg.workdir / "logs" / f"run-{run_id}.log"
     finally:
         fed.stop()
+
+
+def _researcher(fed: LocalFederation) -> None:
+    """A researcher pulls the signed global checkpoint and verifies it: two commands."""
+    import shlex
+    import subprocess
+
+    from fedehr.shared.pki import issue_client_cert
+
+    console.rule("[bold]6. A researcher pulls and verifies the global model")
+    registry = fed.serve_registry()
+    pki = fed.root / "pki"
+    cert, key = issue_client_cert(pki, "demo-researcher", role="researcher")
+    out = fed.root / "researcher" / "global-model"
+    shutil.rmtree(out, ignore_errors=True)
+    fedehr = [sys.executable, "-m", "fedehr.shared.cli"]
+    for command in (
+        ["model", "pull", "--registry", registry, "--pki-ca", str(pki / "ca.pem"),
+         "--cert", str(cert), "--key", str(key), "--out", str(out)],
+        ["model", "verify", str(out), "--trusted-key", str(pki / "signing/consortium.pub")],
+    ):
+        console.print(f"$ fedehr {shlex.join(command)}", highlight=False, soft_wrap=True)
+        subprocess.run([*fedehr, *command], check=True)
 
 
 def _report(out: Path, result: dict, summaries) -> Path:
     from fedehr.server.report import write_report
 
-    console.rule("[bold]6. Report")
+    console.rule("[bold]7. Report")
     sites = ", ".join(f"{s.name} ({s.subjects} patients, {s.case_mix})" for s in summaries)
     path = write_report(result, out / "report", title="fedehr demo federation",
                         extra=f"Sites: {sites}. Public anchor: MIMIC-IV demo (MEDS).")

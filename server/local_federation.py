@@ -46,6 +46,7 @@ class LocalFederation:
     clientapp: str = CLIENTAPP  # tests swap in a tapping ClientApp
     supervisor: Supervisor = field(default_factory=Supervisor)
     monitor: MonitoringServer | None = None  # the server's /metrics, once serve_metrics ran
+    registry: object | None = None  # the checkpoint registry's gRPC server, once started
 
     # -- setup ---------------------------------------------------------------------
 
@@ -122,6 +123,15 @@ class LocalFederation:
                                          port=port)
         return self.monitor
 
+    def serve_registry(self, port: int = 0) -> str:
+        """Start the checkpoint registry (mutual TLS) in this process; returns host:port."""
+        from fedehr.server.registry.service import start_registry
+
+        cfg = self.config
+        self.registry, bound = start_registry(cfg.workdir, cfg.pki, host="127.0.0.1",
+                                              port=port, audit_path=cfg.audit_path)
+        return f"127.0.0.1:{bound}"
+
     def site_metrics_url(self, name: str) -> str | None:
         """Where the site daemon of `name` serves its metrics (None: not configured)."""
         port = yaml.safe_load(self.site_yamls[name].read_text()).get("metrics_port")
@@ -168,6 +178,9 @@ class LocalFederation:
         if self.monitor is not None:
             self.monitor.stop()
             self.monitor = None
+        if self.registry is not None:
+            self.registry.stop(grace=2)
+            self.registry = None
         self.supervisor.stop_all()
         _kill_matching("flwr-serverapp", str(self.config.flwr_home))
 

@@ -43,10 +43,10 @@ def start(
                               "PKI/superlink.pem)."),
     key: Path = typer.Option(None, "--key", help="Server key (default: PKI/superlink.key)."),
 ) -> None:
-    from fedehr.server.registry.service import RegistryService, build_server
+    from fedehr.server.registry.service import RegistryService, audit_pulls, build_server
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    service = RegistryService(workdir, pki)
+    service = RegistryService(workdir, pki, on_pull=audit_pulls(workdir / "audit.jsonl"))
     server, bound = build_server(service, host=host, port=port, cert=cert, key=key)
     server.start()
     console.print(f"[green]registry[/] serving {workdir / 'checkpoints'} on {host}:{bound} "

@@ -332,3 +332,26 @@ def build_server(service: RegistryService, *, host: str = "127.0.0.1", port: int
         raise RegistryError(f"cannot listen on {address}", where="--host/--port",
                             fix="pick a free port")
     return server, bound
+
+
+def audit_pulls(audit_path: str | os.PathLike) -> PullHook:
+    """An `on_pull` hook that writes every pull (who, what, how much) to the audit log."""
+    from fedehr.shared.audit import AuditLog
+
+    log_ = AuditLog(audit_path)
+
+    def hook(who: str, rnd: int, sent: int) -> None:
+        log_.append("pull", who=who, round=rnd, bytes=sent)
+
+    return hook
+
+
+def start_registry(workdir: str | os.PathLike, pki: str | os.PathLike, *, host: str,
+                   port: int, audit_path: str | os.PathLike | None = None
+                   ) -> tuple[grpc.Server, int]:
+    """Build and start the registry for a federation workdir; returns (server, port)."""
+    hook = audit_pulls(audit_path) if audit_path is not None else None
+    server, bound = build_server(RegistryService(workdir, pki, on_pull=hook), host=host,
+                                 port=port)
+    server.start()
+    return server, bound
