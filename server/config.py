@@ -52,6 +52,7 @@ class ModelSpec:
 class VocabularySpec:
     min_count: int = 10
     rounds_timeout: float = 300.0
+    candidates: Path | None = None  # public code list, one per line; default: anchor + catalogue
 
 
 @dataclass

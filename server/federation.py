@@ -162,7 +162,8 @@ class Federation:
         nodes = wait_for_sites(grid, cfg.min_sites, cfg.round_timeout)
         result = run_vocab_round(grid, nodes, self.anchor, federation=cfg.name,
                                  min_count=cfg.vocabulary.min_count,
-                                 timeout=cfg.vocabulary.rounds_timeout)
+                                 timeout=cfg.vocabulary.rounds_timeout,
+                                 candidates_file=cfg.vocabulary.candidates)
         if len(result.sites) < cfg.min_sites:
             raise FederationStopped(f"only {len(result.sites)} sites joined the vocabulary "
                                     f"round: {'; '.join(result.failures)}", where="federation")
@@ -189,6 +190,7 @@ class Federation:
                         lr=cfg.warm_start.lr, dp=None, seed=cfg.seed)
             warm = {"steps": out.steps, "loss": out.mean_loss, "seconds": out.seconds}
         anchor_loss = self._anchor_loss(model, vocab)
+        self.status.update(message="evaluating the warm-started model at the sites")
         site_losses = self._evaluate_sites(grid, 0, model, vocab)
         state = ResumeState(round=0, vocab_file=str(vocab_file),
                             model_config=model_config.to_dict(),
@@ -244,6 +246,7 @@ class Federation:
         aggregation_seconds = time.monotonic() - aggregation_started
         model.load_state_dict(aggregated.to_torch_state_dict())
         train_seconds = time.monotonic() - started
+        self.status.update(message=f"round {rnd}: evaluating at the sites")
         site_losses = self._evaluate_sites(grid, rnd, model, vocab)
         for reply in outcome.accepted:
             metrics = reply.content[M.METRICS]
