@@ -68,6 +68,7 @@ def pull(target: str, *, ca: str | os.PathLike, cert: str | os.PathLike,
     if out.exists():
         raise RegistryError("the output folder already exists", where=str(out),
                             fix="choose a new --out, or remove the old checkpoint")
+    out.parent.mkdir(parents=True, exist_ok=True)
     partial, meta_path = partial_paths(out)
     meta = _read_meta(meta_path) if partial.is_file() else None
     if meta is None:

@@ -169,3 +169,9 @@ def test_pull_time_of_a_tiny_model_checkpoint(tmp_path):
     assert result.size > 3_000_000
     print(f"\npull of {result.size / 1e6:.2f} MB over loopback mutual TLS: "
           f"{', '.join(f'{t * 1000:.0f} ms' for t in timings)} (first includes hashing)")
+
+
+def test_a_pull_creates_the_missing_parent_folders_of_its_output(consortium, tmp_path):
+    out = tmp_path / "not" / "yet" / "there"
+    assert pull(consortium.target, out=out, **consortium.pull_args()).round >= 1
+    assert (out / "model_card.json").is_file()
