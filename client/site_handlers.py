@@ -80,32 +80,30 @@ def _site_events(site: SiteConfig):
 
 def release_counts(site: SiteConfig, config: dict) -> dict:
     """Bounded, noised, thresholded patient counts per standard code (public candidates)."""
-    round_id = str(config[M.ROUND_ID])
-    if (stored := _stored_json(site, round_id)) is not None:
-        return stored
-    ledger = open_ledger(site)
     p = site.privacy
-    candidates = json.loads(config[M.CANDIDATES])
-    ledger.check(p.vocab_noise_multiplier, 1.0, 1)
-    release = release_code_counts(_site_events(site), k=p.vocab_max_codes_per_patient,
-                                  noise_multiplier=p.vocab_noise_multiplier,
-                                  threshold=p.vocab_threshold, rng=np.random.default_rng(),
-                                  candidates=candidates)
-    return _charge_and_store(site, ledger, round_id, release.charge, release.to_dict())
+    return _release(site, config, lambda events: release_code_counts(
+        events, k=p.vocab_max_codes_per_patient, noise_multiplier=p.vocab_noise_multiplier,
+        threshold=p.vocab_threshold, rng=np.random.default_rng(),
+        candidates=json.loads(config[M.CANDIDATES])))
 
 
 def release_values(site: SiteConfig, config: dict) -> dict:
     """Noised value histograms on the public grid for the codes the anchor lacks."""
+    p = site.privacy
+    return _release(site, config, lambda events: release_value_histograms(
+        events, codes=json.loads(config[M.SKETCH_CODES]),
+        grid=np.asarray(json.loads(config[M.VALUE_GRID])), k=p.vocab_max_codes_per_patient,
+        noise_multiplier=p.vocab_noise_multiplier, rng=np.random.default_rng()))
+
+
+def _release(site: SiteConfig, config: dict, make) -> dict:
+    """Check the budget, make the release from the site's mapped events, charge, store."""
     round_id = str(config[M.ROUND_ID])
     if (stored := _stored_json(site, round_id)) is not None:
         return stored
     ledger = open_ledger(site)
-    p = site.privacy
-    ledger.check(p.vocab_noise_multiplier, 1.0, 1)
-    release = release_value_histograms(
-        _site_events(site), codes=json.loads(config[M.SKETCH_CODES]),
-        grid=np.asarray(json.loads(config[M.VALUE_GRID])), k=p.vocab_max_codes_per_patient,
-        noise_multiplier=p.vocab_noise_multiplier, rng=np.random.default_rng())
+    ledger.check(site.privacy.vocab_noise_multiplier, 1.0, 1)  # before touching the data
+    release = make(_site_events(site))
     return _charge_and_store(site, ledger, round_id, release.charge, release.to_dict())
 
 

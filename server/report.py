@@ -28,17 +28,8 @@ def plot_losses(history: list[dict], png: Path) -> Path:
     ax.plot(*zip(*anchor, strict=True), "k-o", label="public anchor (held out)")
     for site, points in sorted(_series(history, "site_eval_loss").items()):
         ax.plot(*zip(*points, strict=True), "--o", label=f"{site} (held out)")
-    ax.set_xlabel("round (0 = after the warm start on the anchor)")
-    ax.set_ylabel("next-token loss (nats)")
-    ax.set_title("Global model loss per round")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    fig.tight_layout()
-    png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
-    return png
+    return _save(fig, ax, png, xlabel="round (0 = after the warm start on the anchor)",
+                 ylabel="next-token loss (nats)", title="Global model loss per round")
 
 
 def plot_epsilon(history: list[dict], privacy: dict[str, dict], png: Path) -> Path:
@@ -48,13 +39,19 @@ def plot_epsilon(history: list[dict], privacy: dict[str, dict], png: Path) -> Pa
         budget = privacy.get(site, {}).get("epsilon_budget")
         if budget:
             ax.axhline(budget, color=line.get_color(), ls=":", lw=1)
-    ax.set_xlabel("round")
-    ax.set_ylabel("cumulative epsilon (site ledger)")
-    ax.set_title("Privacy spent per site (dotted: budget)")
+    return _save(fig, ax, png, xlabel="round", ylabel="cumulative epsilon (site ledger)",
+                 title="Privacy spent per site (dotted: budget)")
+
+
+def _save(fig, ax, png: Path, *, xlabel: str, ylabel: str, title: str) -> Path:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # rounds are whole numbers
     fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png, dpi=110)
     plt.close(fig)
     return png
