@@ -33,6 +33,7 @@ lint: install
 bench: install
 	$(BIN)/python benchmarks/tokenizer_bench.py
 	$(BIN)/python benchmarks/dp_throughput_bench.py
+	$(BIN)/python benchmarks/etl_throughput.py --scale 10
 	$(BIN)/python benchmarks/federation_overhead.py
 
 clean:
