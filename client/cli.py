@@ -135,7 +135,8 @@ def stop(config: Path = CONFIG) -> None:
 
 
 @app.command("status")
-def status(config: Path = CONFIG) -> None:
+def status(config: Path = CONFIG,
+           last: int = typer.Option(10, help="How many recent messages to list.")) -> None:
     """Show the site's privacy ledger: budget, spent, and every release charged.
 
     Example: fedehr site status --config site.yaml
@@ -155,3 +156,28 @@ def status(config: Path = CONFIG) -> None:
         table.add_row(e.charged_at, e.purpose, e.round_id or "-", f"{e.noise_multiplier:.3f}",
                       f"{e.sample_rate:.4f}", str(e.steps), f"{e.epsilon_after:.3f}")
     console.print(table)
+    console.print(_activity_table(site, last))
+
+
+def _activity_table(site, last: int) -> Table:
+    """What the site sent or refused, newest last (from state_dir/activity.jsonl)."""
+    from datetime import UTC, datetime
+
+    from fedehr.client import activity
+
+    table = Table(title=f"last {last} messages answered (everything sent leaves a line)")
+    for col in ("time (UTC)", "what", "round", "details"):
+        table.add_column(col)
+    for event in activity.read(site.state_dir)[-last:]:
+        when = datetime.fromtimestamp(event["time"], UTC).strftime("%Y-%m-%d %H:%M:%S")
+        if event["kind"] == "train":
+            details = (f"{event['steps']} DP steps, {event['patients']} patients, "
+                       f"epsilon now {event['epsilon']:.3f}")
+        elif event["kind"] == "evaluate":
+            details = f"held-out loss {event['loss']:.3f} on {event['patients']} patients"
+        elif event["kind"] == "refusal":
+            details = str(event.get("reason", ""))[:120]
+        else:
+            details = f"DP counts/sketches, epsilon now {event.get('epsilon', 0):.3f}"
+        table.add_row(when, event["kind"], str(event.get("round_id", "-")), details)
+    return table
