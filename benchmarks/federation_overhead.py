@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing as mp
 import shutil
 import tempfile
 import time
@@ -77,7 +78,8 @@ def local_only(fed, rounds: int) -> list[float]:
         copy.write_text(yaml.safe_dump(cfg))
         site_yamls.append(copy)
     seconds = []
-    with ProcessPoolExecutor(len(site_yamls)) as pool:
+    # spawn, not fork: a forked child of a process that already ran torch threads can hang
+    with ProcessPoolExecutor(len(site_yamls), mp_context=mp.get_context("spawn")) as pool:
         for rnd in range(1, rounds + 1):
             config = server._round_config(rnd, model, vocab)
             config["round-id"] = f"local-only/round-{rnd}"
