@@ -125,6 +125,7 @@ def _federate(fed: LocalFederation) -> tuple[dict, Path]:
         cfg = fed.config
         run_id = fed.launch()
         result = runs.watch(cfg, run_id, console, timeout=3600)
+        console.line()
         _researcher(fed)
         return result, cfg.workdir / "logs" / f"run-{run_id}.log"
     finally:
