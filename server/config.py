@@ -68,6 +68,7 @@ class WarmStartSpec:
     steps: int = 150
     batch_size: int = 32
     lr: float = 2e-3
+    steps_per_round: int = 0  # anchor steps after each aggregation (keeps the anchor known)
 
 
 @dataclass

@@ -245,6 +245,7 @@ class Federation:
         aggregated, _ = self.strategy.aggregate_train(rnd, outcome.accepted)
         aggregation_seconds = time.monotonic() - aggregation_started
         model.load_state_dict(aggregated.to_torch_state_dict())
+        anchor_steps = self._anchor_steps(model, vocab, rnd)
         train_seconds = time.monotonic() - started
         self.status.update(message=f"round {rnd}: evaluating at the sites")
         site_losses = self._evaluate_sites(grid, rnd, model, vocab)
@@ -256,6 +257,7 @@ class Federation:
                 "noise_multiplier": float(metrics[M.NOISE_MULTIPLIER])}
         entry = {
             "round": rnd, "anchor_loss": self._anchor_loss(model, vocab),
+            "anchor_steps": anchor_steps,
             "site_eval_loss": site_losses,
             "train_loss": {_site_name(r): float(r.content[M.METRICS][M.TRAIN_LOSS])
                            for r in outcome.accepted},
@@ -317,6 +319,17 @@ class Federation:
     def _anchor_windows(self, vocab: Vocabulary, mc: ModelConfig, split: str):
         return self.anchor.windows(vocab, split, max_len=mc.max_len, note_dim=mc.note_dim,
                                    image_dim=mc.image_dim)
+
+    def _anchor_steps(self, model: EHRModel, vocab: Vocabulary, rnd: int) -> int:
+        """Public-anchor steps after aggregation (non-private, at no privacy cost)."""
+        spec = self.cfg.warm_start
+        if spec.steps_per_round < 1:
+            return 0
+        windows = self._anchor_windows(vocab, model.config, S.TRAIN)
+        out = train(model, windows, steps=spec.steps_per_round,
+                    batch_size=min(spec.batch_size, len(windows)), lr=spec.lr, dp=None,
+                    seed=self.cfg.seed + rnd)
+        return out.steps
 
     def _anchor_loss(self, model: EHRModel, vocab: Vocabulary) -> float:
         windows = self._anchor_windows(vocab, model.config, S.HELD_OUT)

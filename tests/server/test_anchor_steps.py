@@ -1,0 +1,42 @@
+"""Anchor steps after aggregation: public data, no privacy cost, off by default."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fedehr.server.config import FederationConfig, SuperLinkConfig, WarmStartSpec
+from fedehr.server.federation import Federation
+from fedehr.shared.data.anchor import fetch_anchor
+from fedehr.shared.model import EHRModel, ModelConfig
+from fedehr.shared.tokenizer.merge import merge_vocabulary
+
+
+@pytest.fixture(scope="module")
+def anchor_root():
+    return fetch_anchor()
+
+
+def _federation(tmp_path, anchor_root, steps: int) -> Federation:
+    cfg = FederationConfig(name="t", workdir=tmp_path, anchor=anchor_root,
+                           superlink=SuperLinkConfig(insecure=True),
+                           warm_start=WarmStartSpec(steps_per_round=steps, batch_size=4))
+    return Federation(cfg)
+
+
+def _model_and_vocab(fed: Federation):
+    vocab = merge_vocabulary(anchor_counts=fed.anchor.counts, min_count=20,
+                             anchor_values=fed.anchor.values)
+    torch.manual_seed(0)
+    return EHRModel(ModelConfig.preset("tiny", len(vocab.tokens), max_len=32, note_dim=0,
+                                       image_dim=0)), vocab
+
+
+@pytest.mark.parametrize("steps", [0, 3])
+def test_anchor_steps_after_aggregation_train_only_when_asked(tmp_path, anchor_root, steps):
+    fed = _federation(tmp_path, anchor_root, steps)
+    model, vocab = _model_and_vocab(fed)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    assert fed._anchor_steps(model, vocab, rnd=1) == steps
+    changed = any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert changed == (steps > 0)
