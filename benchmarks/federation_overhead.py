@@ -43,9 +43,7 @@ def federated(root: Path, hospitals, anchor: Path, rounds: int) -> dict:
                                  federation={**FEDERATION, "rounds": rounds},
                                  site={"training": {"threads": 1}})
     try:
-        fed.start_server()
-        for name in fed.site_yamls:
-            fed.start_site(name)
+        fed.start_all()
         result = runs.watch(fed.config, fed.launch(), Console(quiet=True), timeout=3600)
     finally:
         fed.stop()

@@ -9,6 +9,7 @@ and the image-study embeddings from the dataset's sidecar. A fresh process
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import numpy as np
 import yaml
 
 from fedehr.client.config import SiteConfig
-from fedehr.shared.atomic import write_bytes
+from fedehr.shared.atomic import write_bytes, write_text
 from fedehr.shared.data import schema as S
 from fedehr.shared.data.dataset import MEDSDataset
 from fedehr.shared.errors import ConfigError
@@ -54,7 +55,7 @@ class SiteData:
 def prepare_site_data(site: SiteConfig, vocab: Vocabulary, *, max_len: int, note_dim: int,
                       image_dim: int, seed: int = 0) -> SiteData:
     dataset = MEDSDataset.open(site.data)
-    fingerprint = dataset.fingerprint()
+    fingerprint = cached_fingerprint(dataset, site.cache_dir)
     mapping = site_mapping(site, dataset)
     windows = {}
     for split in (S.TRAIN, S.HELD_OUT):
@@ -66,6 +67,24 @@ def prepare_site_data(site: SiteConfig, vocab: Vocabulary, *, max_len: int, note
                                         image_vectors=images, seed=seed)
     return SiteData(train=windows[S.TRAIN], held_out=windows[S.HELD_OUT],
                     fingerprint=fingerprint)
+
+
+def cached_fingerprint(dataset: MEDSDataset, cache_dir: Path) -> str:
+    """The dataset's content hash, re-hashed only when a file's size or mtime changed.
+
+    Flower starts a fresh process for every message; hashing every shard each
+    time would put a full read of the site's data on that path.
+    """
+    files = dataset.shard_paths() + sorted((dataset.root / "metadata").glob("*"))
+    stamp = [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in files if p.is_file()]
+    path = cache_dir / "fingerprint.json"
+    if path.exists():
+        saved = json.loads(path.read_text())
+        if saved.get("stamp") == stamp:
+            return saved["fingerprint"]
+    fingerprint = dataset.fingerprint()
+    write_text(path, json.dumps({"stamp": stamp, "fingerprint": fingerprint}))
+    return fingerprint
 
 
 def _note_vectors(site: SiteConfig, cache: TokenCache, dim: int) -> np.ndarray | None:

@@ -105,6 +105,12 @@ class LocalFederation:
         self.registrations = register_sites(cfg, PKIPaths.of(cfg.pki), cfg.sites)
         return address
 
+    def start_all(self) -> None:
+        """The server, then every hospital's site daemon."""
+        self.start_server()
+        for name in self.site_yamls:
+            self.start_site(name)
+
     def restart_server(self) -> str:
         """Start the SuperLink on the configured port and database (registrations persist)."""
         cfg = self.config

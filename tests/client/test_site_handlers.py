@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -43,3 +44,18 @@ def test_a_value_release_covers_only_the_requested_codes(site):
     assert list(payload["histograms"]) == ["LOINC/2160-0//mg/dL"]
     assert len(payload["histograms"]["LOINC/2160-0//mg/dL"]) == 5
     assert H.open_ledger(site).spent() > 0
+
+
+def test_the_dataset_fingerprint_is_rehashed_only_when_a_file_changes(site, monkeypatch):
+    from fedehr.client.site_data import cached_fingerprint
+    from fedehr.shared.data.dataset import MEDSDataset
+
+    dataset = MEDSDataset.open(site.data)
+    first = cached_fingerprint(dataset, site.cache_dir)
+    assert first == dataset.fingerprint()
+    monkeypatch.setattr(MEDSDataset, "fingerprint", lambda self: "rehashed")
+    assert cached_fingerprint(dataset, site.cache_dir) == first
+    codes = site.data / "metadata" / "codes.parquet"
+    codes.write_bytes(codes.read_bytes())  # same bytes, new mtime: hash again
+    os.utime(codes, ns=(1, 1))
+    assert cached_fingerprint(dataset, site.cache_dir) == "rehashed"

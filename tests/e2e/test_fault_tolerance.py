@@ -46,9 +46,7 @@ def test_a_site_killed_mid_round_does_not_stop_the_run_and_rejoins(tmp_path, hos
     fed = make_federation(tmp_path, hospitals, anchor, federation={
         **NO_NOTES, "rounds": 5, "min_sites": 2, "round_timeout": 40})
     try:
-        fed.start_server()
-        for name in fed.site_yamls:
-            fed.start_site(name)
+        fed.start_all()
         run_id = fed.launch()
         _wait_for(lambda: True if _phase_round(fed) == ("training", 2) else None, 600,
                   "round 2 to start")
@@ -71,9 +69,7 @@ def test_a_server_killed_after_a_round_resumes_without_charging_twice(tmp_path, 
     fed = make_federation(tmp_path, hospitals, anchor, federation={
         **NO_NOTES, "rounds": 2, "min_sites": 3})
     try:
-        fed.start_server()
-        for name in fed.site_yamls:
-            fed.start_site(name)
+        fed.start_all()
         fed.launch()
         store = fed.config.workdir / "state" / "resume.json"
         _wait_for(lambda: True if _phase_round(fed)[1] >= 1 and store.exists() and
