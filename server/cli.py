@@ -111,7 +111,8 @@ def serve_metrics(cfg, health, port: int | None = None):
     from fedehr.server.metrics import ServerCollector
     from fedehr.shared.monitoring import MonitoringServer
 
-    return MonitoringServer([ServerCollector(cfg.workdir)], host=cfg.superlink.host,
+    collector = ServerCollector(cfg.workdir, cfg.audit_path)
+    return MonitoringServer([collector], host=cfg.superlink.host,
                             port=cfg.metrics_port if port is None else port, health=health,
                             service=f"server {cfg.name}").start()
 

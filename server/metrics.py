@@ -12,13 +12,15 @@ Counters (`*_total`) are sums over the rounds of the run in status.json; a
 new run in the same workdir starts them again (Prometheus treats that as a
 counter reset). Gauges named "last round" describe the newest training round.
 
-Not exported: registry pulls (`fedehr_registry_pulls_total`), because no
-checkpoint registry service exists yet to count them.
+Registry pulls come from the consortium audit log, where the registry writes
+one `pull` line per transfer (complete or cut off), so they too survive restarts
+and count pulls served by a registry running in another process.
 """
 
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +28,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from fedehr.server.status import PHASES, read_status
+from fedehr.shared import audit
 
 ROUND_DIR = re.compile(r"^round-\d+$")
 SITE_STATES = ("participating", "rejected", "failed")
@@ -34,8 +37,9 @@ SITE_STATES = ("participating", "rejected", "failed")
 class ServerCollector(Collector):
     """Metrics of the federation whose workdir is `workdir`."""
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, audit_path: Path | None = None):
         self.workdir = Path(workdir)
+        self.audit_path = audit_path
 
     def collect(self) -> Iterator[Metric]:
         status = read_status(self.workdir / "status.json") or {}
@@ -59,6 +63,7 @@ class ServerCollector(Collector):
         if last is not None:
             yield from self._last_round(last)
         yield from self._losses_and_privacy(rounds)
+        yield from self._pulls()
 
     # -- pieces ----------------------------------------------------------------------
 
@@ -113,11 +118,39 @@ class ServerCollector(Collector):
                             "ledger reported with its last accepted update.",
                             with_epsilon[-1]["epsilon"])
 
+    def _pulls(self) -> Iterator[Metric]:
+        if self.audit_path is None:
+            return
+        pulls = CounterMetricFamily("fedehr_registry_pulls", "Checkpoint pulls served by the "
+                                    "registry, by researcher and whether the transfer "
+                                    "completed.", labels=["researcher", "complete"])
+        sent = CounterMetricFamily("fedehr_registry_pull_bytes", "Checkpoint bytes the "
+                                   "registry sent to researchers.", labels=["researcher"])
+        counts, volume = Counter(), Counter()
+        for line in _audit_lines(self.audit_path):
+            if line.get("event") == "pull":
+                who = str(line.get("who"))
+                counts[who, str(bool(line.get("complete", True))).lower()] += 1
+                volume[who] += int(line.get("bytes") or 0)
+        for (who, complete), count in sorted(counts.items()):
+            pulls.add_metric([who, complete], count)
+        for who, count in sorted(volume.items()):
+            sent.add_metric([who], count)
+        yield pulls
+        yield sent
+
     def _checkpoints(self) -> int:
         folder = self.workdir / "checkpoints"
         if not folder.is_dir():
             return 0
         return sum(1 for p in folder.iterdir() if p.is_dir() and ROUND_DIR.match(p.name))
+
+
+def _audit_lines(path: Path) -> list[dict]:
+    try:
+        return audit.read(path)
+    except audit.AuditError:  # no audit log yet: nothing pulled
+        return []
 
 
 def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily:

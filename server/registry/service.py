@@ -20,7 +20,7 @@ file is the federation's resume aid and is not consulted. Publish uploads a
 signed checkpoint, verifies it against the consortium key
 (pki/signing/consortium.pub) and renames it into place as a new round; it
 never replaces an existing round. Every pull, complete or not, is reported to
-the optional ``on_pull(who, round, bytes)`` hook (the audit log) and logged.
+the optional ``on_pull(who, round, bytes, complete)`` hook (the audit log) and logged.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ READ = ("researcher", "operator")
 WRITE = ("operator",)
 ROUND_DIR = re.compile(r"^round-(\d{4,})$")
 
-PullHook = Callable[[str, int, int], None]  # (who, round, bytes sent)
+PullHook = Callable[[str, int, int, bool], None]  # (who, round, bytes sent, complete)
 
 
 @dataclass(frozen=True)
@@ -290,7 +290,7 @@ class RegistryService(registry_pb2_grpc.RegistryServicer):
                  "pulled" if complete else "stopped pulling", rnd, sent)
         if self.on_pull is not None:
             try:
-                self.on_pull(caller.name, rnd, sent)
+                self.on_pull(caller.name, rnd, sent, complete)
             except Exception:  # the audit hook must not break a pull
                 log.exception("registry: the on_pull hook failed")
 
@@ -340,8 +340,8 @@ def audit_pulls(audit_path: str | os.PathLike) -> PullHook:
 
     log_ = AuditLog(audit_path)
 
-    def hook(who: str, rnd: int, sent: int) -> None:
-        log_.append("pull", who=who, round=rnd, bytes=sent)
+    def hook(who: str, rnd: int, sent: int, complete: bool) -> None:
+        log_.append("pull", who=who, round=rnd, bytes=sent, complete=complete)
 
     return hook
 

@@ -23,6 +23,8 @@ SERVER_METRICS: dict[str, tuple[str, ...]] = {
     "fedehr_site_eval_loss": ("site",),
     "fedehr_site_epsilon": ("site",),
     "fedehr_run_phase": ("phase",),
+    "fedehr_registry_pulls_total": ("researcher", "complete"),
+    "fedehr_registry_pull_bytes_total": ("researcher",),
 }
 
 SITE_METRICS: dict[str, tuple[str, ...]] = {

@@ -35,7 +35,7 @@ def test_pull_over_tls_gives_a_verified_checkpoint_and_reports_who_pulled(consor
     assert sorted(p.name for p in (tmp_path / "got").iterdir()) == sorted(
         [*ckpt.SIGNED_FILES, ckpt.SIGNATURE, ckpt.SIGNER])
     assert not any(p.exists() for p in partial_paths(tmp_path / "got"))
-    assert consortium.pulls == [("alice", 2, result.size)]
+    assert consortium.pulls == [("alice", 2, result.size, True)]
 
 
 def test_a_numbered_round_and_its_card_can_be_asked_for(consortium, tmp_path):
@@ -123,7 +123,7 @@ def test_an_interrupted_pull_resumes_from_the_partial_file(consortium, tmp_path)
     result = pull(consortium.target, out=out, **consortium.pull_args())
     assert result.resumed_from == held and result.received == result.size - held
     verify(out, trusted_public_key=consortium.paths.signing_pub)
-    assert consortium.pulls[-1] == ("alice", 2, result.size - held)
+    assert consortium.pulls[-1] == ("alice", 2, result.size - held, True)
 
 
 def test_a_resumed_pull_stays_on_its_round_when_a_newer_one_appears(consortium, tmp_path):
@@ -175,3 +175,38 @@ def test_a_pull_creates_the_missing_parent_folders_of_its_output(consortium, tmp
     out = tmp_path / "not" / "yet" / "there"
     assert pull(consortium.target, out=out, **consortium.pull_args()).round >= 1
     assert (out / "model_card.json").is_file()
+
+
+def test_pulls_reach_the_audit_log_and_the_server_metrics(tmp_path):
+    from fedehr.server.metrics import ServerCollector
+    from fedehr.server.registry.service import audit_pulls
+    from fedehr.shared import audit
+    from fedehr.shared.monitoring import MonitoringServer
+    from tests.server.test_metrics import scrape, value
+    from tests.shared.registry.consortium import Consortium
+
+    pki, workdir, log = make_pki(tmp_path / "pki"), tmp_path / "fed", tmp_path / "audit.jsonl"
+    save_checkpoint(workdir / "checkpoints" / "round-0001", pki, rounds=1, seed=1)
+    world = Consortium(pki, workdir)
+    server, port = build_server(RegistryService(workdir, pki, chunk_size=1024,
+                                                on_pull=audit_pulls(log)), port=0)
+    server.start()
+    world.target = f"localhost:{port}"
+    try:
+        with pytest.raises(Interrupt):
+            pull(world.target, out=tmp_path / "cut", on_progress=stop_after(2048),
+                 **world.pull_args())
+        full = pull(world.target, out=tmp_path / "whole", **world.pull_args())
+        deadline = time.monotonic() + 10  # the cut-off stream is reported when gRPC notices
+        while len([x for x in audit.read(log) if x["event"] == "pull"]) < 2:
+            assert time.monotonic() < deadline, "the interrupted pull was never audited"
+            time.sleep(0.1)
+    finally:
+        server.stop(grace=None)
+    assert audit.verify(log).ok
+    with MonitoringServer([ServerCollector(workdir, log)], host="127.0.0.1", port=0) as mon:
+        m = scrape(mon.url)
+    assert value(m, "fedehr_registry_pulls_total", researcher="alice", complete="true") == 1
+    assert value(m, "fedehr_registry_pulls_total", researcher="alice", complete="false") == 1
+    sent = value(m, "fedehr_registry_pull_bytes_total", researcher="alice")
+    assert full.size + 2048 <= sent <= 2 * full.size
