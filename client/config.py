@@ -15,6 +15,8 @@ Example (all relative paths are relative to this file):
     privacy:
       epsilon: 8.0
       delta: 1.0e-5
+    approval:                           # which bundles run here (docs/site.md)
+      bundle_public_key: pki/signing/bundle.pub
     harmonisation: hospital_c.harmonisation.yaml   # optional
 """
 
@@ -40,6 +42,10 @@ class PrivacyConfig:
     vocab_max_codes_per_patient: int = 32  # contribution bound of the vocabulary release
     vocab_noise_multiplier: float = 5.0  # Gaussian noise of the count release, in sensitivities
     vocab_threshold: float = 50.0  # noisy counts below this are not released (~2 sigma)
+    # Optional secret that seeds DP noise and sampling per round (else a fresh random seed).
+    # Keep it secret like a key: whoever knows it can subtract the noise. Only for
+    # reproducibility checks (the same weights from the same start).
+    noise_seed_file: Path | None = None
 
     def validate(self) -> None:
         if not 0 < self.epsilon <= 100:
@@ -68,6 +74,28 @@ class ModalityConfig:
     note_encoder: str | None = None  # a sentence-transformers folder; default MiniLM-L6
 
 
+INSTALLED_CLIENTAPPS = ("fedehr.client.flower_app:app", "fedehr.client.secure_app:app")
+
+
+@dataclass
+class ApprovalConfig:
+    """Which app bundles this site runs, and which installed ClientApps they may name.
+
+    A bundle runs when its FAB hash is listed or it carries a valid signature by the
+    consortium's bundle key (`fedehr pki bundle-key`); with neither set, nothing runs.
+    """
+
+    bundle_hashes: list[str] = field(default_factory=list)  # sha256 hex (`fedehr run bundle-hash`)
+    bundle_public_key: Path | None = None  # the consortium's pki/signing/bundle.pub
+    clientapps: list[str] = field(default_factory=lambda: list(INSTALLED_CLIENTAPPS))
+
+    def validate(self) -> None:
+        for h in self.bundle_hashes:
+            if not re.fullmatch(r"[0-9a-f]{64}", str(h)):
+                raise ValueError(f"bundle_hashes: {h!r} is not a sha256 hex digest; print a "
+                                 "bundle's hash with `fedehr run bundle-hash`")
+
+
 @dataclass
 class SiteConfig:
     name: str
@@ -81,6 +109,7 @@ class SiteConfig:
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     training: TrainingLimits = field(default_factory=TrainingLimits)
     modalities: ModalityConfig = field(default_factory=ModalityConfig)
+    approval: ApprovalConfig = field(default_factory=ApprovalConfig)
     harmonisation: Path | None = None  # YAML with `code_map: {local: standard}`
     metrics_port: int | None = None  # Prometheus /metrics
 

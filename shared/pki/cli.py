@@ -89,6 +89,22 @@ def researcher(
     console.print(f"[green]issued[/] {role} certificate {cert}, {key}")
 
 
+@app.command("bundle-key")
+def bundle_key(dir: Path = DIR_OPTION, force: bool = FORCE_OPTION) -> None:
+    """Create the Ed25519 key whose signature approves app bundles (signing/bundle.key, .pub).
+
+    `fedehr run start` signs every bundle it ships with it; hospitals that list
+    bundle.pub under approval.bundle_public_key in site.yaml run signed bundles only.
+
+    Example: fedehr pki bundle-key --dir ./pki
+    """
+    from fedehr.shared.pki.bundle_signing import create_bundle_key
+
+    private, public = create_bundle_key(dir, force=force)
+    console.print(f"[green]created[/] {private} (stays with the operator) and {public}")
+    console.print("give bundle.pub to every hospital: site.yaml approval.bundle_public_key")
+
+
 @app.command()
 def revoke(
     name: str = typer.Argument(..., help="Name of the researcher, operator or site."),
