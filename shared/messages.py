@@ -15,6 +15,12 @@ Site -> server
   query reply     site: name + release-json (DP-noised counts and value sketches)
   train reply     arrays (the site's updated model), metrics: METRIC_* keys, site: name
   evaluate reply  metrics: num-examples, eval-loss, site: name
+Secure rounds (`secure_aggregation: true`, Flower's legacy SecAgg+ messages)
+  train           FitIns: global weights as a parameter list in ARRAY_NAMES order +
+                  the TRAIN_* config keys, ARRAY_NAMES, SECAGG_* keys
+  train reply     FitRes: the update (trained minus global weights), masked by
+                  SecAgg+ so the server only ever sums it; metrics as above + site name
+                  and SECAGG_CLIPPED
 Nothing record-level ever leaves a site: only model arrays, aggregate
 metrics, and DP-noised, thresholded counts.
 """
@@ -44,6 +50,9 @@ BATCH_SIZE = "batch-size"
 LEARNING_RATE = "lr"
 PROXIMAL_MU = "proximal-mu"
 ROUNDS_LEFT = "rounds-left"  # including this one: the site spreads its budget over them
+ARRAY_NAMES = "array-names-json"  # secure rounds: state_dict names of the parameter list
+SECAGG_CLIPPING_RANGE = "secagg-clipping-range"  # |weighted update| bound SecAgg+ clips to
+SECAGG_MAX_WEIGHT = "secagg-max-weight"  # update weights (patients) must not exceed this
 
 # site -> server
 SITE_NAME = "name"
@@ -57,3 +66,4 @@ DELTA = "delta"
 NOISE_MULTIPLIER = "noise-multiplier"
 STEPS = "steps"
 TRAIN_SECONDS = "train-seconds"
+SECAGG_CLIPPED = "secagg-clipped-fraction"  # share of update values SecAgg+ clipped
