@@ -47,20 +47,30 @@ def _last_lines(path: Path, n: int = 3) -> str:
 
 
 @app.command("start")
-def start(config: Path = CONFIG) -> None:
-    """Join the federation: check the data and budget, then run the SuperNode.
+def start(config: Path = CONFIG,
+          isolation: str = typer.Option(
+              "worker", "--isolation",
+              help="worker (default): the site's long-lived worker runs only approved "
+                   "bundles with the installed fedehr, warm between messages. subprocess: "
+                   "Flower's fresh flwr-clientapp per message, no approval check "
+                   "(for comparison only).")) -> None:
+    """Join the federation: check the data and budget, then run the SuperNode and worker.
 
     Stays in the foreground (systemd runs it as a service) and restarts the
-    SuperNode if it crashes. The privacy ledger lives in state_dir and is never
-    reset: epsilon accumulates across rounds, runs and restarts.
+    SuperNode and the site worker if they crash. The privacy ledger lives in
+    state_dir and is never reset: epsilon accumulates across rounds, runs and
+    restarts. Only bundles approved in site.yaml (`approval:`) run here.
 
     Example: fedehr site start --config site.yaml
     """
     from fedehr.client.config import load_site_config
     from fedehr.client.site_handlers import open_ledger
-    from fedehr.client.supernode import start_supernode
+    from fedehr.client.supernode import ISOLATIONS, new_worker_secret, start_supernode
     from fedehr.shared.processes import ProcessError, Supervisor, exit_on_sigterm
 
+    if isolation not in ISOLATIONS:
+        raise SiteStartError(f"unknown isolation {isolation!r}", where="--isolation",
+                             fix=f"use one of: {', '.join(ISOLATIONS)}")
     exit_on_sigterm()
     site = load_site_config(config)
     patients = _check_data(site)
@@ -70,16 +80,24 @@ def start(config: Path = CONFIG) -> None:
                   f"{site.privacy.delta:g}, {site.privacy.accountant})")
     supervisor = Supervisor(pidfile=site.state_dir / "site.pid")
     log = site.state_dir / "logs" / "supernode.log"
+    secret = new_worker_secret(site) if isolation == "worker" else None
+    worker = _WorkerKeeper(supervisor, site, config, secret) if secret else None
+    if worker is None:
+        console.print("[yellow]isolation subprocess: Flower runs each bundle's own ClientApp; "
+                      "bundle approval is not checked on this path[/]")
     restarts, crashed_at = 0, None
     monitor = _serve_metrics(site, supervisor)
     try:
         while True:
             started = time.monotonic()
             try:
-                start_supernode(supervisor, site, config, log=log)
+                start_supernode(supervisor, site, config, log=log, isolation=isolation,
+                                secret_file=secret)
                 console.print(f"SuperNode started for {site.superlink}; logs in "
                               f"{site.state_dir}/logs")
                 while supervisor.alive(f"supernode-{site.name}"):
+                    if worker is not None:
+                        worker.keep_alive()
                     time.sleep(1)
             except ProcessError:
                 pass  # exited before it listened: judged below like any early exit
@@ -107,6 +125,41 @@ def start(config: Path = CONFIG) -> None:
         if monitor is not None:
             monitor.stop()
         supervisor.stop_all()
+
+
+class _WorkerKeeper:
+    """Starts the site worker and restarts it whenever it exits (crash, kill, OOM).
+
+    A worker that dies mid-task leaves that task to the SuperNode, which gives
+    it up after its heartbeat lapses (the server sees the site drop out of that
+    round); the restarted worker serves the next messages. The ledger is on
+    disk and charged once per round id, so nothing is charged twice.
+    """
+
+    FAST_FAILURES = 5  # in a row, each within FAST_SECONDS of starting: a broken install
+    FAST_SECONDS = 10.0
+
+    def __init__(self, supervisor, site, config: Path, secret: Path):
+        self.supervisor, self.site, self.config, self.secret = supervisor, site, config, secret
+        self.started_at, self.fast_failures, self.restarts = 0.0, 0, 0
+        self.log = site.state_dir / "logs" / "worker.log"
+
+    def keep_alive(self) -> None:
+        from fedehr.client.supernode import start_worker, worker_name
+
+        if self.supervisor.alive(worker_name(self.site)):
+            return
+        if self.started_at:
+            quick = time.monotonic() - self.started_at < self.FAST_SECONDS
+            self.fast_failures = self.fast_failures + 1 if quick else 0
+            if self.fast_failures >= self.FAST_FAILURES:
+                raise SiteStartError(f"the site worker exited {self.fast_failures} times "
+                                     f"right after starting: {_last_lines(self.log)}",
+                                     where=str(self.log), fix="read the worker log")
+            self.restarts += 1
+            console.print(f"[yellow]site worker exited; restarting ({self.restarts})[/]")
+        start_worker(self.supervisor, self.site, self.config, self.secret, log=self.log)
+        self.started_at = time.monotonic()
 
 
 def _serve_metrics(site, supervisor):

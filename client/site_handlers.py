@@ -19,6 +19,7 @@ reply) gets the stored reply: the same release, at no new privacy cost.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import logging
 import secrets  # the DP noise seed must be unknown to everyone outside the site
@@ -32,7 +33,8 @@ from fedehr.client import activity
 from fedehr.client.config import SiteConfig
 from fedehr.client.limits import train_request
 from fedehr.client.privacy import PrivacyLedger
-from fedehr.client.site_data import prepare_site_data, site_mapping
+from fedehr.client.site_data import site_mapping
+from fedehr.client.warm_state import site_data
 from fedehr.shared import messages as M
 from fedehr.shared.atomic import write_bytes, write_text
 from fedehr.shared.data import schema as S
@@ -69,6 +71,16 @@ def _stored_json(site: SiteConfig, round_id: str) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def noise_seed(site: SiteConfig, release_key: str) -> int:
+    """Seed of a release's DP noise and sampling: fresh and secret, or derived from the
+    site's own secret seed file (privacy.noise_seed_file, reproducibility checks only)."""
+    path = site.privacy.noise_seed_file
+    if path is None:
+        return secrets.randbits(62)
+    mac = hmac.new(path.read_bytes(), release_key.encode(), hashlib.sha256).digest()
+    return int.from_bytes(mac[:8], "big") >> 2
+
+
 # -- vocabulary round ------------------------------------------------------------
 
 
@@ -83,7 +95,7 @@ def release_counts(site: SiteConfig, config: dict) -> dict:
     p = site.privacy
     return _release(site, config, lambda events: release_code_counts(
         events, k=p.vocab_max_codes_per_patient, noise_multiplier=p.vocab_noise_multiplier,
-        threshold=p.vocab_threshold, rng=np.random.default_rng(),
+        threshold=p.vocab_threshold, rng=_rng(site, config),
         candidates=json.loads(config[M.CANDIDATES])))
 
 
@@ -93,7 +105,11 @@ def release_values(site: SiteConfig, config: dict) -> dict:
     return _release(site, config, lambda events: release_value_histograms(
         events, codes=json.loads(config[M.SKETCH_CODES]),
         grid=np.asarray(json.loads(config[M.VALUE_GRID])), k=p.vocab_max_codes_per_patient,
-        noise_multiplier=p.vocab_noise_multiplier, rng=np.random.default_rng()))
+        noise_multiplier=p.vocab_noise_multiplier, rng=_rng(site, config)))
+
+
+def _rng(site: SiteConfig, config: dict) -> np.random.Generator:
+    return np.random.default_rng(noise_seed(site, str(config[M.ROUND_ID])))
 
 
 def _release(site: SiteConfig, config: dict, make) -> dict:
@@ -154,8 +170,8 @@ def train_round(site: SiteConfig, arrays: dict[str, torch.Tensor], config: dict
     setup = _setup(site, arrays, config)
     request = train_request(site, config)
     cfg = setup.model.config
-    data = prepare_site_data(site, setup.vocab, max_len=cfg.max_len, note_dim=cfg.note_dim,
-                             image_dim=cfg.image_dim)
+    data = site_data(site, setup.vocab, max_len=cfg.max_len, note_dim=cfg.note_dim,
+                     image_dim=cfg.image_dim)
     ledger = open_ledger(site)
     batch_size = min(request.batch_size, data.patients)
     sample_rate = batch_size / data.patients
@@ -165,7 +181,7 @@ def train_round(site: SiteConfig, arrays: dict[str, torch.Tensor], config: dict
     dp = DPConfig(max_grad_norm=site.privacy.max_grad_norm, noise_multiplier=noise)
     result = train(setup.model, data.train, steps=request.steps, batch_size=batch_size,
                    lr=request.lr, dp=dp, ledger=ledger, round_id=key,
-                   proximal_mu=request.proximal_mu, seed=secrets.randbits(62))
+                   proximal_mu=request.proximal_mu, seed=noise_seed(site, key))
     state = {k: v.detach().contiguous() for k, v in setup.model.state_dict().items()}
     metrics = {
         M.NUM_EXAMPLES: float(data.patients),
@@ -193,8 +209,8 @@ def evaluate_round(site: SiteConfig, arrays: dict[str, torch.Tensor], config: di
     torch.set_num_threads(site.training.threads)
     setup = _setup(site, arrays, config)
     cfg = setup.model.config
-    data = prepare_site_data(site, setup.vocab, max_len=cfg.max_len, note_dim=cfg.note_dim,
-                             image_dim=cfg.image_dim)
+    data = site_data(site, setup.vocab, max_len=cfg.max_len, note_dim=cfg.note_dim,
+                     image_dim=cfg.image_dim)
     loss, _ = evaluate(setup.model, data.held_out, batch_size=64)
     activity.record(site.state_dir, "evaluate", round_id=str(config.get(M.ROUND_ID)),
                     patients=len(data.held_out), loss=loss)

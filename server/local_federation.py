@@ -26,6 +26,7 @@ from fedehr.server.superlink import start_superlink
 from fedehr.shared.atomic import write_text
 from fedehr.shared.monitoring import MonitoringServer
 from fedehr.shared.pki import PKIPaths, init_ca, issue_server_cert, issue_site_key
+from fedehr.shared.pki.bundle_signing import create_bundle_key
 from fedehr.shared.processes import Supervisor, free_port, wait_for_port
 
 
@@ -44,6 +45,10 @@ class LocalFederation:
     site_yamls: dict[str, Path]
     site_env: dict[str, str] = field(default_factory=dict)
     clientapp: str = CLIENTAPP  # tests swap in a tapping ClientApp
+    # The sites allow that ClientApp in their own site.yaml (a test's hospitals install
+    # and vouch for it); False: leave site.yaml as written, to see a site refuse it.
+    sites_allow_clientapp: bool = True
+    isolation: str = "worker"  # how the site daemons run the ClientApp (`--isolation`)
     supervisor: Supervisor = field(default_factory=Supervisor)
     monitor: MonitoringServer | None = None  # the server's /metrics, once serve_metrics ran
     registry: object | None = None  # the checkpoint registry's gRPC server, once started
@@ -64,6 +69,7 @@ class LocalFederation:
         pki = root / "pki"
         init_ca(pki, "fedehr local consortium")
         issue_server_cert(pki, ["127.0.0.1", "localhost"])
+        _, bundle_pub = create_bundle_key(pki)
         port = free_port()
         fed = {"name": "local", "workdir": "federation", "pki": "pki",
                "superlink": {"host": "127.0.0.1", "port": port},
@@ -79,7 +85,8 @@ class LocalFederation:
             cfg = {"name": h.name, "data": str(Path(h.data).resolve()),
                    "state_dir": f"../site-state/{h.name}", "superlink": f"127.0.0.1:{port}",
                    "ca_certificate": "../pki/ca.pem", "auth_key": f"../pki/sites/{h.name}.key",
-                   "port": free_port()}
+                   "port": free_port(),
+                   "approval": {"bundle_public_key": f"../pki/signing/{bundle_pub.name}"}}
             if metrics:
                 cfg["metrics_port"] = free_port()
             if h.harmonisation:
@@ -147,14 +154,25 @@ class LocalFederation:
         """`fedehr site start --config <site.yaml>` as its own program."""
         path = self.site_yamls[name]
         site = yaml.safe_load(path.read_text())
+        if self.sites_allow_clientapp and self.clientapp != CLIENTAPP:
+            self._allow_clientapp(path, site)
         env = {**os.environ, **self.site_env}
         proc = self.supervisor.start(
             f"site-{name}", [sys.executable, "-m", "fedehr.shared.cli", "site", "start",
-                             "--config", str(path)],
+                             "--config", str(path), "--isolation", self.isolation],
             log=self.root / "site-state" / f"{name}.daemon.log", env=env)
         if wait:
             wait_for_port("127.0.0.1", int(site["port"]), timeout=90, proc=proc,
                           log=self.root / "site-state" / f"{name}.daemon.log")
+
+    def _allow_clientapp(self, path: Path, site: dict) -> None:
+        approval = site.setdefault("approval", {})
+        # site.yaml's default allowlist (fedehr.client.config.INSTALLED_CLIENTAPPS), spelled
+        # out: the server side never imports the hospital side.
+        allowed = approval.setdefault("clientapps", [CLIENTAPP, "fedehr.client.secure_app:app"])
+        if self.clientapp not in allowed:
+            allowed.append(self.clientapp)
+            write_text(path, yaml.safe_dump(site, sort_keys=False))
 
     def site_exit_code(self, name: str, timeout: float) -> int | None:
         proc = self.supervisor.procs[f"site-{name}"]

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from fedehr.server.bundle import CLIENTAPP, write_bundle
+from fedehr.server.bundle import CLIENTAPP, SIGNATURE_KEY, sign_bundle, write_bundle
 from fedehr.server.config import FederationConfig
 from fedehr.server.status import read_status
 from fedehr.server.superlink import CONNECTION, bin_path, flwr_cli
@@ -39,11 +39,19 @@ def launch(cfg: FederationConfig, config_path: Path, *, resume: bool = False,
     if not resume:
         cfg.status_path.unlink(missing_ok=True)
     bundle = write_bundle(cfg.workdir / "bundle", config_path, clientapp=clientapp)
-    data = flwr_cli(cfg.flwr_home, "run", str(bundle), CONNECTION, "--run-config",
-                    f"resume={'true' if resume else 'false'}", timeout=120)
+    fab_hash, signature = sign_bundle(bundle, cfg.pki)
+    overrides = f"resume={'true' if resume else 'false'}"
+    if signature is not None:
+        # The signature rides in the run config, which the operator controls anyway: that
+        # is safe because each site verifies it against its own trusted bundle.pub, over
+        # the FAB hash it computes itself from the bundle it received.
+        overrides += f" {SIGNATURE_KEY}='{signature}'"
+    data = flwr_cli(cfg.flwr_home, "run", str(bundle), CONNECTION, "--run-config", overrides,
+                    timeout=120)
     run_id = str(data["run-id"])
     write_text(run_file(cfg), json.dumps({"run-id": run_id, "started_at": time.time(),
-                                          "resume": resume}))
+                                          "resume": resume, "bundle-hash": fab_hash,
+                                          "signed": signature is not None}))
     return run_id
 
 
