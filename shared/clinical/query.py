@@ -67,6 +67,8 @@ class Outcome:
     index_codes: tuple[str, ...] = ()
     index_description: str = ""
     name: str = "outcome"
+    unit: str | None = None
+    stop_description: str = ""
     _compiled: tuple[re.Pattern, ...] = field(default=(), repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -113,12 +115,13 @@ class Outcome:
                 parts.append(f"{'>=' if self.min_inclusive else '>'} {self.min_value:g}")
             if self.max_value is not None:
                 parts.append(f"{'<=' if self.max_inclusive else '<'} {self.max_value:g}")
-            what += " " + " and ".join(parts)
+            what += " " + " and ".join(parts) + (f" {self.unit}" if self.unit else "")
         when = f"within {format_duration(self.horizon)}"
         if self.offset:
             when = f"between {format_duration(self.offset)} and {format_duration(self.horizon)}"
         if self.stop_codes or self.stop_patterns:
-            when += " (or until the window-closing event)"
+            until = self.stop_description or "the window-closing event"
+            when = f"before {until} (at most {format_duration(self.horizon)})"
         after = f" after {self.index_description}" if self.index_description else ""
         return f"{what} {when}{after}"
 
@@ -414,5 +417,8 @@ def outcome_from_task(
                         or label.replace("_", " ")),
         index_codes=index_codes,
         index_description=str(meta.get("index_description") or trigger.replace("_", " ")),
-        name=str(task_config.get("name") or label),
+        name=str(meta.get("name") or task_config.get("name") or label),
+        unit=meta.get("outcome_unit"),
+        stop_description=str(meta.get("until_description")
+                             or (stop_pred or "").replace("_", " ")),
     )
