@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fedehr.shared.errors import ConfigError, FedEHRError
+from fedehr.shared.logs import DaemonConsole
 
 server_app = typer.Typer(help="Start and stop the coordination server (Flower SuperLink).",
                          no_args_is_help=True)
@@ -69,6 +70,7 @@ def server_start(config: Path = CONFIG) -> None:
     from fedehr.shared.processes import Supervisor, exit_on_sigterm
 
     exit_on_sigterm()
+    say = DaemonConsole("fedehr.server", console)
     cfg = load_federation_config(config)
     pki = _pki(cfg)
     supervisor = Supervisor(pidfile=cfg.workdir / "server.pid")
@@ -76,24 +78,23 @@ def server_start(config: Path = CONFIG) -> None:
     try:
         if cfg.metrics_port is not None:
             monitor = serve_metrics(cfg, lambda: supervisor.alive("superlink"))
-            console.print(f"metrics on {monitor.url}/metrics, health on "
-                          f"{monitor.url}/healthz")
+            say.print(f"metrics on {monitor.url}/metrics, health on {monitor.url}/healthz")
         address = start_superlink(supervisor, host=cfg.superlink.host,
                                   port=cfg.superlink.port, pki=pki, flwr_home=cfg.flwr_home,
                                   log=cfg.workdir / "logs" / "superlink.log",
                                   database=cfg.workdir / "state" / "superlink.db")
         mode = "insecure (tests only)" if pki is None else "TLS + hospital authentication"
-        console.print(f"SuperLink on [bold]{address}[/] ({mode}); logs in {cfg.workdir}/logs")
+        say.print(f"SuperLink on [bold]{address}[/] ({mode}); logs in {cfg.workdir}/logs")
         if pki is not None:
-            console.print(register_sites(cfg, pki, cfg.sites))
+            say.print(register_sites(cfg, pki, cfg.sites))
         if pki is not None and cfg.registry_port is not None:
             from fedehr.server.registry.service import start_registry
 
             registry, port = start_registry(cfg.workdir, cfg.pki, host=cfg.superlink.host,
                                             port=cfg.registry_port, audit_path=cfg.audit_path)
-            console.print(f"checkpoint registry on {cfg.superlink.host}:{port} (mutual TLS)")
-        console.print("Next: start the sites (`fedehr site start`), then "
-                      f"`fedehr run start --config {config}`. Ctrl-C stops the server.")
+            say.print(f"checkpoint registry on {cfg.superlink.host}:{port} (mutual TLS)")
+        say.print("Next: start the sites (`fedehr site start`), then "
+                  f"`fedehr run start --config {config}`. Ctrl-C stops the server.")
         while supervisor.alive("superlink"):
             time.sleep(1)
         raise FedEHRError("the SuperLink exited", where=str(cfg.workdir / "logs"),

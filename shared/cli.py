@@ -8,13 +8,14 @@ imports fedehr.client or fedehr.server.
 
 from __future__ import annotations
 
+import os
 import sys
 from importlib.metadata import entry_points
 
 import typer
 from rich.console import Console
 
-from fedehr.shared import __version__
+from fedehr.shared import __version__, logs
 from fedehr.shared.errors import FedEHRError
 
 HELP = """Federated, differentially private pretraining of clinical foundation models.
@@ -45,8 +46,13 @@ def build_app() -> typer.Typer:
     def _root(
         version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                      help="Print the version and exit."),
+        log_format: str = typer.Option(
+            None, "--log-format", envvar=logs.ENV, show_default="text",
+            help="json: the daemons (`site start`, `server start`) write one JSON object "
+                 "per line on stdout, for journald/Loki/Fluent Bit; errors too (stderr)."),
     ) -> None:
-        pass
+        if log_format is not None:
+            logs.set_log_format(log_format)
 
     for name, groups in _command_groups().items():
         if len(groups) == 1 and not isinstance(groups[0], typer.Typer):
@@ -88,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         result = app(args=argv, standalone_mode=False)
     except FedEHRError as exc:
-        err_console.print(f"[bold red]error:[/] {exc.one_line()}", highlight=False, soft_wrap=True)
+        _report(exc)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]")
@@ -106,6 +112,14 @@ def main(argv: list[str] | None = None) -> None:
         raise
     if isinstance(result, int) and result != 0:  # typer.Exit(code) in non-standalone mode
         sys.exit(result)
+
+
+def _report(exc: FedEHRError) -> None:
+    if os.environ.get(logs.ENV, "").strip().lower() == "json":
+        print(logs.error_line(exc.message, where=exc.where, fix=exc.fix), file=sys.stderr)
+    else:
+        err_console.print(f"[bold red]error:[/] {exc.one_line()}", highlight=False,
+                          soft_wrap=True)
 
 
 if __name__ == "__main__":
