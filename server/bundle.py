@@ -22,6 +22,12 @@ from fedehr.shared.atomic import write_text
 
 SERVERAPP = "fedehr.server.flower_app:app"
 CLIENTAPP = "fedehr.client.flower_app:app"
+SECURE_CLIENTAPP = "fedehr.client.secure_app:app"  # SecAgg+ (`secure_aggregation: true`)
+
+
+def clientapp_for(secure_aggregation: bool) -> str:
+    """The installed ClientApp a run's bundle names: secure runs need the SecAgg+ one."""
+    return SECURE_CLIENTAPP if secure_aggregation else CLIENTAPP
 
 
 def write_bundle(folder: Path, federation_config: Path, *, name: str = "fedehr-federation",

@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 from fedehr.server import runs
-from fedehr.server.bundle import CLIENTAPP
+from fedehr.server.bundle import CLIENTAPP, SECURE_CLIENTAPP, SERVERAPP
 from fedehr.server.config import FederationConfig, load_federation_config
 from fedehr.server.superlink import start_superlink
 from fedehr.shared.atomic import write_text
@@ -44,7 +44,8 @@ class LocalFederation:
     fed_yaml: Path
     site_yamls: dict[str, Path]
     site_env: dict[str, str] = field(default_factory=dict)
-    clientapp: str = CLIENTAPP  # tests swap in a tapping ClientApp
+    clientapp: str | None = None  # None: the federation's own; tests swap in a tapping one
+    serverapp: str = SERVERAPP  # tests swap in a recording ServerApp
     # The sites allow that ClientApp in their own site.yaml (a test's hospitals install
     # and vouch for it); False: leave site.yaml as written, to see a site refuse it.
     sites_allow_clientapp: bool = True
@@ -154,7 +155,7 @@ class LocalFederation:
         """`fedehr site start --config <site.yaml>` as its own program."""
         path = self.site_yamls[name]
         site = yaml.safe_load(path.read_text())
-        if self.sites_allow_clientapp and self.clientapp != CLIENTAPP:
+        if self.sites_allow_clientapp and self.clientapp not in (None, CLIENTAPP):
             self._allow_clientapp(path, site)
         env = {**os.environ, **self.site_env}
         proc = self.supervisor.start(
@@ -169,7 +170,7 @@ class LocalFederation:
         approval = site.setdefault("approval", {})
         # site.yaml's default allowlist (fedehr.client.config.INSTALLED_CLIENTAPPS), spelled
         # out: the server side never imports the hospital side.
-        allowed = approval.setdefault("clientapps", [CLIENTAPP, "fedehr.client.secure_app:app"])
+        allowed = approval.setdefault("clientapps", [CLIENTAPP, SECURE_CLIENTAPP])
         if self.clientapp not in allowed:
             allowed.append(self.clientapp)
             write_text(path, yaml.safe_dump(site, sort_keys=False))
@@ -194,7 +195,8 @@ class LocalFederation:
 
     def launch(self, *, resume: bool = False) -> str:
         cfg = self.config
-        run_id = runs.launch(cfg, self.fed_yaml, resume=resume, clientapp=self.clientapp)
+        run_id = runs.launch(cfg, self.fed_yaml, resume=resume, clientapp=self.clientapp,
+                             serverapp=self.serverapp)
         runs.follow_log(self.supervisor, cfg, run_id)
         return run_id
 

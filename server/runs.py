@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from fedehr.server.bundle import CLIENTAPP, SIGNATURE_KEY, sign_bundle, write_bundle
+from fedehr.server.bundle import SERVERAPP, SIGNATURE_KEY, clientapp_for, sign_bundle, write_bundle
 from fedehr.server.config import FederationConfig
 from fedehr.server.status import read_status
 from fedehr.server.superlink import CONNECTION, bin_path, flwr_cli
@@ -34,11 +34,16 @@ def run_file(cfg: FederationConfig) -> Path:
 
 
 def launch(cfg: FederationConfig, config_path: Path, *, resume: bool = False,
-           clientapp: str = CLIENTAPP) -> str:
-    """Start the run on the SuperLink; returns Flower's run id."""
+           clientapp: str | None = None, serverapp: str = SERVERAPP) -> str:
+    """Start the run on the SuperLink; returns Flower's run id.
+
+    The bundle names the installed ClientApp the federation needs (the SecAgg+ one
+    with `secure_aggregation: true`) unless a test passes its own.
+    """
     if not resume:
         cfg.status_path.unlink(missing_ok=True)
-    bundle = write_bundle(cfg.workdir / "bundle", config_path, clientapp=clientapp)
+    bundle = write_bundle(cfg.workdir / "bundle", config_path, serverapp=serverapp,
+                          clientapp=clientapp or clientapp_for(cfg.secure_aggregation))
     fab_hash, signature = sign_bundle(bundle, cfg.pki)
     overrides = f"resume={'true' if resume else 'false'}"
     if signature is not None:
