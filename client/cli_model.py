@@ -53,6 +53,8 @@ def train_local(
                                      "default: a local key in the user config folder."),
     cache_dir: Path = typer.Option(None, "--cache", help="Token cache folder."),
     threads: int = typer.Option(0, help="CPU threads (0 = torch default)."),
+    device: str = typer.Option("auto", help="auto (a GPU when torch sees one), cpu, cuda, "
+                               "cuda:N."),
     seed: int = typer.Option(0, help="Random seed."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out."),
 ) -> None:
@@ -71,6 +73,7 @@ def train_local(
     from fedehr.shared.tokenizer.vocabulary import Vocabulary
     from fedehr.shared.tokenizer.windows import PatientWindows
     from fedehr.shared.training import DPConfig, evaluate, train
+    from fedehr.shared.training.device import resolve_device
 
     if out.exists() and not overwrite:
         raise ConfigError("the output folder exists", where=str(out),
@@ -114,6 +117,7 @@ def train_local(
 
     torch.manual_seed(seed)
     model = EHRModel(config)
+    run_on = resolve_device(device, where="--device")
     ledger = dp_config = None
     if dp:
         if ledger_path is None:
@@ -137,10 +141,11 @@ def train_local(
         result = train(model, train_windows, steps=steps,
                        batch_size=min(batch_size, len(train_windows)), lr=lr, dp=dp_config,
                        ledger=ledger, seed=seed, progress=progress,
-                       num_threads=threads or None)
+                       num_threads=threads or None, device=run_on)
 
     eval_set = val_windows or train_windows
-    val_loss, val_ppl = evaluate(model, eval_set, batch_size=64)
+    val_loss, val_ppl = evaluate(model, eval_set, batch_size=64, device=run_on)
+    model.cpu()  # checkpoints hold CPU tensors whatever trained them
     base_loss = unigram_loss(train_windows, eval_set, len(vocab))
 
     key_path = signing_key or Path(platformdirs.user_config_dir("fedehr")) / "local-signing.key"

@@ -64,6 +64,7 @@ class TrainingLimits:
     max_batch_size: int = 128
     max_learning_rate: float = 3e-3
     threads: int = 2  # torch threads for local training
+    device: str = "auto"  # auto (a GPU when torch sees one), cpu, cuda, cuda:N
 
 
 @dataclass
@@ -74,6 +75,7 @@ class ModalityConfig:
     note_encoder: str | None = None  # a sentence-transformers folder; default MiniLM-L6
 
 
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 INSTALLED_CLIENTAPPS = ("fedehr.client.flower_app:app", "fedehr.client.secure_app:app")
 
 
@@ -122,6 +124,8 @@ class SiteConfig:
                              "point it at the consortium's ca.pem")
         if not 1 <= self.port <= 65535:
             raise ValueError("port: must be a TCP port; pick a free one per site")
+        if not DEVICE_PATTERN.match(self.training.device):
+            raise ValueError("training.device: use auto, cpu, cuda or cuda:N")
 
     # Files the site keeps under state_dir.
     @property

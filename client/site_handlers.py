@@ -181,8 +181,9 @@ def train_round(site: SiteConfig, arrays: dict[str, torch.Tensor], config: dict
     dp = DPConfig(max_grad_norm=site.privacy.max_grad_norm, noise_multiplier=noise)
     result = train(setup.model, data.train, steps=request.steps, batch_size=batch_size,
                    lr=request.lr, dp=dp, ledger=ledger, round_id=key,
-                   proximal_mu=request.proximal_mu, seed=noise_seed(site, key))
-    state = {k: v.detach().contiguous() for k, v in setup.model.state_dict().items()}
+                   proximal_mu=request.proximal_mu, seed=noise_seed(site, key),
+                   device=_device(site))
+    state = {k: v.detach().cpu().contiguous() for k, v in setup.model.state_dict().items()}
     metrics = {
         M.NUM_EXAMPLES: float(data.patients),
         M.TRAIN_LOSS: float(result.mean_loss),
@@ -211,10 +212,16 @@ def evaluate_round(site: SiteConfig, arrays: dict[str, torch.Tensor], config: di
     cfg = setup.model.config
     data = site_data(site, setup.vocab, max_len=cfg.max_len, note_dim=cfg.note_dim,
                      image_dim=cfg.image_dim)
-    loss, _ = evaluate(setup.model, data.held_out, batch_size=64)
+    loss, _ = evaluate(setup.model, data.held_out, batch_size=64, device=_device(site))
     activity.record(site.state_dir, "evaluate", round_id=str(config.get(M.ROUND_ID)),
                     patients=len(data.held_out), loss=loss)
     return {M.NUM_EXAMPLES: float(len(data.held_out)), M.EVAL_LOSS: float(loss)}
+
+
+def _device(site: SiteConfig) -> torch.device:
+    from fedehr.shared.training.device import resolve_device
+
+    return resolve_device(site.training.device, where=f"{site.name} site.yaml training.device")
 
 
 def _store_update(site: SiteConfig, key: str, state: dict[str, torch.Tensor],
