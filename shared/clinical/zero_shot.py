@@ -1,0 +1,480 @@
+"""Zero-shot answers: sample future timelines, count the outcome, report a probability.
+
+The idea is ETHOS' (Renc et al., 2024, "Zero shot health trajectory prediction
+using transformer"): the model was trained to continue patient timelines, so
+the probability of an outcome within a window is estimated by letting it
+continue the patient's history K times and counting the continuations in
+which the outcome occurs inside the window. p = hits / K with a Wilson score
+interval (closed form, no SciPy needed).
+
+What is approximate (and why), in the order it happens:
+
+* **History.** The prompt is the patient's events up to and including the
+  prediction time, encoded exactly as in training (`tokenizer.encode`), as one
+  window: [BOS], static prefix (age at the window start), the most recent
+  events that fit `max_len`. Older events beyond the context are dropped.
+  Note and image vectors are not recomputed here: their marker tokens stay,
+  the vectors are zero.
+* **Outcome codes.** Outcome codes are mapped to vocabulary tokens as the
+  tokenizer maps data (`CodeMapping`, folding, UNK). A code folded into an
+  ancestor counts as the ancestor (broader than asked); a code outside the
+  vocabulary cannot be generated and is reported.
+* **Values.** A numeric condition ("creatinine above 2 mg/dL") is judged on the
+  quantile token that follows the code: a bin counts when more than half of
+  its range lies inside the condition (the open end bins are given the width
+  of their neighbour). `OutcomeTokens.value_words` states the effective
+  threshold, e.g. "Q8-Q9, values >= 1.96".
+* **Time.** The model's clock advances by time tokens, which are buckets
+  ("TIME//1d-2d"); each advances by the bucket's geometric mean (the open last
+  bucket by 1.5 years). Events less than 5 minutes apart share a time. Time
+  between the last recorded event and the prediction time is known to be
+  empty, but the model is not told so: generated events before the
+  prediction time are ignored.
+* **Length.** A continuation stops when its window is decided (outcome seen,
+  window closed, clock past the window end) or after `max_new_tokens`; one
+  that runs out undecided counts as no outcome, and the count of those is
+  returned (`truncated`) so a too-small budget shows.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+
+from fedehr.shared.clinical.query import Outcome
+from fedehr.shared.data import schema as S
+from fedehr.shared.data.dataset import MEDSDataset
+from fedehr.shared.errors import DataError, FedEHRError
+from fedehr.shared.tokenizer.batch import PAD_ID
+from fedehr.shared.tokenizer.encode import encode_events
+from fedehr.shared.tokenizer.mapping import CodeMapping
+from fedehr.shared.tokenizer.vocabulary import (
+    AGE_TOKENS,
+    BOS,
+    EOS,
+    QUANTILE_TOKENS,
+    TIME_TOKENS,
+    UNK,
+    Vocabulary,
+    age_bucket,
+)
+
+_US_PER_DAY = 86_400_000_000.0
+_DAYS_PER_YEAR = 365.25
+Z_95 = 1.959963984540054
+
+
+# -- the outcome in tokens ------------------------------------------------------------
+
+@dataclass(frozen=True)
+class OutcomeTokens:
+    """Token ids that make an event count as the outcome, or close its window."""
+
+    codes: frozenset[int]
+    value_bins: dict[int, frozenset[int]]  # code id -> quantile ids that count (if a condition)
+    stop: frozenset[int]
+    notes: tuple[str, ...] = ()
+    value_words: str = ""
+
+
+def time_token_days(vocab: Vocabulary) -> dict[int, float]:
+    """Each TIME token's advance in days: the geometric mean of its bucket."""
+    edges = list(vocab.time_edges_days)
+    out = {}
+    for i, tok in enumerate(TIME_TOKENS):
+        lo = edges[i]
+        hi = edges[i + 1] if i + 1 < len(edges) else 1.5 * lo
+        out[vocab.id(tok)] = math.sqrt(lo * hi) if i + 1 < len(edges) else hi
+    return out
+
+
+def _bins_inside(edges: list[float], outcome: Outcome, factor: float) -> list[int]:
+    """Quantile bins of one code whose range lies mostly inside the value condition."""
+    lo_v = None if outcome.min_value is None else outcome.min_value * factor
+    hi_v = None if outcome.max_value is None else outcome.max_value * factor
+    n = min(len(edges) + 1, len(QUANTILE_TOKENS))
+    keep = []
+    for j in range(n):
+        a = edges[j - 1] if j > 0 else None
+        b = edges[j] if j < len(edges) else None
+        width = _neighbour_width(edges, j)
+        a = a if a is not None else b - width
+        b = b if b is not None else a + width
+        inside_lo = max(a, lo_v) if lo_v is not None else a
+        inside_hi = min(b, hi_v) if hi_v is not None else b
+        if b > a and (inside_hi - inside_lo) / (b - a) > 0.5:
+            keep.append(j)
+        elif b == a and outcome.matches_value(a / factor):  # a repeated edge: one value
+            keep.append(j)
+    return keep
+
+
+def _neighbour_width(edges: list[float], j: int) -> float:
+    if len(edges) >= 2:
+        k = 0 if j == 0 else len(edges) - 2
+        width = edges[k + 1] - edges[k]
+        if width > 0:
+            return width
+    return max(abs(edges[0]) if edges else 1.0, 1.0)
+
+
+def outcome_tokens(outcome: Outcome, vocab: Vocabulary, mapping: CodeMapping,
+                   candidate_codes: list[str]) -> OutcomeTokens:
+    """Map an Outcome's codes (dataset codes, patterns, or vocabulary tokens) to token ids."""
+    notes: list[str] = []
+    codes = list(outcome.codes) + [c for c in candidate_codes
+                                   if outcome.patterns and outcome.matches_code(c)]
+    q_ids = [vocab.id(t) for t in QUANTILE_TOKENS]
+    ids: set[int] = set()
+    bins: dict[int, frozenset[int]] = {}
+    words = []
+    for code in dict.fromkeys(codes):
+        token, factor = _token_of(code, vocab, mapping)
+        if token == UNK:
+            notes.append(f"{code} is not in the model's vocabulary and cannot be generated")
+            continue
+        if token != code and token != mapping.map_code(code).code:
+            notes.append(f"{code} is folded into {token} in the vocabulary; {token} counts")
+        tid = vocab.id(token)
+        ids.add(tid)
+        if outcome.has_value_condition:
+            edges = vocab.bin_edges.get(token)
+            if not edges:
+                notes.append(f"{token} has no value bins; every occurrence counts")
+                bins[tid] = frozenset(q_ids)
+                continue
+            kept = _bins_inside(edges, outcome, factor)
+            bins[tid] = frozenset(q_ids[j] for j in kept)
+            words.append(_bin_words(token, kept, edges, factor))
+    if not ids:
+        raise FedEHRError("none of the outcome's codes is in the model's vocabulary",
+                          where=outcome.name, fix="choose an outcome the model was trained on "
+                          "(see the checkpoint's vocab.json)")
+    stop: set[int] = set()
+    for code in list(outcome.stop_codes) + [c for c in candidate_codes if outcome.stop_patterns
+                                            and outcome.is_stop(c)]:
+        token, _ = _token_of(code, vocab, mapping)
+        if token != UNK:
+            stop.add(vocab.id(token))
+    return OutcomeTokens(frozenset(ids), bins, frozenset(stop), tuple(notes), "; ".join(words))
+
+
+def _token_of(code: str, vocab: Vocabulary, mapping: CodeMapping) -> tuple[str, float]:
+    if code in vocab:
+        return code, 1.0
+    mapped = mapping.map_code(code)
+    return vocab.resolve(mapped.code), mapped.factor
+
+
+def _bin_words(token: str, kept: list[int], edges: list[float], factor: float) -> str:
+    if not kept:
+        return f"{token}: no value bin lies inside the condition (it can never count)"
+    lo = edges[kept[0] - 1] / factor if kept[0] > 0 else None
+    hi = edges[kept[-1]] / factor if kept[-1] < len(edges) else None
+    rng = (f">= {lo:.3g}" if hi is None else f"< {hi:.3g}" if lo is None
+           else f"{lo:.3g} to {hi:.3g}") if (lo, hi) != (None, None) else "any value"
+    return f"{token}: bins Q{kept[0]}-Q{kept[-1]} (values {rng})"
+
+
+# -- prompts from history ------------------------------------------------------------------
+
+@dataclass
+class Prompts:
+    """Right-padded history windows, one per (subject, prediction time)."""
+
+    tokens: torch.Tensor  # int64 [N, T]
+    times: torch.Tensor  # float32 [N, T], days since the window's first event
+    gap_days: np.ndarray  # float64 [N]: prediction time - last history event
+    prefix_len: np.ndarray  # int64 [N]: BOS + static tokens at the start of each row
+
+    def __len__(self) -> int:
+        return self.tokens.shape[0]
+
+    def row(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        n = int((self.tokens[i] != PAD_ID).sum())
+        return self.tokens[i, :n].numpy().copy(), self.times[i, :n].numpy().copy()
+
+
+def read_history(dataset: MEDSDataset, subject_ids: list[int]) -> pl.DataFrame:
+    """All events of the given subjects (every split)."""
+    frame = dataset.scan().filter(pl.col(S.SUBJECT_ID).is_in(list(set(subject_ids)))).collect()
+    return frame.with_columns(pl.col(S.TIME).cast(pl.Datetime("us")))
+
+
+def build_prompts(events: pl.DataFrame, vocab: Vocabulary, mapping: CodeMapping, max_len: int,
+                  subject_ids: list[int], prediction_times: list[datetime]) -> Prompts:
+    """One history window per (subject, prediction time), up to and including that time."""
+    queries = pl.DataFrame({"_row": np.arange(len(subject_ids), dtype=np.int64),
+                            S.SUBJECT_ID: pl.Series(subject_ids, dtype=pl.Int64),
+                            "_at": pl.Series(prediction_times, dtype=pl.Datetime("us"))})
+    rows = (queries.join(events, on=S.SUBJECT_ID, how="inner")
+            .filter(pl.col(S.TIME).is_null() | (pl.col(S.TIME) <= pl.col("_at"))))
+    first = (rows.filter(pl.col(S.TIME).is_not_null() & (pl.col(S.CODE) != S.BIRTH_CODE))
+             .group_by("_row").agg(pl.col(S.TIME).min().alias("_t0"), pl.col("_at").first()))
+    encoded = encode_events(rows.drop(S.SUBJECT_ID, "_at").rename({"_row": S.SUBJECT_ID}),
+                            vocab, mapping)
+    t0 = dict(zip(first["_row"].to_list(), first["_t0"].to_list(), strict=True))
+    at = dict(zip(first["_row"].to_list(), first["_at"].to_list(), strict=True))
+    position = {int(r): i for i, r in enumerate(encoded.subject_ids)}
+
+    n = len(subject_ids)
+    tokens = torch.full((n, max_len), PAD_ID, dtype=torch.long)
+    times = torch.zeros(n, max_len)
+    gap = np.zeros(n)
+    prefix_len = np.ones(n, dtype=np.int64)
+    bos = vocab.id(BOS)
+    age_ids = np.array([vocab.id(t) for t in AGE_TOKENS])
+    continuation = vocab.continuation_mask()
+    for r in range(n):
+        tokens[r, 0] = bos
+        i = position.get(r)
+        if i is None:
+            continue  # no history at all: the prompt is [BOS]
+        toks = encoded.patient_tokens(i).astype(np.int64)
+        tms = encoded.times[encoded.offsets[i]:encoded.offsets[i + 1]].astype(np.float64)
+        n_static = min(int(encoded.static_len[i]), max_len - 2)
+        prefix = toks[:n_static].copy()
+        body, body_t = toks[int(encoded.static_len[i]):], tms[int(encoded.static_len[i]):]
+        budget = max_len - 1 - n_static
+        start = max(0, len(body) - budget)
+        while start < len(body) and continuation[body[start]]:
+            start += 1  # never start on a quantile token or marker without its code
+        body, body_t = body[start:], body_t[start:]
+        t_start = body_t[0] if len(body) else 0.0
+        birth = float(encoded.birth[i])
+        is_age = np.isin(prefix, age_ids)
+        if is_age.any() and np.isfinite(birth) and len(body):
+            prefix[is_age] = age_ids[age_bucket((t_start - birth) / _DAYS_PER_YEAR)]
+        k = 1 + n_static + len(body)
+        tokens[r, 1:1 + n_static] = torch.from_numpy(prefix)
+        tokens[r, 1 + n_static:k] = torch.from_numpy(body)
+        times[r, 1 + n_static:k] = torch.from_numpy((body_t - t_start).astype(np.float32))
+        prefix_len[r] = 1 + n_static
+        if len(body) and r in t0:
+            pred_days = (at[r] - t0[r]).total_seconds() / 86400.0
+            gap[r] = max(0.0, pred_days - body_t[-1])
+    return Prompts(tokens, times, gap, prefix_len)
+
+
+# -- simulation ----------------------------------------------------------------------------
+
+@dataclass
+class Simulation:
+    """Outcome counts for each prompt row."""
+
+    hits: np.ndarray  # int64 [N]
+    samples: int
+    truncated: np.ndarray  # int64 [N]: continuations that ran out of tokens undecided
+    generated_tokens: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class _Row:
+    """State of one continuation while it is being generated."""
+
+    tokens: np.ndarray
+    times: np.ndarray
+    base: float  # clock (in this row's time frame) of the last history event
+    start: float  # window start, days after `base`
+    end: float
+    prefix: int
+    generated: int = 0
+    hit: bool = False
+    decided: bool = False
+    stop_at: float | None = None
+    pending: int | None = None  # outcome code id waiting for its quantile token
+    extra: dict = field(default_factory=dict)
+
+
+def simulate(model, vocab: Vocabulary, prompts: Prompts, outcome: Outcome, otoks: OutcomeTokens,
+             *, samples: int, seed: int = 0, max_new_tokens: int = 256, chunk: int = 32,
+             batch_rows: int = 256, temperature: float = 1.0,
+             progress: Callable[[int], None] | None = None) -> Simulation:
+    """Generate `samples` continuations per prompt row and count outcome hits."""
+    started = time.perf_counter()
+    days_of = time_token_days(vocab)
+    offset_days = outcome.offset.total_seconds() / 86400.0
+    horizon_days = outcome.horizon.total_seconds() / 86400.0
+    rows: list[_Row] = []
+    for i in range(len(prompts)):
+        toks, tms = prompts.row(i)
+        for _ in range(samples):
+            rows.append(_Row(toks, tms, float(tms[-1]), float(prompts.gap_days[i]) + offset_days,
+                             float(prompts.gap_days[i]) + horizon_days,
+                             int(prompts.prefix_len[i])))
+    generator = torch.Generator().manual_seed(seed)
+    eos = vocab.id(EOS)
+    max_len = model.config.max_len
+    total = 0
+    for lo in range(0, len(rows), batch_rows):
+        group = rows[lo:lo + batch_rows]
+        while True:
+            live = [r for r in group if not r.decided]
+            if not live:
+                break
+            steps = min(chunk, max_new_tokens - max(r.generated for r in live))
+            tokens, times = _pack(live, max_len, steps)
+            out = model.generate(tokens, times, max_new_tokens=steps,
+                                 time_token_days=days_of, eos_id=eos, temperature=temperature,
+                                 generator=generator)
+            new_tok, new_time = out.tokens.numpy(), out.times.numpy().astype(np.float64)
+            for j, row in enumerate(live):
+                n = int((new_tok[j] != PAD_ID).sum())
+                total += n
+                _scan(row, new_tok[j, :n], new_time[j, :n], otoks, eos)
+                row.tokens = np.concatenate([row.tokens, new_tok[j, :n]])
+                row.times = np.concatenate([row.times, new_time[j, :n]])
+                row.generated += max(n, steps)
+                if row.generated >= max_new_tokens and not row.decided:
+                    row.decided, row.extra["truncated"] = True, True
+        if progress is not None:
+            progress(len(group))
+    hits = np.array([r.hit for r in rows], dtype=np.int64).reshape(len(prompts), samples)
+    trunc = np.array([r.extra.get("truncated", False) for r in rows],
+                     dtype=np.int64).reshape(len(prompts), samples)
+    return Simulation(hits.sum(1), samples, trunc.sum(1), total,
+                      time.perf_counter() - started)
+
+
+def _pack(rows: list[_Row], max_len: int, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded contexts; long rows keep their [BOS]+static prefix and the most recent
+    events, leaving room for `steps` new tokens, re-timed from the first kept event."""
+    room = max_len - steps if max_len > 2 * steps else max_len
+    packed = []
+    for r in rows:
+        toks, tms = r.tokens, r.times
+        if len(toks) > room:
+            keep_from = len(toks) - (room - r.prefix)
+            shift = tms[keep_from]
+            toks = np.concatenate([toks[:r.prefix], toks[keep_from:]])
+            tms = np.concatenate([tms[:r.prefix], tms[keep_from:] - shift])
+            r.tokens, r.times, r.base = toks, tms, r.base - shift
+            if r.stop_at is not None:
+                r.stop_at -= shift
+        packed.append((toks, tms))
+    width = max(len(t) for t, _ in packed)
+    tokens = torch.full((len(rows), width), PAD_ID, dtype=torch.long)
+    times = torch.zeros(len(rows), width)
+    for j, (t, s) in enumerate(packed):
+        tokens[j, :len(t)] = torch.from_numpy(t.astype(np.int64))
+        times[j, :len(s)] = torch.from_numpy(s.astype(np.float32))
+    return tokens, times
+
+
+def _scan(row: _Row, tokens: np.ndarray, times: np.ndarray, otoks: OutcomeTokens,
+          eos: int) -> None:
+    """Advance one continuation over newly generated tokens (see module docstring)."""
+    for tok, t_abs in zip(tokens.tolist(), times.tolist(), strict=True):
+        if row.decided:
+            return
+        t = t_abs - row.base  # days after the last history event
+        if row.stop_at is not None and t > row.stop_at:
+            row.decided = True  # the window closed at the stop event's time
+            return
+        if t > row.end or tok == eos:
+            row.decided = True
+            return
+        if row.pending is not None:
+            if tok in otoks.value_bins.get(row.pending, ()):
+                row.hit = row.decided = True
+                return
+            row.pending = None
+        if tok in otoks.codes and t >= row.start:
+            if row.pending is None and tok in otoks.value_bins:
+                row.pending = tok
+            else:
+                row.hit = row.decided = True
+                return
+        if tok in otoks.stop and t >= row.start and row.stop_at is None:
+            row.stop_at = t
+
+
+# -- intervals and the public entry point -------------------------------------------------
+
+def wilson_interval(hits: np.ndarray, n: int, z: float = Z_95) -> tuple[np.ndarray, np.ndarray]:
+    """Wilson score interval for hits/n (95 % by default)."""
+    hits = np.asarray(hits, dtype=np.float64)
+    p = hits / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return np.clip(centre - half, 0.0, 1.0), np.clip(centre + half, 0.0, 1.0)
+
+
+def open_dataset(dataset: MEDSDataset | str | Path) -> MEDSDataset:
+    return dataset if isinstance(dataset, MEDSDataset) else MEDSDataset.open(dataset)
+
+
+def candidate_codes(dataset: MEDSDataset, vocab: Vocabulary) -> list[str]:
+    """Codes an outcome pattern may match: the dataset's codes.parquet and vocabulary tokens."""
+    codes = dataset.codes()
+    listed = codes["code"].to_list() if not codes.is_empty() else []
+    return list(dict.fromkeys([*listed, *vocab.tokens]))
+
+
+def predict(model, vocab: Vocabulary, dataset: MEDSDataset | str | Path, labels: pl.DataFrame,
+            outcome: Outcome, *, samples: int = 32, seed: int = 0, batch_size: int = 256,
+            mapping: CodeMapping | None = None, max_new_tokens: int = 256,
+            progress: Callable[[int], None] | None = None) -> pl.DataFrame:
+    """Zero-shot probability of `outcome` for each (subject_id, prediction_time) of `labels`
+    (MEDS label schema). Returns subject_id, prediction_time, probability, ci_low, ci_high
+    in the order of `labels`. `batch_size` counts generated rows (patients x samples)."""
+    result = predict_detailed(model, vocab, dataset, labels, outcome, samples=samples,
+                              seed=seed, batch_size=batch_size, mapping=mapping,
+                              max_new_tokens=max_new_tokens, progress=progress)
+    return result.frame.select(S.SUBJECT_ID, "prediction_time", "probability", "ci_low",
+                               "ci_high")
+
+
+@dataclass
+class Prediction:
+    frame: pl.DataFrame  # + hits, samples, truncated
+    outcome_tokens: OutcomeTokens
+    simulation: Simulation
+    prompts: Prompts
+
+    @property
+    def patients_per_second(self) -> float:
+        return self.frame.height / max(self.simulation.seconds, 1e-9)
+
+
+def predict_detailed(model, vocab: Vocabulary, dataset: MEDSDataset | str | Path,
+                     labels: pl.DataFrame, outcome: Outcome, *, samples: int = 32, seed: int = 0,
+                     batch_size: int = 256, mapping: CodeMapping | None = None,
+                     max_new_tokens: int = 256,
+                     progress: Callable[[int], None] | None = None) -> Prediction:
+    if samples < 1:
+        raise FedEHRError("samples must be at least 1", where="samples", fix="use e.g. 32")
+    for col in (S.SUBJECT_ID, "prediction_time"):
+        if col not in labels.columns:
+            raise DataError(f"labels lack the column {col}", where="labels",
+                            fix="give a frame in the MEDS label schema")
+    dataset = open_dataset(dataset)
+    codes = dataset.codes()
+    mapping = mapping or CodeMapping.from_config(None, codes)
+    otoks = outcome_tokens(outcome, vocab, mapping, candidate_codes(dataset, vocab))
+    subjects = labels[S.SUBJECT_ID].cast(pl.Int64).to_list()
+    at = labels["prediction_time"].cast(pl.Datetime("us")).to_list()
+    events = read_history(dataset, subjects)
+    prompts = build_prompts(events, vocab, mapping, model.config.max_len, subjects, at)
+    sim = simulate(model, vocab, prompts, outcome, otoks, samples=samples, seed=seed,
+                   max_new_tokens=max_new_tokens, batch_rows=max(batch_size, samples),
+                   progress=progress)
+    low, high = wilson_interval(sim.hits, samples)
+    frame = pl.DataFrame({
+        S.SUBJECT_ID: pl.Series(subjects, dtype=pl.Int64),
+        "prediction_time": pl.Series(at, dtype=pl.Datetime("us")),
+        "probability": sim.hits / samples, "ci_low": low, "ci_high": high,
+        "hits": sim.hits, "samples": np.full(len(subjects), samples),
+        "truncated": sim.truncated,
+    })
+    return Prediction(frame, otoks, sim, prompts)
