@@ -275,6 +275,7 @@ class Simulation:
     truncated: np.ndarray  # int64 [N]: continuations that ran out of tokens undecided
     generated_tokens: int = 0
     seconds: float = 0.0
+    per_sample: np.ndarray | None = None  # bool [N, samples]: which continuations hit
 
 
 @dataclass
@@ -333,7 +334,7 @@ def simulate(model, vocab: Vocabulary, prompts: Prompts, outcome: Outcome, otoks
                 _scan(row, new_tok[j, :n], new_time[j, :n], otoks, eos)
                 row.tokens = np.concatenate([row.tokens, new_tok[j, :n]])
                 row.times = np.concatenate([row.times, new_time[j, :n]])
-                row.generated += max(n, steps)
+                row.generated += steps
                 if row.generated >= max_new_tokens and not row.decided:
                     row.decided, row.extra["truncated"] = True, True
         if progress is not None:
@@ -342,7 +343,7 @@ def simulate(model, vocab: Vocabulary, prompts: Prompts, outcome: Outcome, otoks
     trunc = np.array([r.extra.get("truncated", False) for r in rows],
                      dtype=np.int64).reshape(len(prompts), samples)
     return Simulation(hits.sum(1), samples, trunc.sum(1), total,
-                      time.perf_counter() - started)
+                      time.perf_counter() - started, hits.astype(bool))
 
 
 def _pack(rows: list[_Row], max_len: int, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
