@@ -9,6 +9,7 @@ are clamped to the site's limits.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 
 from fedehr.client.config import SiteConfig
@@ -19,6 +20,15 @@ log = logging.getLogger("fedehr.site")
 # Keys a server might send to loosen privacy; a site never takes them from outside.
 PRIVACY_KEYS = ("epsilon", "target-epsilon", "delta", "noise-multiplier", "max-grad-norm",
                 "budget", "accountant", "clip", "dp")
+# ...and any spelling of them (min_noise_multiplier, clipping-norm, sigma, dp-epsilon, ...).
+# SecAgg+'s clipping range is about quantising updates, not DP: not a privacy key.
+PRIVACY_PATTERN = re.compile(r"noise|epsilon|delta|clip|grad.?norm|budget|accountant|sigma|"
+                             r"^dp([-_]|$)", re.IGNORECASE)
+
+
+def privacy_keys_sent(config: dict) -> list[str]:
+    return [k for k in config if k in PRIVACY_KEYS or
+            (PRIVACY_PATTERN.search(k) and not k.startswith("secagg-"))]
 
 
 @dataclass(frozen=True)
@@ -33,7 +43,7 @@ class TrainRequest:
 
 def train_request(site: SiteConfig, config: dict) -> TrainRequest:
     notes = [f"ignored '{k}' sent by the server: privacy parameters come from site.yaml"
-             for k in PRIVACY_KEYS if k in config]
+             for k in privacy_keys_sent(config)]
     limits = site.training
 
     def clamp(key: str, value, upper, kind):

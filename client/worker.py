@@ -228,6 +228,7 @@ def main(config: Path, runtime_address: str, secret_file: Path | None) -> None:
     site = load_site_config(config)
     _log_to_file(site)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll otherwise
     preload()
     secret = secret_file.read_bytes() if secret_file is not None else None
     SiteWorker(site, runtime_address, secret).serve_forever()

@@ -1,0 +1,88 @@
+"""A server cannot loosen a site's privacy: the budget, delta, clipping and minimum noise
+come from site.yaml, and local steps, batch size and learning rate are clamped."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+
+from fedehr.client import site_handlers as H
+from fedehr.client.config import ModalityConfig, PrivacyConfig, SiteConfig, TrainingLimits
+from fedehr.client.limits import train_request
+from fedehr.shared import messages as M
+from fedehr.shared.data.dataset import MEDSDataset
+from fedehr.shared.data.synth import synthesize
+from fedehr.shared.model import EHRModel, ModelConfig
+from fedehr.shared.tokenizer.vocabulary import Vocabulary
+
+HOSTILE = {"noise-multiplier": 0.0, "epsilon": 1000.0, "delta": 0.5, "max-grad-norm": 100.0,
+           "min_noise_multiplier": 0.0, "clipping-norm": 1e6, "dp": False}
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> SiteConfig:
+    root = tmp_path_factory.mktemp("site")
+    (summary,) = synthesize(root / "h", sites=1, patients=80, seed=3)
+    return SiteConfig(name="hospital_a", data=Path(summary.path), state_dir=root / "state",
+                      insecure=True,
+                      privacy=PrivacyConfig(epsilon=4.0, delta=1e-5, min_noise_multiplier=0.9),
+                      training=TrainingLimits(max_local_steps=3, max_batch_size=8,
+                                              max_learning_rate=1e-3, threads=1),
+                      modalities=ModalityConfig(notes=False, images=False, pro=False))
+
+
+def _round(site: SiteConfig, **extra) -> tuple[dict, dict]:
+    codes = MEDSDataset.open(site.data).codes()["code"].to_list()
+    vocab = Vocabulary.build({c: 10 for c in codes}, min_count=1)
+    cfg = ModelConfig.preset("tiny", len(vocab), max_len=32, note_dim=0, image_dim=0)
+    torch.manual_seed(0)  # the same global weights for every call
+    model = EHRModel(cfg)
+    config = {M.ROUND_ID: "fed/round-1", M.VOCAB_JSON: vocab.canonical_json(),
+              M.VOCAB_HASH: vocab.hash, M.MODEL_CONFIG: json.dumps(cfg.to_dict()),
+              M.LOCAL_STEPS: 500, M.BATCH_SIZE: 512, M.LEARNING_RATE: 0.5,
+              M.ROUNDS_LEFT: 1, **extra}
+    return H.train_round(site, model.state_dict(), config)
+
+
+def test_privacy_parameters_sent_by_the_server_are_ignored_and_logged(site, caplog):
+    caplog.set_level(logging.WARNING, logger="fedehr.site")
+    _, metrics = _round(site, **HOSTILE)
+    assert metrics[M.NOISE_MULTIPLIER] >= 0.9  # site.yaml's minimum, not the server's 0
+    assert metrics[M.EPSILON_BUDGET] == 4.0 and metrics[M.DELTA] == 1e-5
+    assert metrics[M.EPSILON] <= 4.0
+    assert metrics[M.STEPS] <= 3  # clamped to max_local_steps
+    ledger = H.open_ledger(site)
+    assert ledger.epsilon_budget == 4.0 and ledger.spent() <= 4.0
+    logged = caplog.text
+    for key in HOSTILE:
+        assert f"ignored '{key}' sent by the server" in logged
+    assert "clamped local-steps from 500 to the site limit 3" in logged
+    assert "clamped lr from 0.5 to the site limit 0.001" in logged
+    events = [json.loads(x) for x in (site.state_dir / "activity.jsonl").read_text().splitlines()]
+    (train,) = [e for e in events if e["kind"] == "train"]
+    assert any("noise-multiplier" in note for note in train["notes"])
+
+
+def test_secure_aggregation_settings_are_not_mistaken_for_privacy_parameters(site):
+    request = train_request(site, {M.SECAGG_CLIPPING_RANGE: 8.0, M.LOCAL_STEPS: 2})
+    assert not [n for n in request.notes if n.startswith("ignored")] and request.steps == 2
+
+
+def test_the_same_noise_seed_file_gives_the_same_update(site, tmp_path):
+    import dataclasses
+
+    seed = tmp_path / "seed"
+    seed.write_bytes(b"site secret for reproducibility checks")
+    updates = []
+    for run in ("a", "b"):
+        twin = dataclasses.replace(
+            site, state_dir=tmp_path / run,
+            privacy=dataclasses.replace(site.privacy, noise_seed_file=seed))
+        updates.append(_round(twin)[0])
+    assert all(torch.equal(updates[0][k], updates[1][k]) for k in updates[0])
+    fresh = _round(dataclasses.replace(site, state_dir=tmp_path / "fresh"))[0]
+    assert not all(torch.equal(updates[0][k], fresh[k]) for k in fresh)
