@@ -146,6 +146,8 @@ class SiteWorker:
         try:
             message, context, run, fab = pull_task_input(client)
             outcome.message_type = message.metadata.message_type
+            log.info("site %s: task %s (%s) started", self.site.name, task.task_id,
+                     outcome.message_type)
             try:
                 app = self._approved_app(fab.content, fab.hash_str, dict(run.override_config))
             except BundleRefused as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -157,7 +158,10 @@ def run_start(config: Path = CONFIG,
 
     cfg = load_federation_config(config)
     run_id = runs.launch(cfg, config, resume=resume)
-    console.print(f"run [bold]{run_id}[/] started{' (resuming)' if resume else ''}")
+    shipped = json.loads(runs.run_file(cfg).read_text())
+    console.print(f"run [bold]{run_id}[/] started{' (resuming)' if resume else ''}; bundle "
+                  f"{shipped['bundle-hash']} "
+                  f"{'signed' if shipped['signed'] else '[yellow]unsigned[/] (no bundle key)'}")
     if not watch:
         return
     supervisor = Supervisor()
@@ -172,6 +176,24 @@ def run_start(config: Path = CONFIG,
         supervisor.stop_all()
     console.print(f"[bold green]finished[/] {result['rounds']} rounds; checkpoint: "
                   f"{result['checkpoint']}; server log: {log}")
+
+
+@run_app.command("bundle-hash")
+def run_bundle_hash(config: Path = CONFIG) -> None:
+    """Print the FAB hash of the bundle `fedehr run start` ships, for sites that approve by hash.
+
+    The bundle is configuration only, and Flower builds it reproducibly: the hash
+    changes when the fedehr version, federation.yaml's path or the ClientApp named
+    changes. Send it to the hospitals (site.yaml: approval.bundle_hashes).
+
+    Example: fedehr run bundle-hash --config federation.yaml
+    """
+    from fedehr.server import runs
+    from fedehr.server.bundle import bundle_hash
+    from fedehr.server.config import load_federation_config
+
+    cfg = load_federation_config(config)
+    print(bundle_hash(runs.shipped_bundle(cfg, config)))
 
 
 @run_app.command("status")

@@ -33,6 +33,13 @@ def run_file(cfg: FederationConfig) -> Path:
     return cfg.workdir / "run.json"
 
 
+def shipped_bundle(cfg: FederationConfig, config_path: Path, *, clientapp: str | None = None,
+                   serverapp: str = SERVERAPP) -> Path:
+    """The bundle folder `launch` ships (its FAB hash is what sites approve by hash)."""
+    return write_bundle(cfg.workdir / "bundle", config_path, serverapp=serverapp,
+                        clientapp=clientapp or clientapp_for(cfg.secure_aggregation))
+
+
 def launch(cfg: FederationConfig, config_path: Path, *, resume: bool = False,
            clientapp: str | None = None, serverapp: str = SERVERAPP) -> str:
     """Start the run on the SuperLink; returns Flower's run id.
@@ -42,8 +49,7 @@ def launch(cfg: FederationConfig, config_path: Path, *, resume: bool = False,
     """
     if not resume:
         cfg.status_path.unlink(missing_ok=True)
-    bundle = write_bundle(cfg.workdir / "bundle", config_path, serverapp=serverapp,
-                          clientapp=clientapp or clientapp_for(cfg.secure_aggregation))
+    bundle = shipped_bundle(cfg, config_path, clientapp=clientapp, serverapp=serverapp)
     fab_hash, signature = sign_bundle(bundle, cfg.pki)
     overrides = f"resume={'true' if resume else 'false'}"
     if signature is not None:

@@ -10,12 +10,15 @@ code (tests/e2e/marker_app.py): every site refuses it and it never runs.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 import yaml
 from rich.console import Console
 
 from fedehr.server import runs
+from fedehr.server.bundle import CLIENTAPP
 
 from .conftest import make_federation
 
@@ -31,11 +34,15 @@ def federation(tmp_path_factory, hospitals, anchor):
     fed = make_federation(root, hospitals, anchor,
                           federation={"rounds": 2, "min_sites": 2, "round_timeout": 60},
                           env={"FEDEHR_MARKER_DIR": str(root / "marker")})
+    fed.clientapp = CLIENTAPP  # the bundle `fedehr run start` ships, no test tap
     path = fed.site_yamls["hospital_c"]
     site = yaml.safe_load(path.read_text())
     site["approval"] = {"bundle_hashes": [UNRELATED_HASH]}  # trusts no signature
     path.write_text(yaml.safe_dump(site, sort_keys=False))
     try:
+        printed = subprocess.run([sys.executable, "-m", "fedehr.shared.cli", "run", "bundle-hash",
+                                  "--config", str(fed.fed_yaml)], capture_output=True,
+                                 text=True, check=True).stdout.strip()
         fed.start_all()
         run_id = fed.launch()
         result = runs.watch(fed.config, run_id, Console(quiet=True), timeout=600)
@@ -49,6 +56,7 @@ def federation(tmp_path_factory, hospitals, anchor):
             foreign_failure = exc.message
         foreign = json.loads(runs.run_file(fed.config).read_text())
         yield {"fed": fed, "result": result, "shipped": shipped, "foreign": foreign,
+               "printed_hash": printed,
                "foreign_failure": foreign_failure, "marker": root / "marker"}
     finally:
         fed.stop()
@@ -69,6 +77,10 @@ def test_the_run_completes_with_the_sites_that_approved_the_bundle(federation):
     assert len(rounds) == 2
     for entry in rounds:
         assert entry["participants"] == ["hospital_a", "hospital_b"]
+
+
+def test_the_operator_can_print_the_hash_sites_approve(federation):
+    assert federation["printed_hash"] == federation["shipped"]["bundle-hash"]
 
 
 def test_the_refusing_site_logs_and_audits_why_with_the_bundle_hash(federation):
