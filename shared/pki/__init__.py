@@ -12,10 +12,12 @@ The operator keeps one folder (default ``./pki``, option ``--dir``)::
                                      for `flwr supernode register`
       researchers/NAME.pem, .key     client certificate (clientAuth, CN=NAME, OU=ROLE with
                                      ROLE researcher or operator) for the checkpoint registry
-      signing/consortium.key         Ed25519 key that signs checkpoints and app bundles (PKCS#8)
+      signing/consortium.key         Ed25519 key that signs checkpoints (PKCS#8)
       signing/consortium.pub         its public key (PEM), given to sites and researchers
       signing/consortium.ssh.pub     the same public key as an OpenSSH line (Flower's
                                      --trusted-entities form)
+      signing/bundle.key, .pub       Ed25519 key whose signature approves app bundles
+                                     (`fedehr pki bundle-key`; fedehr.shared.pki.bundle_signing)
       revoked.json                   revocation list: names, serials, fingerprints
 
 Every private key is written 0600 through an atomic rename; an existing key is
