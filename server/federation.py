@@ -9,6 +9,11 @@ replies, and a restarted server resumes after the last checkpointed round
 site asked again for the same round resends its stored update instead of
 spending budget twice.
 
+With `secure_aggregation: true` the training exchange runs through SecAgg+
+(`fedehr.server.secure_rounds`): the server receives only the weighted mean
+of the sites' updates, so nothing can be screened; the audit log says so at
+run start and records each round's SecAgg+ settings ("secure-round").
+
 Every run leaves a hash-chained audit trail in `<workdir>/audit.jsonl`
 (fedehr.shared.audit): run-start, vocabulary, warm-start, one line per round
 (participants, rejected updates, failures, epsilon per site, checkpoint
@@ -24,7 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +41,7 @@ from fedehr.server.anchor import Anchor
 from fedehr.server.checkpoints import CheckpointStore, ResumeState
 from fedehr.server.config import FederationConfig
 from fedehr.server.screening import screen_update
+from fedehr.server.secure_rounds import apply_mean_update, run_secure_round
 from fedehr.server.status import StatusFile
 from fedehr.server.strategies import build_strategy, restore_strategy_state, strategy_state
 from fedehr.server.vocab_round import run_vocab_round
@@ -59,6 +65,20 @@ NOTE_DIM, IMAGE_DIM = 384, 32  # MiniLM-L6 note vectors; the image sidecar's wid
 
 class FederationStopped(FedEHRError):
     """Too few sites remain to continue."""
+
+
+@dataclass
+class TrainedRound:
+    """What a training round left the server with, plain or secure."""
+
+    site_metrics: dict[str, dict]  # participating site -> its aggregate metrics
+    rejected: dict[str, str]  # site -> reason (plain rounds only: screening)
+    failed: list[str]
+    update_norms: dict[str, float]  # plain rounds only
+    bytes_in: int
+    bytes_out: int
+    aggregation_seconds: float
+    extra: dict = field(default_factory=dict)  # history fields of the round's mode
 
 
 @dataclass
@@ -134,6 +154,12 @@ class Federation:
                               strategy=self.cfg.strategy.name, sites_expected=self.cfg.sites,
                               min_sites=self.cfg.min_sites, resume=resume,
                               resumed_after=state.round if state else None)
+            if self.cfg.secure_aggregation:
+                self.audit.append("secure-aggregation", protocol="SecAgg+",
+                                  screening="off: the server never holds a single site's "
+                                  "update, so updates are not screened (no norm bound, no "
+                                  "NaN or shape check); only their weighted mean is seen",
+                                  strategy=self.cfg.strategy.name)
             if state is None:
                 state, model, vocab = self._start(grid)
             else:
@@ -231,27 +257,15 @@ class Federation:
         self.status.update(phase="training", round=rnd, message=f"round {rnd}: sites training")
         wait_for_sites(grid, cfg.min_sites, cfg.round_timeout)
         reference_arrays = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
-        arrays = ArrayRecord(model.state_dict())
-        config = ConfigRecord(self._round_config(rnd, model, vocab))
-        messages = list(self.strategy.configure_train(rnd, arrays, config, grid))
-        replies = list(grid.send_and_receive(messages, timeout=cfg.round_timeout))
-        outcome = self._screen(replies, model)
-        if len(outcome.accepted) < cfg.min_sites:
-            raise FederationStopped(
-                f"round {rnd}: {len(outcome.accepted)} usable updates, {cfg.min_sites} needed "
-                f"(failed: {outcome.failed}; rejected: {outcome.rejected})", where="federation",
-                fix="check the sites' logs; resume with `fedehr run start --resume`")
-        aggregation_started = time.monotonic()
-        aggregated, _ = self.strategy.aggregate_train(rnd, outcome.accepted)
-        aggregation_seconds = time.monotonic() - aggregation_started
-        model.load_state_dict(aggregated.to_torch_state_dict())
+        config = self._round_config(rnd, model, vocab)
+        trained = (self._secure_train if cfg.secure_aggregation else self._plain_train)(
+            grid, rnd, model, reference_arrays, config)
         anchor_steps = self._anchor_steps(model, vocab, rnd)
         train_seconds = time.monotonic() - started
         self.status.update(message=f"round {rnd}: evaluating at the sites")
         site_losses = self._evaluate_sites(grid, rnd, model, vocab)
-        for reply in outcome.accepted:
-            metrics = reply.content[M.METRICS]
-            state.privacy[_site_name(reply)] = {
+        for site, metrics in trained.site_metrics.items():
+            state.privacy[site] = {
                 "epsilon": float(metrics[M.EPSILON]), "delta": float(metrics[M.DELTA]),
                 "epsilon_budget": float(metrics[M.EPSILON_BUDGET]), "accountant": "site ledger",
                 "noise_multiplier": float(metrics[M.NOISE_MULTIPLIER])}
@@ -259,25 +273,74 @@ class Federation:
             "round": rnd, "anchor_loss": self._anchor_loss(model, vocab),
             "anchor_steps": anchor_steps,
             "site_eval_loss": site_losses,
-            "train_loss": {_site_name(r): float(r.content[M.METRICS][M.TRAIN_LOSS])
-                           for r in outcome.accepted},
+            "train_loss": {s: float(m[M.TRAIN_LOSS]) for s, m in trained.site_metrics.items()},
             "epsilon": {s: p["epsilon"] for s, p in state.privacy.items()},
-            "participants": sorted(_site_name(r) for r in outcome.accepted),
-            "rejected": outcome.rejected, "failed": outcome.failed,
-            "update_norms": outcome.update_norms, "bytes_in": outcome.bytes_in,
-            "bytes_out": sum(a.nbytes for a in reference_arrays.values()) * len(messages),
-            "aggregation_seconds": round(aggregation_seconds, 4),
+            "participants": sorted(trained.site_metrics),
+            "rejected": trained.rejected, "failed": trained.failed,
+            "update_norms": trained.update_norms, "bytes_in": trained.bytes_in,
+            "bytes_out": trained.bytes_out,
+            "aggregation_seconds": round(trained.aggregation_seconds, 4),
             "seconds": round(time.monotonic() - started, 2),
             "train_seconds": round(train_seconds, 2),
-            "site_train_seconds": {_site_name(r): float(r.content[M.METRICS][M.TRAIN_SECONDS])
-                                   for r in outcome.accepted},
+            "site_train_seconds": {s: float(m[M.TRAIN_SECONDS])
+                                   for s, m in trained.site_metrics.items()},
+            **trained.extra,
         }
         state.history.append(entry)
         state.round = rnd
+        if cfg.secure_aggregation:
+            self.audit.append("secure-round", round=rnd, **entry["secure_aggregation"])
         audit_round(self.audit, entry, self._checkpoint(rnd, model, vocab, state))
         self.status.add_round(entry)
         log.info("round %d: %d sites, anchor loss %.3f, %.1f s", rnd,
-                 len(outcome.accepted), entry["anchor_loss"], entry["seconds"])
+                 len(trained.site_metrics), entry["anchor_loss"], entry["seconds"])
+
+    def _plain_train(self, grid: Grid, rnd: int, model: EHRModel, reference_arrays: dict,
+                     config: dict) -> TrainedRound:
+        """Every site's update arrives, is screened, and the strategy aggregates the accepted."""
+        messages = list(self.strategy.configure_train(rnd, ArrayRecord(model.state_dict()),
+                                                      ConfigRecord(config), grid))
+        replies = list(grid.send_and_receive(messages, timeout=self.cfg.round_timeout))
+        outcome = self._screen(replies, model)
+        self._check_enough(rnd, len(outcome.accepted), outcome.failed, outcome.rejected)
+        aggregation_started = time.monotonic()
+        aggregated, _ = self.strategy.aggregate_train(rnd, outcome.accepted)
+        aggregation_seconds = time.monotonic() - aggregation_started
+        model.load_state_dict(aggregated.to_torch_state_dict())
+        return TrainedRound(
+            site_metrics={_site_name(r): dict(r.content[M.METRICS]) for r in outcome.accepted},
+            rejected=outcome.rejected, failed=outcome.failed,
+            update_norms=outcome.update_norms, bytes_in=outcome.bytes_in,
+            bytes_out=sum(a.nbytes for a in reference_arrays.values()) * len(messages),
+            aggregation_seconds=aggregation_seconds)
+
+    def _secure_train(self, grid: Grid, rnd: int, model: EHRModel, reference_arrays: dict,
+                      config: dict) -> TrainedRound:
+        """SecAgg+: only the weighted mean of the sites' updates reaches this process."""
+        started = time.monotonic()
+        result = run_secure_round(grid, rnd, reference_arrays, config, self.cfg)
+        self._check_enough(rnd, 0 if result.mean_update is None else len(result.site_metrics),
+                           result.failed, {})
+        new = apply_mean_update(reference_arrays, result.mean_update)
+        model.load_state_dict({k: torch.from_numpy(v) for k, v in new.items()})
+        clipped = {s: m.get(M.SECAGG_CLIPPED, 0.0) for s, m in result.site_metrics.items()}
+        return TrainedRound(
+            site_metrics=result.site_metrics, rejected={}, failed=result.failed,
+            update_norms={}, bytes_in=result.bytes_in,
+            bytes_out=sum(a.nbytes for a in reference_arrays.values()) * len(result.site_metrics),
+            aggregation_seconds=time.monotonic() - started - sum(result.stage_seconds),
+            extra={"secure_aggregation": {
+                "protocol": "SecAgg+", **result.params.as_dict(),
+                "stage_seconds": result.stage_seconds, "clipped_fraction": clipped,
+                "mean_update_norm": float(np.sqrt(sum(
+                    float(np.dot(u.ravel(), u.ravel())) for u in result.mean_update)))}})
+
+    def _check_enough(self, rnd: int, usable: int, failed: list[str], rejected: dict) -> None:
+        if usable < self.cfg.min_sites:
+            raise FederationStopped(
+                f"round {rnd}: {usable} usable updates, {self.cfg.min_sites} needed "
+                f"(failed: {failed}; rejected: {rejected})", where="federation",
+                fix="check the sites' logs; resume with `fedehr run start --resume`")
 
     def _screen(self, replies: list[Message], model: EHRModel) -> RoundOutcome:
         reference = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
@@ -341,6 +404,7 @@ class Federation:
         card = ModelCard(
             architecture=model.config.to_dict(),
             training={"federation": self.cfg.name, "strategy": self.cfg.strategy.name,
+                      "secure_aggregation": self.cfg.secure_aggregation,
                       "local": self.cfg.local.__dict__, "history": state.history,
                       "audit_head": audit_head(self.cfg.audit_path)},
             privacy=dict(state.privacy),

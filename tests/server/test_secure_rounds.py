@@ -1,0 +1,89 @@
+"""SecAgg+ settings of secure rounds: derived defaults, overflow safety, quantization error."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import yaml
+from flwr.common.secure_aggregation.quantization import dequantize, quantize
+
+from fedehr.server.config import load_federation_config
+from fedehr.server.secure_rounds import (
+    MODULUS_RANGE,
+    apply_mean_update,
+    quantization_range,
+    secagg_params,
+)
+from fedehr.shared.errors import ConfigError
+
+
+def _config(tmp_path, **extra):
+    raw = {"name": "t", "workdir": "w", "superlink": {"insecure": True},
+           "sites": ["a", "b", "c"], "min_sites": 3, "secure_aggregation": True,
+           "local": {"steps": 30, "lr": 1e-3}, **extra}
+    path = tmp_path / "federation.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return load_federation_config(path)
+
+
+@pytest.mark.parametrize("sites", range(1, 70))
+def test_the_sum_of_every_site_at_the_top_of_the_range_cannot_wrap_the_modulus(sites):
+    q = quantization_range(sites)
+    assert q & (q - 1) == 0 and q <= 2**30  # Flower's stochastic rounding casts to int32
+    assert sites * q < MODULUS_RANGE
+    assert 2 * q * sites >= MODULUS_RANGE or q == 2**30  # and no coarser than needed
+
+
+def test_derived_defaults_hold_an_adamw_update_and_take_a_majority_of_shares(tmp_path):
+    params = secagg_params(_config(tmp_path), sites=3)
+    assert params.clipping_range == pytest.approx(4 * 1e-3 * 30)
+    assert params.num_shares == 1.0  # every site
+    assert params.reconstruction_threshold == 2
+    assert params.quantization_range == 2**30
+    assert secagg_params(_config(tmp_path), sites=7).reconstruction_threshold == 4
+
+
+def test_explicit_settings_are_used(tmp_path):
+    cfg = _config(tmp_path, secagg={"num_shares": 5, "reconstruction_threshold": 3,
+                                    "clipping_range": 0.5, "max_weight": 5000})
+    params = secagg_params(cfg, sites=9)
+    assert (params.num_shares, params.reconstruction_threshold) == (5, 3)
+    assert (params.clipping_range, params.max_weight) == (0.5, 5000)
+
+
+@pytest.mark.parametrize("strategy", ["median", "trimmed_mean", "fedadam"])
+def test_strategies_that_need_individual_updates_are_refused(tmp_path, strategy):
+    with pytest.raises(ConfigError, match="secure_aggregation"):
+        _config(tmp_path, strategy={"name": strategy})
+
+
+def test_a_threshold_at_or_above_the_shares_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="reconstruction_threshold"):
+        _config(tmp_path, secagg={"num_shares": 3, "reconstruction_threshold": 3})
+
+
+def test_the_mean_update_is_added_in_float64_and_keeps_the_dtype():
+    ref = {"w": np.array([1.0, 2.0], dtype=np.float32)}
+    out = apply_mean_update(ref, [np.array([1e-8, -0.5])])
+    assert out["w"].dtype == np.float32
+    assert out["w"].tolist() == [1.0, 1.5]
+
+
+def _secagg_roundtrip(values: np.ndarray, clip: float, q: int, ratio: float) -> np.ndarray:
+    """SecAgg+'s arithmetic for one site (masks cancel exactly and are left out)."""
+    (quantized,) = quantize([values * ratio], clip, q)
+    (back,) = dequantize([quantized], clip, q)
+    return back / ratio
+
+
+def test_updates_quantize_far_more_finely_than_weights():
+    rng = np.random.default_rng(0)
+    weights = rng.normal(0, 1, 200_000)  # a transformer's weights: embeddings ~ N(0, 1)
+    update = rng.normal(0, 1e-3, 200_000).clip(-0.03, 0.03)  # 30 AdamW steps at lr 1e-3
+    q, ratio = quantization_range(3), 300 / 1_000_000
+    weights_clip = float(np.abs(weights).max() * ratio)  # no weight may be clipped
+    update_clip = 4 * 1e-3 * 30 * ratio
+    weights_err = np.abs(_secagg_roundtrip(weights, weights_clip, q, ratio) - weights).max()
+    update_err = np.abs(_secagg_roundtrip(update, update_clip, q, ratio) - update).max()
+    assert update_err < 1e-9  # far below float32 resolution of a weight near 1 (6e-8)
+    assert weights_err > 20 * update_err  # the range of the weights is ~40x wider
