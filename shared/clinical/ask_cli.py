@@ -28,6 +28,7 @@ from pathlib import Path
 import polars as pl
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -128,8 +129,8 @@ def _show_resolution(resolved, outcome) -> None:
     table.add_column(style="bold")
     table.add_column(overflow="fold")
     for label, text in resolved.confirmation_lines():
-        table.add_row(label, text)
-    table.add_row("compiled window", outcome.clinical_words())
+        table.add_row(label, escape(text))
+    table.add_row("compiled window", escape(outcome.clinical_words()))
     console.print(table)
 
 
@@ -154,7 +155,7 @@ def _ask_one(model, vocab, dataset, outcome, resolved, index, patient, at, *, sa
                           schema={"subject_id": pl.Int64, "prediction_time": pl.Datetime("us")})
     with console.status(f"sampling {samples} continuations"):
         result = predict_detailed(model, vocab, dataset, labels, outcome, samples=samples,
-                                  seed=seed, batch_size=samples, max_new_tokens=max_new_tokens)
+                                  seed=seed, max_new_tokens=max_new_tokens)
     _show_mapping_notes(result.outcome_tokens)
     row = result.frame.row(0, named=True)
     history = int((result.prompts.tokens[0] != 0).sum())
@@ -162,7 +163,7 @@ def _ask_one(model, vocab, dataset, outcome, resolved, index, patient, at, *, sa
                    title_justify="left")
     answer.add_column(style="bold")
     answer.add_column()
-    answer.add_row("question", outcome.clinical_words())
+    answer.add_row("question", escape(outcome.clinical_words()))
     answer.add_row("probability", f"[bold]{row['probability']:.2f}[/]  (95% CI "
                    f"{row['ci_low']:.2f}-{row['ci_high']:.2f}; {row['hits']} of {samples} "
                    "continuations)")
@@ -180,10 +181,10 @@ def _ask_one(model, vocab, dataset, outcome, resolved, index, patient, at, *, sa
 
 def _show_mapping_notes(otoks) -> None:
     for note in otoks.notes:
-        console.print(f"[yellow]note[/] {note}")
+        console.print(f"[yellow]note[/] {escape(note)}")
     if otoks.value_words:
         console.print(f"[yellow]value condition, as the model's value bins allow:[/] "
-                      f"{otoks.value_words}")
+                      f"{escape(otoks.value_words)}")
 
 
 def _explain_one(model, vocab, result, outcome, index, *, samples, seed, groups, top,
@@ -191,10 +192,10 @@ def _explain_one(model, vocab, result, outcome, index, *, samples, seed, groups,
     from fedehr.shared.clinical.explain import explain
 
     columns = (TextColumn("leaving events out"), BarColumn(), TextColumn("{task.completed}/"
-               "{task.total}"), TimeElapsedColumn())
-    n_groups = min(groups, _count_groups(result, vocab, groups))
+               "{task.total} continuations"), TimeElapsedColumn())
+    n_groups = _count_groups(result, vocab, groups)
     with Progress(*columns, console=console, transient=True) as bar:
-        task = bar.add_task("explain", total=n_groups)
+        task = bar.add_task("explain", total=(n_groups + 1) * samples)
         expl = explain(model, vocab, result.prompts, 0, outcome, result.outcome_tokens, index,
                        samples=samples, seed=seed, max_groups=groups,
                        max_new_tokens=max_new_tokens,
@@ -205,8 +206,9 @@ def _explain_one(model, vocab, result, outcome, index, *, samples, seed, groups,
         table.add_column(col, justify="left" if col == "history event" else "right")
     for inf in expl.influences[:top]:
         colour = "red" if inf.delta > 0 else "green" if inf.delta < 0 else "white"
-        table.add_row(inf.description, str(inf.occurrences), f"{inf.probability_without:.2f}",
-                      f"[{colour}]{inf.delta:+.2f}[/]", f"{inf.stderr:.2f}")
+        table.add_row(escape(inf.description), str(inf.occurrences),
+                      f"{inf.probability_without:.2f}", f"[{colour}]{inf.delta:+.2f}[/]",
+                      f"{inf.stderr:.2f}")
     console.print(table)
     console.print(f"{expl.groups_tried} event groups tried in {expl.seconds:.1f} s; change = "
                   "p(full history) - p(without the events); red raised the probability.")

@@ -99,7 +99,7 @@ def without(tokens: np.ndarray, times: np.ndarray, positions: list[int], prefix_
 
 def explain(model, vocab: Vocabulary, prompts: Prompts, row: int, outcome: Outcome,
             otoks: OutcomeTokens, index: CodeIndex, *, samples: int, seed: int = 0,
-            max_groups: int = 12, max_new_tokens: int = 256,
+            max_groups: int = 12, max_new_tokens: int = 256, batch_rows: int = 512,
             progress: Callable[[int], None] | None = None) -> Explanation:
     """Influence of each history event group on prompt `row`'s answer."""
     import time
@@ -108,35 +108,38 @@ def explain(model, vocab: Vocabulary, prompts: Prompts, row: int, outcome: Outco
     tokens, times = prompts.row(row)
     prefix = int(prompts.prefix_len[row])
     gap = float(prompts.gap_days[row])
-    kwargs = dict(samples=samples, seed=seed, max_new_tokens=max_new_tokens,
-                  batch_rows=samples)
-    full = simulate(model, vocab, _single(tokens, times, gap, prefix), outcome, otoks, **kwargs)
-    base_hits = full.per_sample[0].astype(np.float64)
-    p_full = float(base_hits.mean())
-    influences = []
     groups = event_groups(tokens, prefix, vocab, max_groups)
-    for tok, positions in groups.items():
+    variants = [(tokens, times, gap, prefix)]
+    for positions in groups.values():
         t2, s2, p2 = without(tokens, times, positions, prefix, vocab)
-        if len(t2) == 0:
-            continue
-        # the clock of the last history event may move when the last event is left out
+        # the clock of the last history event moves when the last event is left out
         gap2 = gap + float(times[-1] - s2[-1])
         if len(s2) > p2:  # times restart at the window's first event, as in training
             s2 = np.concatenate([s2[:p2], s2[p2:] - s2[p2]])
-        sim = simulate(model, vocab, _single(t2, s2, gap2, p2), outcome, otoks, **kwargs)
-        diff = base_hits - sim.per_sample[0].astype(np.float64)
+        variants.append((t2, s2, gap2, p2))
+    # one batch: continuation k of every variant reads the same uniforms (simulate)
+    sim = simulate(model, vocab, _stack(variants), outcome, otoks, samples=samples, seed=seed,
+                   max_new_tokens=max_new_tokens, batch_rows=batch_rows,
+                   progress=progress)
+    base = sim.per_sample[0].astype(np.float64)
+    influences = []
+    for v, (tok, positions) in enumerate(groups.items(), start=1):
+        diff = base - sim.per_sample[v].astype(np.float64)
         stderr = float(diff.std(ddof=1) / np.sqrt(samples)) if samples > 1 else float("nan")
         name = vocab.tokens[tok]
         influences.append(Influence(name, index.describe(name), len(positions),
-                                    float(sim.per_sample[0].mean()), float(diff.mean()),
-                                    stderr))
-        if progress is not None:
-            progress(1)
+                                    float(sim.per_sample[v].mean()), float(diff.mean()), stderr))
     influences.sort(key=lambda i: (-abs(i.delta), i.token))
-    return Explanation(p_full, influences, samples, len(groups), time.perf_counter() - started)
+    return Explanation(float(base.mean()), influences, samples, len(groups),
+                       time.perf_counter() - started)
 
 
-def _single(tokens: np.ndarray, times: np.ndarray, gap: float, prefix: int) -> Prompts:
-    return Prompts(torch.from_numpy(tokens.astype(np.int64)).unsqueeze(0),
-                   torch.from_numpy(times.astype(np.float32)).unsqueeze(0),
-                   np.array([gap]), np.array([prefix], dtype=np.int64))
+def _stack(variants: list[tuple[np.ndarray, np.ndarray, float, int]]) -> Prompts:
+    width = max(len(t) for t, *_ in variants)
+    tokens = torch.full((len(variants), width), PAD_ID, dtype=torch.long)
+    times = torch.zeros(len(variants), width)
+    for i, (t, s, _, _) in enumerate(variants):
+        tokens[i, :len(t)] = torch.from_numpy(t.astype(np.int64))
+        times[i, :len(s)] = torch.from_numpy(s.astype(np.float32))
+    return Prompts(tokens, times, np.array([v[2] for v in variants]),
+                   np.array([v[3] for v in variants], dtype=np.int64))

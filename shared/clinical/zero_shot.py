@@ -33,7 +33,12 @@ What is approximate (and why), in the order it happens:
 * **Length.** A continuation stops when its window is decided (outcome seen,
   window closed, clock past the window end) or after `max_new_tokens`; one
   that runs out undecided counts as no outcome, and the count of those is
-  returned (`truncated`) so a too-small budget shows.
+  returned (`truncated`) so a too-small budget shows. A context that fills
+  `max_len` keeps [BOS] and the static prefix and drops its oldest events.
+
+Sampling (`simulate`) follows `EHRModel.generate` token for token, but draws
+from per-continuation uniforms (see its docstring) so that answers do not
+depend on batching and explanations get common random numbers.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -282,8 +287,7 @@ class Simulation:
 class _Row:
     """State of one continuation while it is being generated."""
 
-    tokens: np.ndarray
-    times: np.ndarray
+    sample: int  # k: which stream of uniforms it reads
     base: float  # clock (in this row's time frame) of the last history event
     start: float  # window start, days after `base`
     end: float
@@ -291,112 +295,160 @@ class _Row:
     generated: int = 0
     hit: bool = False
     decided: bool = False
+    truncated: bool = False
     stop_at: float | None = None
     pending: int | None = None  # outcome code id waiting for its quantile token
-    extra: dict = field(default_factory=dict)
 
 
 def simulate(model, vocab: Vocabulary, prompts: Prompts, outcome: Outcome, otoks: OutcomeTokens,
-             *, samples: int, seed: int = 0, max_new_tokens: int = 256, chunk: int = 32,
-             batch_rows: int = 256, temperature: float = 1.0,
+             *, samples: int, seed: int = 0, max_new_tokens: int = 256, batch_rows: int = 256,
+             temperature: float = 1.0,
              progress: Callable[[int], None] | None = None) -> Simulation:
-    """Generate `samples` continuations per prompt row and count outcome hits."""
+    """Generate `samples` continuations per prompt row and count outcome hits.
+
+    The loop is `EHRModel.generate`'s (same context, clock and time-token rules),
+    with one difference: continuation k draws its s-th token by inverse CDF from
+    the uniform U[k, s] of one (seed)-seeded table, instead of from a generator
+    shared by the batch. So continuation k of every prompt row reads the same
+    random numbers whatever else is in the batch: answers do not depend on
+    batching, and prompts that differ in one event (explain.py) are compared
+    with common random numbers inside one batch. Each row stops as soon as its
+    window is decided.
+    """
     started = time.perf_counter()
-    days_of = time_token_days(vocab)
+    uniforms = torch.rand(samples, max_new_tokens, generator=torch.Generator().manual_seed(seed),
+                          dtype=torch.float64)
     offset_days = outcome.offset.total_seconds() / 86400.0
     horizon_days = outcome.horizon.total_seconds() / 86400.0
     rows: list[_Row] = []
     for i in range(len(prompts)):
-        toks, tms = prompts.row(i)
-        for _ in range(samples):
-            rows.append(_Row(toks, tms, float(tms[-1]), float(prompts.gap_days[i]) + offset_days,
-                             float(prompts.gap_days[i]) + horizon_days,
-                             int(prompts.prefix_len[i])))
-    generator = torch.Generator().manual_seed(seed)
-    eos = vocab.id(EOS)
-    max_len = model.config.max_len
+        last = float(prompts.row(i)[1][-1])
+        gap = float(prompts.gap_days[i])
+        rows.extend(_Row(k, last, gap + offset_days, gap + horizon_days,
+                         int(prompts.prefix_len[i])) for k in range(samples))
     total = 0
     for lo in range(0, len(rows), batch_rows):
-        group = rows[lo:lo + batch_rows]
-        while True:
-            live = [r for r in group if not r.decided]
-            if not live:
-                break
-            steps = min(chunk, max_new_tokens - max(r.generated for r in live))
-            tokens, times = _pack(live, max_len, steps)
-            out = model.generate(tokens, times, max_new_tokens=steps,
-                                 time_token_days=days_of, eos_id=eos, temperature=temperature,
-                                 generator=generator)
-            new_tok, new_time = out.tokens.numpy(), out.times.numpy().astype(np.float64)
-            for j, row in enumerate(live):
-                n = int((new_tok[j] != PAD_ID).sum())
-                total += n
-                _scan(row, new_tok[j, :n], new_time[j, :n], otoks, eos)
-                row.tokens = np.concatenate([row.tokens, new_tok[j, :n]])
-                row.times = np.concatenate([row.times, new_time[j, :n]])
-                row.generated += steps
-                if row.generated >= max_new_tokens and not row.decided:
-                    row.decided, row.extra["truncated"] = True, True
+        group = list(range(lo, min(lo + batch_rows, len(rows))))
+        total += _sample_group(model, vocab, prompts, rows, group, samples, uniforms, otoks,
+                               max_new_tokens, temperature)
         if progress is not None:
             progress(len(group))
-    hits = np.array([r.hit for r in rows], dtype=np.int64).reshape(len(prompts), samples)
-    trunc = np.array([r.extra.get("truncated", False) for r in rows],
-                     dtype=np.int64).reshape(len(prompts), samples)
-    return Simulation(hits.sum(1), samples, trunc.sum(1), total,
-                      time.perf_counter() - started, hits.astype(bool))
+    hits = np.array([r.hit for r in rows], dtype=bool).reshape(len(prompts), samples)
+    trunc = np.array([r.truncated for r in rows], dtype=np.int64).reshape(len(prompts), samples)
+    return Simulation(hits.sum(1).astype(np.int64), samples, trunc.sum(1), total,
+                      time.perf_counter() - started, hits)
 
 
-def _pack(rows: list[_Row], max_len: int, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded contexts; long rows keep their [BOS]+static prefix and the most recent
-    events, leaving room for `steps` new tokens, re-timed from the first kept event."""
-    room = max_len - steps if max_len > 2 * steps else max_len
-    packed = []
-    for r in rows:
-        toks, tms = r.tokens, r.times
-        if len(toks) > room:
-            keep_from = len(toks) - (room - r.prefix)
-            shift = tms[keep_from]
-            toks = np.concatenate([toks[:r.prefix], toks[keep_from:]])
-            tms = np.concatenate([tms[:r.prefix], tms[keep_from:] - shift])
-            r.tokens, r.times, r.base = toks, tms, r.base - shift
-            if r.stop_at is not None:
-                r.stop_at -= shift
-        packed.append((toks, tms))
-    width = max(len(t) for t, _ in packed)
-    tokens = torch.full((len(rows), width), PAD_ID, dtype=torch.long)
-    times = torch.zeros(len(rows), width)
-    for j, (t, s) in enumerate(packed):
-        tokens[j, :len(t)] = torch.from_numpy(t.astype(np.int64))
-        times[j, :len(s)] = torch.from_numpy(s.astype(np.float32))
-    return tokens, times
+def _sample_group(model, vocab: Vocabulary, prompts: Prompts, rows: list[_Row], group: list[int],
+                  samples: int, uniforms: torch.Tensor, otoks: OutcomeTokens,
+                  max_new_tokens: int, temperature: float) -> int:
+    """Sample the continuations `group` (indices into rows) until each is decided."""
+    cfg = model.config
+    max_len = cfg.max_len
+    shift_block = max(1, min(32, max_len // 4))  # drop old events in blocks, not per token
+    B = len(group)
+    tok = torch.full((B, max_len), PAD_ID, dtype=torch.long)
+    tim = torch.zeros(B, max_len, dtype=torch.float64)
+    length = torch.zeros(B, dtype=torch.long)
+    for j, g in enumerate(group):
+        t, s = prompts.row(g // samples)
+        n = min(len(t), max_len)
+        tok[j, :n], tim[j, :n] = torch.from_numpy(t[:n]), torch.from_numpy(s[:n].astype(float))
+        length[j] = n
+    days_of = torch.zeros(cfg.vocab_size, dtype=torch.float64)
+    for token_id, days in time_token_days(vocab).items():
+        days_of[token_id] = days
+    eos = vocab.id(EOS)
+    continuation = torch.from_numpy(vocab.continuation_mask())
+    was_training = model.training
+    model.eval()
+    generated = 0
+    with torch.no_grad():
+        for _step in range(max_new_tokens):
+            live = [j for j, g in enumerate(group) if not rows[g].decided]
+            if not live:
+                break
+            for j in live:
+                if int(length[j]) >= max_len:
+                    _drop_oldest(rows[group[j]], tok, tim, length, j, shift_block,
+                                 continuation)
+            idx = torch.tensor(live)
+            W = int(length[idx].max())
+            ctx_tok, ctx_time = tok[idx, :W], tim[idx, :W].float()
+            sides = [torch.zeros(len(live), W, d) for d in (cfg.note_dim, cfg.image_dim) if d]
+            hidden = model(ctx_tok, ctx_time, *sides) if sides else model(ctx_tok, ctx_time)
+            last = hidden[torch.arange(len(live)), length[idx] - 1]
+            logits = model.logits(last).double()
+            logits[:, PAD_ID] = float("-inf")
+            nxt = _inverse_cdf(logits, temperature, uniforms, [rows[group[j]] for j in live])
+            clock = tim[idx, length[idx] - 1] + days_of[nxt]
+            tok[idx, length[idx]] = nxt
+            tim[idx, length[idx]] = clock
+            length[idx] += 1
+            generated += len(live)
+            for j, token, t in zip(live, nxt.tolist(), clock.tolist(), strict=True):
+                row = rows[group[j]]
+                row.generated += 1
+                _scan(row, token, t, otoks, eos)
+                if row.generated >= max_new_tokens and not row.decided:
+                    row.decided = row.truncated = True
+    model.train(was_training)
+    return generated
 
 
-def _scan(row: _Row, tokens: np.ndarray, times: np.ndarray, otoks: OutcomeTokens,
-          eos: int) -> None:
-    """Advance one continuation over newly generated tokens (see module docstring)."""
-    for tok, t_abs in zip(tokens.tolist(), times.tolist(), strict=True):
-        if row.decided:
+def _inverse_cdf(logits: torch.Tensor, temperature: float, uniforms: torch.Tensor,
+                 rows: list[_Row]) -> torch.Tensor:
+    if temperature <= 0:
+        return logits.argmax(-1)
+    cdf = torch.softmax(logits / temperature, dim=-1).cumsum(-1)
+    u = torch.tensor([float(uniforms[r.sample, r.generated]) for r in rows],
+                     dtype=cdf.dtype).unsqueeze(1)
+    picked = torch.searchsorted(cdf, u * cdf[:, -1:]).squeeze(1)
+    return picked.clamp(max=logits.shape[-1] - 1)
+
+
+def _drop_oldest(row: _Row, tok: torch.Tensor, tim: torch.Tensor, length: torch.Tensor, j: int,
+                 block: int, continuation: torch.Tensor) -> None:
+    """Make room in a full context: keep [BOS]+static, drop the oldest `block` events' tokens,
+    re-time from the first kept token (as generate and the training windows do)."""
+    n, p = int(length[j]), row.prefix
+    cut = min(p + block, n - 1)
+    while cut < n - 1 and bool(continuation[tok[j, cut]]):
+        cut += 1  # never keep a value token without its code
+    shift = float(tim[j, cut])
+    body_tok = tok[j, cut:n].clone()
+    body_tim = tim[j, cut:n] - shift
+    m = p + len(body_tok)
+    tok[j, p:m], tim[j, p:m] = body_tok, body_tim
+    tok[j, m:], tim[j, m:] = PAD_ID, 0.0
+    length[j] = m
+    row.base -= shift
+    if row.stop_at is not None:
+        row.stop_at -= shift
+
+
+def _scan(row: _Row, tok: int, t_abs: float, otoks: OutcomeTokens, eos: int) -> None:
+    """Advance one continuation by one generated token (see the module docstring)."""
+    t = t_abs - row.base  # days after the last history event
+    if row.stop_at is not None and t > row.stop_at:
+        row.decided = True  # the window closed at the stop event's time
+        return
+    if t > row.end or tok == eos:
+        row.decided = True
+        return
+    if row.pending is not None:
+        if tok in otoks.value_bins.get(row.pending, ()):
+            row.hit = row.decided = True
             return
-        t = t_abs - row.base  # days after the last history event
-        if row.stop_at is not None and t > row.stop_at:
-            row.decided = True  # the window closed at the stop event's time
+        row.pending = None
+    if tok in otoks.codes and t >= row.start:
+        if tok in otoks.value_bins:
+            row.pending = tok
+        else:
+            row.hit = row.decided = True
             return
-        if t > row.end or tok == eos:
-            row.decided = True
-            return
-        if row.pending is not None:
-            if tok in otoks.value_bins.get(row.pending, ()):
-                row.hit = row.decided = True
-                return
-            row.pending = None
-        if tok in otoks.codes and t >= row.start:
-            if row.pending is None and tok in otoks.value_bins:
-                row.pending = tok
-            else:
-                row.hit = row.decided = True
-                return
-        if tok in otoks.stop and t >= row.start and row.stop_at is None:
-            row.stop_at = t
+    if tok in otoks.stop and t >= row.start and row.stop_at is None:
+        row.stop_at = t
 
 
 # -- intervals and the public entry point -------------------------------------------------
@@ -468,8 +520,7 @@ def predict_detailed(model, vocab: Vocabulary, dataset: MEDSDataset | str | Path
     events = read_history(dataset, subjects)
     prompts = build_prompts(events, vocab, mapping, model.config.max_len, subjects, at)
     sim = simulate(model, vocab, prompts, outcome, otoks, samples=samples, seed=seed,
-                   max_new_tokens=max_new_tokens, batch_rows=max(batch_size, samples),
-                   progress=progress)
+                   max_new_tokens=max_new_tokens, batch_rows=batch_size, progress=progress)
     low, high = wilson_interval(sim.hits, samples)
     frame = pl.DataFrame({
         S.SUBJECT_ID: pl.Series(subjects, dtype=pl.Int64),
