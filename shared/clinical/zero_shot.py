@@ -54,6 +54,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from fedehr.shared.clinical.decoding import Decoder
 from fedehr.shared.clinical.query import Outcome
 from fedehr.shared.data import schema as S
 from fedehr.shared.data.dataset import MEDSDataset
@@ -307,7 +308,8 @@ def simulate(model, vocab: Vocabulary, prompts: Prompts, outcome: Outcome, otoks
     """Generate `samples` continuations per prompt row and count outcome hits.
 
     The loop is `EHRModel.generate`'s (same context, clock and time-token rules),
-    with one difference: continuation k draws its s-th token by inverse CDF from
+    run incrementally with cached keys and values (decoding.py), with one
+    difference in sampling: continuation k draws its s-th token by inverse CDF from
     the uniform U[k, s] of one (seed)-seeded table, instead of from a generator
     shared by the batch. So continuation k of every prompt row reads the same
     random numbers whatever else is in the batch: answers do not depend on
@@ -362,36 +364,43 @@ def _sample_group(model, vocab: Vocabulary, prompts: Prompts, rows: list[_Row], 
     continuation = torch.from_numpy(vocab.continuation_mask())
     was_training = model.training
     model.eval()
+    decoder = Decoder(model, B)
+    everyone = torch.arange(B)
+    W = int(length.max())
+    logits = decoder.prefill(everyone, tok[:, :W], tim[:, :W], length)
     generated = 0
-    with torch.no_grad():
-        for _step in range(max_new_tokens):
-            live = [j for j, g in enumerate(group) if not rows[g].decided]
-            if not live:
-                break
-            for j in live:
-                if int(length[j]) >= max_len:
-                    _drop_oldest(rows[group[j]], tok, tim, length, j, shift_block,
-                                 continuation)
-            idx = torch.tensor(live)
+    for _step in range(max_new_tokens):
+        live = [j for j, g in enumerate(group) if not rows[g].decided]
+        if not live:
+            break
+        full = [j for j in live if int(length[j]) >= max_len]
+        if full:  # make room, then recompute those rows' caches and next-token logits
+            for j in full:
+                _drop_oldest(rows[group[j]], tok, tim, length, j, shift_block, continuation)
+            idx = torch.tensor(full)
             W = int(length[idx].max())
-            ctx_tok, ctx_time = tok[idx, :W], tim[idx, :W].float()
-            sides = [torch.zeros(len(live), W, d) for d in (cfg.note_dim, cfg.image_dim) if d]
-            hidden = model(ctx_tok, ctx_time, *sides) if sides else model(ctx_tok, ctx_time)
-            last = hidden[torch.arange(len(live)), length[idx] - 1]
-            logits = model.logits(last).double()
-            logits[:, PAD_ID] = float("-inf")
-            nxt = _inverse_cdf(logits, temperature, uniforms, [rows[group[j]] for j in live])
-            clock = tim[idx, length[idx] - 1] + days_of[nxt]
-            tok[idx, length[idx]] = nxt
-            tim[idx, length[idx]] = clock
-            length[idx] += 1
-            generated += len(live)
-            for j, token, t in zip(live, nxt.tolist(), clock.tolist(), strict=True):
-                row = rows[group[j]]
-                row.generated += 1
-                _scan(row, token, t, otoks, eos)
-                if row.generated >= max_new_tokens and not row.decided:
-                    row.decided = row.truncated = True
+            logits[idx] = decoder.prefill(idx, tok[idx, :W], tim[idx, :W], length[idx])
+        idx = torch.tensor(live)
+        step_logits = logits[idx].double()
+        step_logits[:, PAD_ID] = float("-inf")
+        nxt = _inverse_cdf(step_logits, temperature, uniforms, [rows[group[j]] for j in live])
+        clock = tim[idx, length[idx] - 1] + days_of[nxt]
+        tok[idx, length[idx]] = nxt
+        tim[idx, length[idx]] = clock
+        length[idx] += 1
+        generated += len(live)
+        going = []
+        for j, token, t in zip(live, nxt.tolist(), clock.tolist(), strict=True):
+            row = rows[group[j]]
+            row.generated += 1
+            _scan(row, token, t, otoks, eos)
+            if row.generated >= max_new_tokens and not row.decided:
+                row.decided = row.truncated = True
+            if not row.decided:
+                going.append(j)
+        if going:
+            idx = torch.tensor(going)
+            logits[idx] = decoder.step(idx, tok[idx, length[idx] - 1], tim[idx, length[idx] - 1])
     model.train(was_training)
     return generated
 
