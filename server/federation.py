@@ -304,7 +304,9 @@ class Federation:
         outcome = self._screen(replies, model)
         self._check_enough(rnd, len(outcome.accepted), outcome.failed, outcome.rejected)
         aggregation_started = time.monotonic()
-        aggregated, _ = self.strategy.aggregate_train(rnd, outcome.accepted)
+        # In site order, not arrival order: the same updates always sum to the same weights.
+        aggregated, _ = self.strategy.aggregate_train(rnd, sorted(outcome.accepted,
+                                                                  key=_site_name))
         aggregation_seconds = time.monotonic() - aggregation_started
         model.load_state_dict(aggregated.to_torch_state_dict())
         return TrainedRound(
