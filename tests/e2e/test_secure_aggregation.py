@@ -1,10 +1,11 @@
 """Secure aggregation (SecAgg+) end to end: 3 hospitals, 2 DP-SGD rounds, real Flower.
 
-One run serves every test of this module. The hospitals run the installed
-`fedehr.client.secure_app:app` with DP-SGD and their privacy ledgers; the
-server runs fedehr's own ServerApp wrapped by `secagg_recorder`, which keeps
-every reply the server-side code receives and everything SecAgg+ hands the
-strategy.
+One run serves every test of this module. The hospitals run
+`fedehr.client.secure_app` (its mods, handlers, DP-SGD and privacy ledgers;
+`secure_dropout_app` only makes hospital_c refuse round 2 after the key
+exchange, so the round must unmask without it); the server runs fedehr's own
+ServerApp wrapped by `secagg_recorder`, which keeps every reply the
+server-side code receives and everything SecAgg+ hands the strategy.
 
 How the aggregate is checked against plain aggregation: DP noise differs
 from run to run, so a second, plain run would train different updates.
@@ -37,14 +38,17 @@ pytestmark = pytest.mark.e2e
 
 SITES = ("hospital_a", "hospital_b", "hospital_c")
 RECORDER = "tests.e2e.secagg_recorder:app"
+DROPOUT_APP = "tests.e2e.secure_dropout_app:app"
+PARTICIPANTS = {1: list(SITES), 2: ["hospital_a", "hospital_b"]}  # hospital_c drops in round 2
 
 
 @pytest.fixture(scope="module")
 def secure(tmp_path_factory, hospitals, anchor):
     root = tmp_path_factory.mktemp("secure-federation")
     fed = make_federation(root, hospitals, anchor,
-                          federation={"rounds": 2, "min_sites": 3, "secure_aggregation": True})
-    fed.clientapp = None  # the federation's own: fedehr.client.secure_app:app
+                          federation={"rounds": 2, "min_sites": 2, "secure_aggregation": True},
+                          env={"FEDEHR_SECAGG_DROP": "hospital_c:2"})
+    fed.clientapp = DROPOUT_APP
     fed.serverapp = RECORDER
     try:
         fed.start_all()
@@ -84,7 +88,7 @@ def _site_round(fed, site: str, rnd: int, start: dict[str, np.ndarray]
 def _updates(secure, rnd: int) -> dict[str, tuple[dict[str, np.ndarray], float]]:
     start = _weights(secure["workdir"], rnd - 1)
     out = {}
-    for site in SITES:
+    for site in PARTICIPANTS[rnd]:
         trained, patients = _site_round(secure["fed"], site, rnd, start)
         out[site] = ({k: trained[k].astype(np.float64) - start[k].astype(np.float64)
                       for k in start}, patients)
@@ -95,13 +99,29 @@ def test_secure_run_of_three_sites_finishes_two_dp_rounds(secure):
     result = secure["result"]
     assert result["rounds"] == 2
     for entry in result["history"][1:]:
-        assert entry["participants"] == list(SITES)
-        assert entry["rejected"] == {} and entry["failed"] == []
+        assert entry["participants"] == PARTICIPANTS[entry["round"]]
+        assert entry["rejected"] == {}
         assert entry["secure_aggregation"]["protocol"] == "SecAgg+"
         assert len(entry["secure_aggregation"]["stage_seconds"]) == 4
+    assert result["history"][1]["failed"] == []
+    (reason,) = result["history"][2]["failed"]
+    assert "hospital_c" in reason and "drops out" in reason
     for site in SITES:
         privacy = result["privacy"][site]
         assert 0 < privacy["epsilon"] <= privacy["epsilon_budget"]
+
+
+def test_each_site_ledger_is_charged_once_per_round_it_trained(secure):
+    from fedehr.client.privacy import PrivacyLedger
+
+    for site in SITES:
+        ledger = PrivacyLedger.open(secure["fed"].root / "site-state" / site /
+                                    "privacy-ledger.json", epsilon_budget=8.0, delta=1e-5)
+        rounds = sorted(e.round_id.split(":")[0] for e in ledger.entries
+                        if e.purpose == "dp-sgd")
+        expected = [f"local/round-{r}" for r, sites in PARTICIPANTS.items() if site in sites]
+        assert rounds == expected, site
+        assert secure["result"]["privacy"][site]["epsilon"] == pytest.approx(ledger.spent())
 
 
 def _tolerance(secure, rnd: int, updates, start) -> float:
@@ -141,11 +161,12 @@ def test_the_server_never_holds_an_individual_update(secure):
     record = secure["record"]
     entries = [json.loads(p.read_text()) for p in sorted(record.glob("reply-*.json"))]
     train = [e for e in entries if e["type"] == "train" and e["error"] is None]
-    assert len(train) == 2 * 4 * len(SITES)  # 2 rounds x 4 SecAgg+ stages x 3 sites
+    # round 1: 4 SecAgg+ exchanges x 3 sites; round 2: 3 + 3 + 2 + 2 (hospital_c refused)
+    assert len(train) == 4 * 3 + 3 + 3 + 2 + 2
     # No float array of the model ever arrives in a training reply: the mod clears them.
     assert all(not any(a.startswith("array/") for a in e["arrays"]) for e in train)
     masked = [e for e in train if e["masked"]]
-    assert len(masked) == 2 * len(SITES)
+    assert len(masked) == 3 + 2
     for rnd in (1, 2):
         updates = _updates(secure, rnd)
         names = list(_weights(secure["workdir"], rnd - 1))
@@ -155,10 +176,12 @@ def test_the_server_never_holds_an_individual_update(secure):
              _weights(secure["workdir"], rnd - 1)[n].astype(np.float64)).ravel() for n in names])
         # What SecAgg+ handed the strategy: one weighted mean, the same for every site ...
         meta = json.loads((record / f"aggregate-fit-round{rnd}.json").read_text())
-        assert meta == {"results": 3, "distinct_parameter_objects": 1, "failures": 0}
+        n = len(PARTICIPANTS[rnd])
+        assert (meta["results"], meta["distinct_parameter_objects"]) == (n, 1)
+        assert (meta["failures"] > 0) == (n < 3)
         handed = np.load(record / f"aggregate-fit-round{rnd}.npz")
         per_result = [np.concatenate([handed[f"result{i}|{j:04d}"].ravel()
-                                      for j in range(len(names))]) for i in range(3)]
+                                      for j in range(len(names))]) for i in range(n)]
         assert all(np.array_equal(per_result[0], r) for r in per_result[1:])
         tolerance = _tolerance(secure, rnd, updates, _weights(secure["workdir"], rnd - 1))
         assert np.max(np.abs(per_result[0] - mean_update)) <= tolerance
@@ -166,8 +189,8 @@ def test_the_server_never_holds_an_individual_update(secure):
         for site, update in flat.items():
             assert np.max(np.abs(per_result[0] - update)) > 100 * tolerance, site
     # Each masked vector looks uniformly random mod 2^32 and is uncorrelated with the update.
-    for i, e in enumerate(masked):  # in arrival order: round 1's three, then round 2's
-        site, rnd = e["metrics"]["fitres.metrics"]["name"], 1 + i // len(SITES)
+    for i, e in enumerate(masked):  # in arrival order: round 1's three, then round 2's two
+        site, rnd = e["metrics"]["fitres.metrics"]["name"], 1 if i < 3 else 2
         data = np.load(record / f"reply-{e['n']:05d}.npz")
         vec = np.concatenate([data[k].ravel() for k in sorted(data.files)][1:]).astype(float)
         updates = _updates(secure, rnd)
@@ -185,4 +208,5 @@ def test_audit_log_says_updates_are_not_screened_and_verifies(secure):
     assert len(notice) == 1 and "not screened" in notice[0]["screening"]
     rounds = [line for line in lines if line["event"] == "secure-round"]
     assert [line["round"] for line in rounds] == [1, 2]
-    assert all(line["clipped_fraction"] == {s: 0.0 for s in SITES} for line in rounds)
+    assert all(line["clipped_fraction"] == {s: 0.0 for s in PARTICIPANTS[line["round"]]}
+               for line in rounds)
