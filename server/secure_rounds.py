@@ -162,9 +162,15 @@ def _content_bytes(content: RecordDict) -> int:
     return total
 
 
-def fit_config(round_config: dict, names: list[str], params: SecAggParams) -> dict:
-    """The round config of a plain round plus what a site needs for SecAgg+."""
-    return {**round_config, M.ARRAY_NAMES: json.dumps(names),
+def fit_config(round_config: dict, names: list[str], params: SecAggParams,
+               cfg: FederationConfig) -> dict:
+    """The round config of a plain round plus what a site needs for SecAgg+.
+
+    FedProx's server side is FedAvg's; its part is the proximal term the sites
+    add, which Flower's FedProx would have put in the config.
+    """
+    extra = {M.PROXIMAL_MU: cfg.strategy.proximal_mu} if cfg.strategy.name == "fedprox" else {}
+    return {**round_config, **extra, M.ARRAY_NAMES: json.dumps(names),
             M.SECAGG_CLIPPING_RANGE: params.clipping_range,
             M.SECAGG_MAX_WEIGHT: params.max_weight}
 
@@ -176,7 +182,7 @@ def run_secure_round(grid: Grid, rnd: int, global_arrays: dict[str, np.ndarray],
     params = secagg_params(cfg, max(len(nodes), len(cfg.sites)))
     names = list(global_arrays)
     strategy = SumOnly(min_sites=cfg.min_sites,
-                       fit_config=fit_config(round_config, names, params))
+                       fit_config=fit_config(round_config, names, params, cfg))
     manager = SimpleClientManager()
     for node_id in nodes:
         manager.register(GridClientProxy(node_id, grid, grid.run.run_id))

@@ -11,9 +11,11 @@ from fedehr.server.config import load_federation_config
 from fedehr.server.secure_rounds import (
     MODULUS_RANGE,
     apply_mean_update,
+    fit_config,
     quantization_range,
     secagg_params,
 )
+from fedehr.shared import messages as M
 from fedehr.shared.errors import ConfigError
 
 
@@ -49,6 +51,14 @@ def test_explicit_settings_are_used(tmp_path):
     params = secagg_params(cfg, sites=9)
     assert (params.num_shares, params.reconstruction_threshold) == (5, 3)
     assert (params.clipping_range, params.max_weight) == (0.5, 5000)
+
+
+def test_fedprox_sends_its_proximal_term_to_the_sites(tmp_path):
+    cfg = _config(tmp_path, strategy={"name": "fedprox", "proximal_mu": 0.05})
+    config = fit_config({M.ROUND_ID: "t/round-1"}, ["w"], secagg_params(cfg, 3), cfg)
+    assert config[M.PROXIMAL_MU] == 0.05 and config[M.ARRAY_NAMES] == '["w"]'
+    plain = _config(tmp_path)
+    assert M.PROXIMAL_MU not in fit_config({}, ["w"], secagg_params(plain, 3), plain)
 
 
 @pytest.mark.parametrize("strategy", ["median", "trimmed_mean", "fedadam"])
