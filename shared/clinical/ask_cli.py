@@ -48,8 +48,9 @@ EXAMPLE = """Examples:
   fedehr model ask --checkpoint ckpt --data hospital_a --prompt-file mortality.yaml \\
       --cohort --split held_out --out predictions.parquet --yes
 
-Prompt forms: OUTCOME [above|below X UNIT] within DURATION after INDEX
-[for patients with CONCEPT], or OUTCOME before END_EVENT after INDEX.
+Prompt forms: OUTCOME (above/below X UNIT) within DURATION after INDEX
+(for patients with CONCEPT), or OUTCOME before END_EVENT after INDEX; the
+parts in parentheses are optional.
 """
 
 

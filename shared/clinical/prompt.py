@@ -52,8 +52,9 @@ from fedehr.shared.clinical.query import aces_duration, format_duration, parse_d
 from fedehr.shared.errors import ConfigError
 
 ACCEPTED_FORMS = (
-    "OUTCOME [above|below X UNIT] within DURATION after INDEX [for patients with CONCEPT]; "
-    "OUTCOME before END_EVENT after INDEX. Examples: 'death within 30 days after discharge', "
+    "OUTCOME (optionally: above/below X UNIT) within DURATION after INDEX (optionally: for "
+    "patients with CONCEPT), or OUTCOME before END_EVENT after INDEX. Examples: "
+    "'death within 30 days after discharge', "
     "'creatinine above 2 mg/dL within 48 hours of ICU admission', "
     "'death before discharge after admission'"
 )
