@@ -150,7 +150,8 @@ def evaluate(checkpoint_or_model, data: str | Path | MEDSDataset,
              ks: Sequence[int | str] = DEFAULT_KS, seeds: int = 5,
              zero_shot_samples: int = 0, mapping: CodeMapping | None = None,
              train_split: str = S.TRAIN, test_split: str = S.HELD_OUT, seed: int = 0,
-             batch_size: int = 64, zero_shot_batch: int = 256, c: float = DEFAULT_C,
+             batch_size: int = 64, zero_shot_batch: int = 256,
+             zero_shot_max_tokens: int = 256, c: float = DEFAULT_C,
              note_encoder=None,
              trusted_public_key=None, progress: Progress | None = None) -> EvaluationResult:
     """Score zero-shot answers, few-shot probes and the count baseline on each task.
@@ -159,7 +160,9 @@ def evaluate(checkpoint_or_model, data: str | Path | MEDSDataset,
     when given) or a (model, vocabulary) pair. `mapping`: the site's code
     mapping (e.g. a harmonisation map); default codes.parquet parents.
     `zero_shot_samples` 0 skips zero-shot; `zero_shot_batch` counts generated rows
-    (patients x samples) per forward, `batch_size` histories per embedding forward.
+    (patients x samples) per forward, `zero_shot_max_tokens` caps each generated
+    future (an undecided one counts as no outcome), `batch_size` counts histories
+    per embedding forward.
     """
     started = time.perf_counter()
     say = progress or (lambda *_: None)
@@ -205,7 +208,7 @@ def evaluate(checkpoint_or_model, data: str | Path | MEDSDataset,
         results.append(_evaluate_task(
             task, lab, queries, x_all, c_all, train_ids, test_ids, ks=ks, seeds=seeds, c=c,
             zero_shot=(model, vocab, dataset, mapping, pred_path, zero_shot_samples, seed,
-                       zero_shot_batch)))
+                       zero_shot_batch, zero_shot_max_tokens, say)))
         say(f"task {task.name}", i + 1, len(loaded))
     settings = {"tasks": [t.name for t in loaded], "predicates": str(pred_path),
                 "split": split_note, "ks": list(ks), "seeds": seeds, "probe_C": c,
@@ -263,7 +266,8 @@ def _evaluate_task(task: L.Task, lab: pl.DataFrame, queries: pl.DataFrame, x_all
 
 def _zero_shot(task: L.Task, test_labels: pl.DataFrame, y_test: np.ndarray, model, vocab,
                dataset: MEDSDataset, mapping: CodeMapping, pred_path: Path, samples: int,
-               seed: int, batch_size: int) -> MethodResult | str | None:
+               seed: int, batch_size: int, max_tokens: int,
+               say: Progress) -> MethodResult | str | None:
     """Zero-shot scores, or a note saying why there are none."""
     if samples <= 0:
         return None
@@ -273,8 +277,15 @@ def _zero_shot(task: L.Task, test_labels: pl.DataFrame, y_test: np.ndarray, mode
     except ImportError as exc:
         return f"zero-shot unavailable ({exc})"
     outcome = outcome_from_task(task.config, predicates=L.dataset_predicates(pred_path))
+    total, done = test_labels.height * samples, [0]
+
+    def step(n: int) -> None:
+        done[0] += n
+        say(f"zero-shot {task.name}", done[0], total)
+
     preds = zero_shot.predict(model, vocab, dataset, test_labels, outcome, samples=samples,
-                              seed=seed, batch_size=batch_size, mapping=mapping)
+                              seed=seed, batch_size=batch_size, mapping=mapping,
+                              max_new_tokens=max_tokens, progress=step)
     joined = test_labels.join(
         preds.select(L.SUBJECT_ID, pl.col(L.PREDICTION_TIME).cast(pl.Datetime("us")),
                      "probability"),

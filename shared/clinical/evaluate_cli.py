@@ -75,6 +75,8 @@ def evaluate_command(
     out: Path = typer.Option(Path("evaluation"), "--out", help="Report folder."),
     zero_shot_samples: int = typer.Option(8, "--zero-shot-samples", min=0,
                                           help="Generated futures per test row (0: skip)."),
+    zero_shot_max_tokens: int = typer.Option(256, "--zero-shot-max-tokens", min=1,
+                                             help="Token budget of each generated future."),
     ks: str = typer.Option("16,64,256,all", "--ks", help="Probe training-set sizes."),
     seeds: int = typer.Option(5, "--seeds", min=1, help="Repeats per k."),
     harmonisation: Path = typer.Option(None, "--harmonisation",
@@ -109,6 +111,7 @@ def evaluate_command(
 
         result = evaluate(checkpoint, data, task_list, predicates=predicates, ks=_ks(ks),
                           seeds=seeds, zero_shot_samples=zero_shot_samples,
+                          zero_shot_max_tokens=zero_shot_max_tokens,
                           mapping=_mapping(harmonisation, data), seed=seed,
                           batch_size=batch_size, trusted_public_key=trusted_key,
                           progress=progress)
@@ -124,4 +127,4 @@ def evaluate_command(
     for task in result.tasks:
         for note in task.notes:
             console.print(f"[yellow]{task.task}:[/] {note}")
-    console.print(f"report: {report} ({result.seconds:.1f} s)")
+    console.print(f"report: {report} ({result.seconds:.1f} s)", soft_wrap=True)
