@@ -469,7 +469,9 @@ def wilson_interval(hits: np.ndarray, n: int, z: float = Z_95) -> tuple[np.ndarr
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return np.clip(centre - half, 0.0, 1.0), np.clip(centre + half, 0.0, 1.0)
+    low = np.where(hits == 0, 0.0, np.clip(centre - half, 0.0, 1.0))  # exact at the ends
+    high = np.where(hits == n, 1.0, np.clip(centre + half, 0.0, 1.0))
+    return low, high
 
 
 def open_dataset(dataset: MEDSDataset | str | Path) -> MEDSDataset:

@@ -1,0 +1,125 @@
+"""Zero-shot answers: intervals, value bins, history prompts, and a planted world where the
+answer is known (an outcome that always follows the index event vs one that never does)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import numpy as np
+import pytest
+
+from fedehr.shared.clinical.concepts import CodeIndex
+from fedehr.shared.clinical.explain import explain
+from fedehr.shared.clinical.prompt import parse_prompt, resolve_prompt
+from fedehr.shared.clinical.query import Outcome, outcome_from_task
+from fedehr.shared.clinical.zero_shot import (
+    build_prompts,
+    outcome_tokens,
+    predict,
+    predict_detailed,
+    read_history,
+    wilson_interval,
+)
+from fedehr.shared.tokenizer.mapping import CodeMapping
+from fedehr.shared.tokenizer.vocabulary import QUANTILE_TOKENS, Vocabulary
+from tests.shared.clinical import planted
+
+ALPHA = [2, 4, 6, 8, 10, 12]  # always followed by a cardiac arrest
+BETA = [1, 3, 5, 7, 9, 11]  # never
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return planted.world(tmp_path_factory)
+
+
+def ask(world, text: str) -> Outcome:
+    index = CodeIndex.for_dataset(world.dataset.codes())
+    return outcome_from_task(resolve_prompt(parse_prompt(text), index).task_config())
+
+
+def test_wilson_interval_matches_the_closed_form():
+    low, high = wilson_interval(np.array([0, 5, 10]), 10)
+    assert low[0] == 0.0 and high[0] == pytest.approx(0.2775, abs=1e-4)
+    assert low[1] == pytest.approx(0.2366, abs=1e-4) and high[1] == pytest.approx(0.7634, 1e-4)
+    assert high[2] == 1.0 and low[2] == pytest.approx(0.7225, abs=1e-4)
+
+
+def test_a_value_condition_keeps_the_bins_mostly_inside_it():
+    vocab = Vocabulary.build({"LAB//X//mg/dL": 10}, min_count=1,
+                             bin_edges={"LAB//X//mg/dL": [1.0, 2.0, 3.0]})
+    q = {vocab.id(t): i for i, t in enumerate(QUANTILE_TOKENS)}
+    mapping = CodeMapping()
+
+    def bins(**cond):
+        outcome = Outcome(codes=("LAB//X//mg/dL",), horizon=timedelta(days=1), **cond)
+        ids = outcome_tokens(outcome, vocab, mapping, []).value_bins[vocab.id("LAB//X//mg/dL")]
+        return sorted(q[i] for i in ids)
+
+    # bins: Q0 (<1), Q1 [1,2), Q2 [2,3), Q3 (>=3); the open ends get their neighbour's width
+    assert bins(min_value=2.0) == [2, 3]
+    assert bins(min_value=2.4) == [2, 3]  # [2,3) is 60 % inside
+    assert bins(min_value=2.6) == [3]
+    assert bins(max_value=1.0, max_inclusive=False) == [0]
+    assert bins(min_value=1.2, max_value=2.9) == [1, 2]
+
+
+def test_an_outcome_outside_the_vocabulary_is_refused():
+    vocab = Vocabulary.build({"A": 5}, min_count=1)
+    outcome = Outcome(codes=("NOT_THERE",), horizon=timedelta(days=1))
+    with pytest.raises(Exception, match="not in the model's vocabulary|none of the outcome"):
+        outcome_tokens(outcome, vocab, CodeMapping(), [])
+
+
+def test_prompts_hold_the_history_up_to_the_prediction_time(world):
+    mapping = CodeMapping.from_config(None, world.dataset.codes())
+    events = read_history(world.dataset, [2, 3])
+    at = [planted.index_time(2), planted.index_time(3) - timedelta(hours=1)]
+    prompts = build_prompts(events, world.vocab, mapping, 24, [2, 3], at)
+    first, _ = prompts.row(0)
+    second, _ = prompts.row(1)
+    names = [world.vocab.tokens[t] for t in first]
+    assert names[0] == "[BOS]" and names[-1] == "PROC//ALPHA"  # the index is history
+    assert "EVENT//CARDIAC_ARREST" not in names  # one hour later: the future
+    assert "PROC//BETA" not in [world.vocab.tokens[t] for t in second]
+    assert prompts.gap_days[0] == pytest.approx(0.0, abs=1e-6)
+    # last event: the lab at 16:30; prediction at 03:00 the next morning
+    assert prompts.gap_days[1] == pytest.approx(10.5 / 24, abs=1e-4)
+
+
+def test_planted_outcome_is_likely_after_alpha_and_unlikely_after_beta(world):
+    outcome = ask(world, "cardiac arrest within 1 day after procedure")
+    result = predict(world.model, world.vocab, world.dataset, planted.labels(ALPHA + BETA),
+                     outcome, samples=16, seed=0)
+    assert result.columns == ["subject_id", "prediction_time", "probability", "ci_low",
+                              "ci_high"]
+    assert result["subject_id"].to_list() == ALPHA + BETA  # label order kept
+    p = result["probability"].to_numpy()
+    assert ((0 <= result["ci_low"]) & (result["ci_low"] <= result["probability"])
+            & (result["probability"] <= result["ci_high"]) & (result["ci_high"] <= 1)).all()
+    assert p[:6].mean() > 0.7, p
+    assert p[6:].mean() < 0.2, p
+
+
+def test_the_same_seed_gives_the_same_answer_whatever_the_batching(world):
+    outcome = ask(world, "cardiac arrest within 2 days after procedure")
+    labels = planted.labels(ALPHA[:3] + BETA[:3])
+    a = predict_detailed(world.model, world.vocab, world.dataset, labels, outcome,
+                         samples=8, seed=3, batch_size=48)
+    b = predict_detailed(world.model, world.vocab, world.dataset, labels, outcome,
+                         samples=8, seed=3, batch_size=8)
+    assert np.array_equal(a.simulation.per_sample, b.simulation.per_sample)
+    assert a.simulation.generated_tokens > 0 and a.patients_per_second > 0
+
+
+def test_explanation_names_the_index_event_that_drove_the_answer(world):
+    outcome = ask(world, "cardiac arrest within 1 day after procedure")
+    result = predict_detailed(world.model, world.vocab, world.dataset, planted.labels([4]),
+                              outcome, samples=16, seed=0)
+    index = CodeIndex.for_dataset(world.dataset.codes())
+    expl = explain(world.model, world.vocab, result.prompts, 0, outcome, result.outcome_tokens,
+                   index, samples=16, seed=0, max_groups=6)
+    top = expl.influences[0]
+    assert top.token == "PROC//ALPHA" and top.description == "Alpha procedure"
+    assert top.delta > 0.3 and top.delta > 2 * top.stderr
+    assert expl.probability == pytest.approx(result.frame["probability"][0])
