@@ -64,3 +64,11 @@ def test_wheel_declares_the_console_script_and_command_groups(wheel):
     text = zf.read(ep).decode()
     assert "fedehr = fedehr.shared.cli:main" in text
     assert "[fedehr.commands]" in text and "data = fedehr.shared.data.cli:app" in text
+
+
+def test_wheel_ships_the_clinical_task_and_predicate_configs(wheel):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for task in ("mortality", "readmission_30d", "long_los", "icu_transfer"):
+        assert f"fedehr/shared/clinical/tasks/{task}.yaml" in names
+    for dataset in ("synthetic", "mimic_iv", "anchor"):
+        assert f"fedehr/shared/clinical/predicates/{dataset}.yaml" in names
