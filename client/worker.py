@@ -173,7 +173,8 @@ class SiteWorker:
             except Exception:  # noqa: BLE001
                 log.exception("site %s: could not push the reply of task %s", self.site.name,
                               task.task_id)
-            heartbeat.stop()
+            if heartbeat.is_running:
+                heartbeat.stop()
             client.close()
         outcome.seconds = time.monotonic() - started
         log.info("site %s: task %s (%s) %s in %.2f s", self.site.name, task.task_id,
