@@ -27,7 +27,7 @@ def run(capsys, *args: str) -> tuple[int, str, str]:
 
 def base(world) -> list[str]:
     return ["--checkpoint", str(world.checkpoint), "--data", str(world.dataset.root),
-            "--samples", "8", "--threads", "1"]
+            "--samples", "8"]
 
 
 def test_one_patient_gets_resolved_codes_a_probability_and_an_explanation(world, capsys):
