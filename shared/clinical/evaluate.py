@@ -170,6 +170,8 @@ def evaluate(checkpoint_or_model, data: str | Path | MEDSDataset,
     dataset = data if isinstance(data, MEDSDataset) else MEDSDataset.open(data)
     mapping = mapping or CodeMapping.from_config(None, dataset.codes())
     loaded = [L.load_task(t) for t in tasks]
+    if not loaded:
+        raise ConfigError("no task given", where="tasks", fix=f"e.g. {', '.join(L.TASKS)}")
     pred_path = L.predicates_path(predicates, dataset)
 
     say("labels", 0, 1)
@@ -207,8 +209,8 @@ def evaluate(checkpoint_or_model, data: str | Path | MEDSDataset,
         say(f"task {task.name}", i, len(loaded))
         results.append(_evaluate_task(
             task, lab, queries, x_all, c_all, train_ids, test_ids, ks=ks, seeds=seeds, c=c,
-            zero_shot=(model, vocab, dataset, mapping, pred_path, zero_shot_samples, seed,
-                       zero_shot_batch, zero_shot_max_tokens, say)))
+            zero_shot=_ZeroShot(model, vocab, dataset, mapping, pred_path, zero_shot_samples,
+                                seed, zero_shot_batch, zero_shot_max_tokens, say)))
         say(f"task {task.name}", i + 1, len(loaded))
     settings = {"tasks": [t.name for t in loaded], "predicates": str(pred_path),
                 "split": split_note, "ks": list(ks), "seeds": seeds, "probe_C": c,
@@ -227,7 +229,8 @@ def _distinct_queries(all_labels: list[pl.DataFrame]) -> pl.DataFrame:
 
 def _evaluate_task(task: L.Task, lab: pl.DataFrame, queries: pl.DataFrame, x_all: np.ndarray,
                    c_all: np.ndarray, train_ids: set[int], test_ids: set[int], *,
-                   ks: Sequence[int | str], seeds: int, c: float, zero_shot: tuple) -> TaskResult:
+                   ks: Sequence[int | str], seeds: int, c: float,
+                   zero_shot: _ZeroShot) -> TaskResult:
     rows = lab.join(queries.with_row_index(ROW), on=[L.SUBJECT_ID, L.PREDICTION_TIME],
                     how="left", maintain_order="left")
     is_train = rows[L.SUBJECT_ID].is_in(list(train_ids)).to_numpy()
@@ -245,7 +248,7 @@ def _evaluate_task(task: L.Task, lab: pl.DataFrame, queries: pl.DataFrame, x_all
     if not 0 < result.positives_test < result.n_test:
         result.notes.append("the test rows hold one class only: AUROC/AUPRC are undefined")
 
-    zs = _zero_shot(task, lab.filter(pl.Series(is_test)), y_te, *zero_shot)
+    zs = zero_shot.score(task, lab.filter(pl.Series(is_test)), y_te)
     if isinstance(zs, MethodResult):
         result.methods.append(zs)
     elif zs:
@@ -264,35 +267,50 @@ def _evaluate_task(task: L.Task, lab: pl.DataFrame, queries: pl.DataFrame, x_all
     return result
 
 
-def _zero_shot(task: L.Task, test_labels: pl.DataFrame, y_test: np.ndarray, model, vocab,
-               dataset: MEDSDataset, mapping: CodeMapping, pred_path: Path, samples: int,
-               seed: int, batch_size: int, max_tokens: int,
-               say: Progress) -> MethodResult | str | None:
-    """Zero-shot scores, or a note saying why there are none."""
-    if samples <= 0:
-        return None
-    try:
-        from fedehr.shared.clinical import zero_shot
-        from fedehr.shared.clinical.query import outcome_from_task
-    except ImportError as exc:
-        return f"zero-shot unavailable ({exc})"
-    outcome = outcome_from_task(task.config, predicates=L.dataset_predicates(pred_path))
-    total, done = test_labels.height * samples, [0]
+@dataclass
+class _ZeroShot:
+    """What zero-shot scoring needs besides the task (`samples` 0: skip it)."""
 
-    def step(n: int) -> None:
-        done[0] += n
-        say(f"zero-shot {task.name}", done[0], total)
+    model: Any
+    vocab: Any
+    dataset: MEDSDataset
+    mapping: CodeMapping
+    predicates: Path
+    samples: int
+    seed: int
+    batch_size: int
+    max_tokens: int
+    say: Progress
 
-    preds = zero_shot.predict(model, vocab, dataset, test_labels, outcome, samples=samples,
-                              seed=seed, batch_size=batch_size, mapping=mapping,
-                              max_new_tokens=max_tokens, progress=step)
-    joined = test_labels.join(
-        preds.select(L.SUBJECT_ID, pl.col(L.PREDICTION_TIME).cast(pl.Datetime("us")),
-                     "probability"),
-        on=[L.SUBJECT_ID, L.PREDICTION_TIME], how="left", maintain_order="left")
-    prob = joined["probability"].cast(pl.Float64).to_numpy()
-    if np.isnan(prob).any():
-        return f"zero-shot answered {int((~np.isnan(prob)).sum())} of {len(prob)} test rows"
-    if task.label_negated:  # the label window asks the complement (see labels.py)
-        prob = 1.0 - prob
-    return MethodResult("zero-shot", None, [score(y_test, prob)], y_test, prob)
+    def score(self, task: L.Task, test_labels: pl.DataFrame,
+              y_test: np.ndarray) -> MethodResult | str | None:
+        """Zero-shot scores, or a note saying why there are none."""
+        if self.samples <= 0:
+            return None
+        try:
+            from fedehr.shared.clinical import zero_shot
+            from fedehr.shared.clinical.query import outcome_from_task
+        except ImportError as exc:
+            return f"zero-shot unavailable ({exc})"
+        outcome = outcome_from_task(task.config,
+                                    predicates=L.dataset_predicates(self.predicates))
+        total, done = test_labels.height * self.samples, [0]
+
+        def step(n: int) -> None:
+            done[0] += n
+            self.say(f"zero-shot {task.name}", done[0], total)
+
+        preds = zero_shot.predict(self.model, self.vocab, self.dataset, test_labels, outcome,
+                                  samples=self.samples, seed=self.seed,
+                                  batch_size=self.batch_size, mapping=self.mapping,
+                                  max_new_tokens=self.max_tokens, progress=step)
+        joined = test_labels.join(
+            preds.select(L.SUBJECT_ID, pl.col(L.PREDICTION_TIME).cast(pl.Datetime("us")),
+                         "probability"),
+            on=[L.SUBJECT_ID, L.PREDICTION_TIME], how="left", maintain_order="left")
+        prob = joined["probability"].cast(pl.Float64).to_numpy()
+        if np.isnan(prob).any():
+            return f"zero-shot answered {int((~np.isnan(prob)).sum())} of {len(prob)} test rows"
+        if task.label_negated:  # the label window asks the complement (see labels.py)
+            prob = 1.0 - prob
+        return MethodResult("zero-shot", None, [score(y_test, prob)], y_test, prob)
