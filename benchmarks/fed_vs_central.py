@@ -1,0 +1,727 @@
+"""Federated versus central training: what federation and privacy cost and gain.
+
+Side by side in one run, on four synthetic hospitals (`synthesize`, seed 0);
+one of them (default hospital_c) is left out of all training:
+
+  (a) central        non-private training on the pooled train splits of the three
+                     training hospitals (the library trainer, no anchor);
+  (b) fed DP         a real federation (`LocalFederation`: TLS SuperLink, one
+                     `fedehr site start` daemon per hospital, Flower processes),
+                     DP-SGD at epsilon 8 per site (site.yaml privacy.epsilon),
+                     warm-started on the public anchor;
+  (c) alone          each training hospital on its own, DP-SGD at epsilon 8 (the
+                     site trainer's path: privacy ledger, noise for the budget);
+  (d) fed no anchor  the same federation as (b) with ``warm_start.enabled: false``.
+
+Budgets. Every arm uses the batch size and learning rate of the federation's
+local training. (a) takes as many optimizer steps as the three sites take in
+the federation together (3 x rounds x local steps); each (c) site takes as many
+as it takes in the federation (rounds x local steps). (b) additionally gets the
+anchor warm start (`--warm-steps`, non-private, public data).
+
+Vocabulary. (a) and (c) use (b)'s vocabulary (anchor + the sites' DP count
+release) and (b)'s model configuration and initial weights (seed 0, before the
+warm start). Each (c) ledger is first charged with the site's vocabulary
+releases, copied from its ledger in (b), so (c) trains on the same budget
+that is left to the site in (b). (d) runs its own vocabulary round: a second
+DP release, so its vocabulary differs from (b)'s by noise; (d) still uses the
+anchor for that round (its codes are the public candidates, its exact counts
+and value-bin edges are merged in) and for the server's anchor-loss
+evaluation, but never trains on it.
+
+Evaluation (`fedehr.shared.clinical.evaluate`, the core of `fedehr model
+evaluate`), per arm, on each training hospital's unseen patients (tuning +
+held_out, 20 %; no arm trains on either) and on the left-out hospital (a
+seeded 50/50 split of its patients: no arm saw any of them). Tasks: in-hospital
+mortality, 30-day readmission, long stay and ICU transfer (ACES configs).
+Methods: logistic probes on frozen embeddings (k = all and k = 64), the
+count-feature baseline (the same for every arm: shown once per set), and
+zero-shot answers from generated timelines for (b) on a seeded subset of test
+rows of the left-out hospital (all positives up to half the subset; AUROC
+does not depend on the class ratio), compared with the k=all probe on the
+same rows. Each (c) is evaluated on its own hospital and on the left-out one.
+
+Prints progress, a markdown table and the three target checks, writes
+benchmarks/results/fed_vs_central.json and a PNG plot beside it.
+
+    .venv/bin/python benchmarks/fed_vs_central.py [--patients 6000] [--rounds 4]
+        [--steps 40] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results" / "fed_vs_central.json"
+TASKS = ("mortality", "readmission_30d", "long_los", "icu_transfer")
+ARMS = {"a": "(a) central, no DP", "b": "(b) fed DP", "c": "(c) alone DP",
+        "d": "(d) fed DP, no anchor"}
+TARGET_GAP = 0.03  # (b) within this AUROC of (a)
+ZERO_SHOT_RATIO = 0.9  # zero-shot AUROC at least this share of the k=all probe's
+BOOTSTRAP = 500
+MIN_CLASS = 10  # a set with fewer test positives (or negatives) is reported, not judged
+
+
+def log(message: str, start: float) -> None:
+    print(f"[{time.perf_counter() - start:7.1f}s] {message}", flush=True)
+
+
+# -- data ------------------------------------------------------------------------------
+
+
+@dataclass
+class Hospital:
+    name: str
+    path: Path
+    harmonisation: Path | None
+    view: Path | None = None  # the evaluation view (own subject_splits)
+
+
+def evaluation_view(hospital: Hospital, out: Path, *, left_out: bool, seed: int) -> Path:
+    """A folder that shares the hospital's data and metadata (symlinks) but has its own
+    subject_splits: train stays train; test ("held_out") is tuning + held_out, or for
+    the left-out hospital a seeded half of all its patients."""
+    import numpy as np
+    import polars as pl
+
+    from fedehr.shared.data import schema as S
+
+    out.mkdir(parents=True)
+    (out / S.DATA_DIR).symlink_to(hospital.path.resolve() / S.DATA_DIR)
+    meta = out / "metadata"
+    meta.mkdir()
+    for f in (hospital.path / "metadata").iterdir():
+        if f.name != Path(S.SPLITS_FILE).name:
+            (meta / f.name).symlink_to(f.resolve())
+    splits = pl.read_parquet(hospital.path / S.SPLITS_FILE)
+    if left_out:
+        rng = np.random.default_rng([seed, 50])
+        test = rng.random(splits.height) < 0.5
+        split = np.where(test, S.HELD_OUT, S.TRAIN)
+    else:
+        split = np.where(splits["split"].to_numpy() == S.TRAIN, S.TRAIN, S.HELD_OUT)
+    splits.with_columns(pl.Series("split", split)).write_parquet(out / S.SPLITS_FILE)
+    return out
+
+
+def site_config(hospital: Hospital, state_dir: Path):
+    from fedehr.client.config import ModalityConfig, SiteConfig
+
+    return SiteConfig(name=hospital.name, data=hospital.path, state_dir=state_dir,
+                      harmonisation=hospital.harmonisation, insecure=True,
+                      modalities=ModalityConfig(notes=False, images=False, pro=True))
+
+
+# -- (b) and (d): real federations --------------------------------------------------------
+
+
+def federation_settings(args, *, warm_start: bool) -> dict:
+    return {"rounds": args.rounds, "min_sites": 3, "round_timeout": 900, "seed": 0,
+            "vocabulary": {"min_count": 5},
+            "model": {"preset": "tiny", "max_len": args.max_len, "notes": False,
+                      "images": False, "pro": True},
+            "local": {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr},
+            "warm_start": {"enabled": warm_start, "steps": args.warm_steps,
+                           "batch_size": args.batch_size, "lr": args.lr}}
+
+
+def run_federation(root: Path, hospitals: list[Hospital], anchor: Path, args, *,
+                   warm_start: bool, start: float) -> dict:
+    from rich.console import Console
+
+    from fedehr.server import runs
+    from fedehr.server.local_federation import HospitalSpec, LocalFederation
+
+    done = root / "federation" / "status.json"
+    if args.reuse and done.exists() and json.loads(done.read_text()).get("phase") == "finished":
+        log(f"  reusing the finished federation in {root}", start)
+        return _finished(root, json.loads(done.read_text())["result"], seconds=float("nan"),
+                         start=start)
+    shutil.rmtree(root, ignore_errors=True)
+    specs = [HospitalSpec(h.name, h.path, h.harmonisation) for h in hospitals]
+    fed = LocalFederation.create(
+        root, specs, anchor=anchor, federation=federation_settings(args, warm_start=warm_start),
+        site={"privacy": {"epsilon": args.epsilon},
+              "training": {"threads": 1, "max_local_steps": max(200, args.steps)},
+              "modalities": {"notes": False, "images": False, "pro": True}})
+    t0 = time.perf_counter()
+    try:
+        fed.start_all()
+        result = runs.watch(fed.config, fed.launch(), Console(quiet=True),
+                            timeout=args.rounds * 900 + 1800)
+    finally:
+        fed.stop()
+    return _finished(fed.root, result, seconds=time.perf_counter() - t0, start=start)
+
+
+def _finished(root: Path, result: dict, *, seconds: float, start: float) -> dict:
+    from fedehr.shared.checkpoint import load
+
+    model, vocab, card = load(result["checkpoint"])
+    history = result["history"]
+    for entry in history[1:]:
+        log(f"  round {entry['round']}: epsilon "
+            + ", ".join(f"{s} {e:.2f}" for s, e in sorted(entry.get("epsilon", {}).items()))
+            + f", site eval loss {_mean(entry.get('site_eval_loss', {}).values()):.3f}", start)
+    return {"model": model, "vocab": vocab, "seconds": seconds, "root": root,
+            "result": result, "card": card.to_dict()}
+
+
+def _mean(values) -> float:
+    values = [float(v) for v in values]
+    return sum(values) / len(values) if values else float("nan")
+
+
+def vocab_releases(ledger_path: Path) -> list[tuple[float, float, int]]:
+    """The vocabulary-release charges of a site's ledger, as (noise, rate, steps)."""
+    from fedehr.client.privacy import PrivacyLedger
+
+    doc = json.loads(ledger_path.read_text())
+    ledger = PrivacyLedger.open(ledger_path, epsilon_budget=float(doc["epsilon_budget"]),
+                                delta=float(doc["delta"]), accountant=doc["accountant"])
+    return [e.mechanism for e in ledger.entries if e.purpose == "vocab-release"]
+
+
+# -- (a) and (c): the library trainer ---------------------------------------------------
+
+
+def initial_model(config):
+    """The federation's model before its warm start: same config, same seed (0)."""
+    import torch
+
+    from fedehr.shared.model import EHRModel
+
+    torch.manual_seed(0)
+    return EHRModel(config)
+
+
+def train_central(hospitals, vocab, config, args, workdir: Path) -> tuple[object, dict]:
+    from torch.utils.data import ConcatDataset
+
+    from fedehr.client.site_data import prepare_site_data
+    from fedehr.shared.training import train
+
+    parts = [prepare_site_data(site_config(h, workdir / "central" / h.name), vocab,
+                               max_len=config.max_len, note_dim=0, image_dim=0).train
+             for h in hospitals]
+    pooled = ConcatDataset(parts)
+    model = initial_model(config)
+    steps = len(hospitals) * args.rounds * args.steps
+    out = train(model, pooled, steps=steps, batch_size=min(args.batch_size, len(pooled)),
+                lr=args.lr, dp=None, seed=0, num_threads=args.threads)
+    return model, {"steps": out.steps, "batch_size": args.batch_size, "patients": len(pooled),
+                   "seconds": out.seconds, "mean_train_loss": out.mean_loss}
+
+
+def train_alone(hospital: Hospital, releases, vocab, config, args, workdir: Path
+                ) -> tuple[object, dict]:
+    """DP-SGD as the site trains in the federation, in one run of rounds x steps."""
+    from fedehr.client.privacy import PrivacyLedger
+    from fedehr.client.site_data import prepare_site_data
+    from fedehr.shared.training import DPConfig, train
+
+    site = site_config(hospital, workdir / "alone" / hospital.name)
+    site.privacy.epsilon = args.epsilon
+    data = prepare_site_data(site, vocab, max_len=config.max_len, note_dim=0, image_dim=0)
+    ledger = PrivacyLedger.open(site.ledger_path, epsilon_budget=args.epsilon,
+                                delta=site.privacy.delta, accountant=site.privacy.accountant)
+    for i, (noise, rate, steps) in enumerate(releases):
+        ledger.charge(noise, rate, steps, purpose="vocab-release", round_id=f"vocab-{i}")
+    vocab_epsilon = ledger.spent()
+    batch_size = min(args.batch_size, data.patients)
+    steps = args.rounds * args.steps
+    noise = max(site.privacy.min_noise_multiplier,
+                ledger.noise_for_budget(batch_size / data.patients, steps))
+    model = initial_model(config)
+    out = train(model, data.train, steps=steps, batch_size=batch_size, lr=args.lr,
+                dp=DPConfig(max_grad_norm=site.privacy.max_grad_norm, noise_multiplier=noise),
+                ledger=ledger, round_id="alone", seed=1, num_threads=args.threads)
+    return model, {"steps": out.steps, "batch_size": batch_size, "patients": data.patients,
+                   "seconds": out.seconds, "mean_train_loss": out.mean_loss,
+                   "noise_multiplier": noise, "epsilon_vocab_release": vocab_epsilon,
+                   "epsilon": ledger.spent(), "delta": ledger.delta}
+
+
+# -- evaluation -------------------------------------------------------------------------
+
+
+def mapping_of(hospital: Hospital, workdir: Path):
+    from fedehr.client.site_data import site_mapping
+    from fedehr.shared.data.dataset import MEDSDataset
+
+    dataset = MEDSDataset.open(hospital.view)
+    return dataset, site_mapping(site_config(hospital, workdir / "eval" / hospital.name), dataset)
+
+
+def evaluate_arm(model, vocab, hospital: Hospital, args, workdir: Path):
+    import torch
+
+    from fedehr.shared.clinical.evaluate import evaluate
+
+    torch.set_num_threads(args.threads)
+    dataset, mapping = mapping_of(hospital, workdir)
+    return evaluate((model, vocab), dataset, tasks=TASKS, ks=(64, "all"), seeds=args.probe_seeds,
+                    zero_shot_samples=0, mapping=mapping, batch_size=64)
+
+
+def summarise(result) -> dict:
+    """task -> method label -> mean scores, plus the sizes; k=all predictions kept aside."""
+    out = {}
+    for t in result.tasks:
+        out[t.task] = {"n_test": t.n_test, "positives_test": t.positives_test,
+                       "n_train": t.n_train, "notes": t.notes,
+                       "methods": {m.label: {"auroc": _num(m.mean("auroc")),
+                                             "auprc": _num(m.mean("auprc")),
+                                             "auroc_sd": _num(m.std("auroc")), "runs": len(m.runs)}
+                                   for m in t.methods}}
+    return out
+
+
+def predictions(result, label: str = "probe k=all") -> dict:
+    """task -> (y_true, probability) of one method's first run."""
+    out = {}
+    for t in result.tasks:
+        m = next((m for m in t.methods if m.label == label), None)
+        if m is not None:
+            out[t.task] = (m.y_true, m.probability)
+    return out
+
+
+def _num(x) -> float | None:
+    import math
+
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(float(x), 4)
+
+
+def zero_shot_vs_probe(model, vocab, hospital: Hospital, probe_preds: dict, args,
+                       workdir: Path) -> dict:
+    """Zero-shot AUROC of `model` on a seeded subset of the test rows of each task, and the
+    k=all probe's AUROC on exactly those rows."""
+    import numpy as np
+    import polars as pl
+    from sklearn.metrics import roc_auc_score
+
+    from fedehr.shared.clinical import labels as L
+    from fedehr.shared.clinical import zero_shot
+    from fedehr.shared.clinical.evaluate import subject_split
+    from fedehr.shared.clinical.query import outcome_from_task
+
+    dataset, mapping = mapping_of(hospital, workdir)
+    tasks = [L.load_task(t) for t in TASKS]
+    pred_path = L.predicates_path(None, dataset)
+    all_labels = L.extract_many(dataset, tasks, pred_path)
+    subjects = np.concatenate([lab[L.SUBJECT_ID].to_numpy() for lab in all_labels])
+    _, test_ids, _ = subject_split(dataset, subjects)
+    out = {}
+    for task, lab in zip(tasks, all_labels, strict=True):
+        test = lab.filter(pl.col(L.SUBJECT_ID).is_in(list(test_ids)))
+        y = test[L.BOOLEAN_VALUE].to_numpy().astype(bool)
+        if task.name not in probe_preds or len(probe_preds[task.name][0]) != len(y) \
+                or not 0 < y.sum() < len(y):
+            out[task.name] = {"note": "no comparable probe predictions or one class only"}
+            continue
+        y_probe, p_probe = probe_preds[task.name]
+        if not np.array_equal(np.asarray(y_probe, bool), y):
+            raise RuntimeError(f"{task.name}: the probe's test rows are not the labels' rows")
+        rng = np.random.default_rng([0, len(y)])
+        pos, neg = np.flatnonzero(y), np.flatnonzero(~y)
+        n_pos = min(len(pos), args.zero_shot_rows // 2)
+        n_neg = min(len(neg), args.zero_shot_rows - n_pos)
+        rows = np.sort(np.concatenate([rng.choice(pos, n_pos, replace=False),
+                                       rng.choice(neg, n_neg, replace=False)]))
+        subset = test[rows.tolist()]
+        outcome = outcome_from_task(task.config, predicates=L.dataset_predicates(pred_path))
+        t0 = time.perf_counter()
+        answer = zero_shot.predict_detailed(model, vocab, dataset, subset, outcome,
+                                            samples=args.zero_shot_samples, seed=0,
+                                            batch_size=256, mapping=mapping)
+        frame = answer.frame
+        prob = frame["probability"].cast(pl.Float64).to_numpy()
+        if task.label_negated:  # as evaluate does: the label window asks the complement
+            prob = 1.0 - prob
+        zs = float(roc_auc_score(y[rows], prob))
+        constant = bool(np.ptp(prob) == 0)
+        probe = float(roc_auc_score(y[rows], np.asarray(p_probe)[rows]))
+        out[task.name] = {"rows": int(len(rows)), "positives": int(n_pos),
+                          "samples": args.zero_shot_samples, "zero_shot_auroc": round(zs, 4),
+                          "constant": constant,
+                          "probe_all_auroc_same_rows": round(probe, 4),
+                          "ratio": round(zs / probe, 4) if probe > 0 else None,
+                          # continuations that hit max_new_tokens undecided count as "no"
+                          "truncated_share": round(float(frame["truncated"].sum())
+                                                   / (len(rows) * args.zero_shot_samples), 4),
+                          "seconds": round(time.perf_counter() - t0, 1)}
+    return out
+
+
+def paired_gap(y, p_ref, p_arm, seed: int = 0) -> tuple[float, float, float]:
+    """AUROC(ref) - AUROC(arm) on the same rows, with a paired bootstrap 95 % interval."""
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    y = np.asarray(y, bool)
+    gap = roc_auc_score(y, p_ref) - roc_auc_score(y, p_arm)
+    rng = np.random.default_rng(seed)
+    gaps = []
+    for _ in range(BOOTSTRAP):
+        i = rng.integers(0, len(y), len(y))
+        if 0 < y[i].sum() < len(i):
+            gaps.append(roc_auc_score(y[i], p_ref[i]) - roc_auc_score(y[i], p_arm[i]))
+    lo, hi = np.percentile(gaps, [2.5, 97.5])
+    return float(gap), float(lo), float(hi)
+
+
+# -- report -------------------------------------------------------------------------------
+
+
+def auroc(evals: dict, arm: str, where: str, task: str, label: str) -> float | None:
+    entry = evals.get(arm, {}).get(where)
+    if entry is None:
+        return None
+    return entry["summary"].get(task, {}).get("methods", {}).get(label, {}).get("auroc")
+
+
+def markdown_table(evals: dict, sets: list[str], alone: list[str], zero: dict,
+                   label: str) -> str:
+    def f(x):
+        return "-" if x is None else f"{x:.3f}"
+
+    head = (["set", "task", "test (pos)", "counts", "(a) central", "(b) fed DP",
+             "(d) fed no anchor"] + [f"(c) {s} alone" for s in alone] + ["zero-shot (b)*"])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for where in sets:
+        for task in TASKS:
+            s = evals["b"][where]["summary"].get(task, {})
+            counts_label = "counts k=all" if label.endswith("all") else "counts k=64"
+            row = [where, task, f"{s.get('n_test', 0)} ({s.get('positives_test', 0)})",
+                   f(auroc(evals, "b", where, task, counts_label))]
+            row += [f(auroc(evals, arm, where, task, label)) for arm in ("a", "b", "d")]
+            row += [f(auroc(evals, f"c:{s_}", where, task, label)) for s_ in alone]
+            z = zero.get(where, {}).get(task, {})
+            row.append("-" if "zero_shot_auroc" not in z else
+                       f"{z['zero_shot_auroc']:.3f} vs {z['probe_all_auroc_same_rows']:.3f}")
+            lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def enough(y) -> bool:
+    import numpy as np
+
+    y = np.asarray(y, bool)
+    return min(int(y.sum()), int((~y).sum())) >= MIN_CLASS
+
+
+def target_checks(evals, preds, sites: list[str], left_out: str, zero: dict) -> list[dict]:
+    import numpy as np
+
+    label = "probe k=all"
+    checks = []
+    # 1. (b) within 0.03 AUROC of (a) on every task (each set, and the training sites' mean)
+    for task in TASKS:
+        rows = []
+        ok = True
+        for where in [*sites, left_out]:
+            a, b = preds["a"][where].get(task), preds["b"][where].get(task)
+            if a is None or b is None:
+                ok = False
+                rows.append(f"{where}: missing")
+                continue
+            if not enough(a[0]):
+                rows.append(f"{where}: not judged ({int(np.sum(a[0]))} of {len(a[0])} "
+                            f"positive, under {MIN_CLASS} per class)")
+                continue
+            gap, lo, hi = paired_gap(a[0], np.asarray(a[1]), np.asarray(b[1]))
+            ok &= gap <= TARGET_GAP
+            rows.append(f"{where} {gap:+.3f} [{lo:+.3f}, {hi:+.3f}]")
+        mean_a = _mean(auroc(evals, "a", s, task, label) or np.nan for s in sites)
+        mean_b = _mean(auroc(evals, "b", s, task, label) or np.nan for s in sites)
+        checks.append({"target": 1, "task": task, "pass": bool(ok),
+                       "text": "(a) - (b) AUROC, k=all probe, 95% paired bootstrap: "
+                               + "; ".join(rows)
+                               + f"; training-site mean (a) {mean_a:.3f} (b) {mean_b:.3f}"})
+    # 2. (b) better than every (c): on each site's own patients and on the left-out hospital
+    for task in TASKS:
+        rows = []
+        ok = True
+        for site in sites:
+            for where in (site, left_out):
+                b = auroc(evals, "b", where, task, label)
+                c = auroc(evals, f"c:{site}", where, task, label)
+                if b is None or c is None:
+                    ok = False
+                    rows.append(f"c:{site}@{where}: missing")
+                    continue
+                y = preds["b"][where][task][0]
+                if not enough(y):
+                    rows.append(f"{site} alone @{where}: not judged ({int(np.sum(y))} of "
+                                f"{len(y)} positive)")
+                    continue
+                ok &= b > c
+                rows.append(f"{site} alone @{where}: (b) {b:.3f} vs (c) {c:.3f}")
+        checks.append({"target": 2, "task": task, "pass": bool(ok), "text": "; ".join(rows)})
+    # 3. zero-shot at least 0.9x the all-data probe (same rows)
+    for where, per_task in zero.items():
+        for task in TASKS:
+            z = per_task.get(task, {})
+            if "ratio" not in z or z["ratio"] is None:
+                checks.append({"target": 3, "task": task, "pass": False,
+                               "text": f"{where}: {z.get('note', 'not measured')}"})
+                continue
+            # a constant answer carries no information, whatever the probe scored
+            checks.append({"target": 3, "task": task,
+                           "pass": z["ratio"] >= ZERO_SHOT_RATIO and not z["constant"],
+                           "text": f"{where}: zero-shot {z['zero_shot_auroc']:.3f} vs probe "
+                                   f"k=all {z['probe_all_auroc_same_rows']:.3f} on the same "
+                                   f"{z['rows']} rows ({z['positives']} positive): ratio "
+                                   f"{z['ratio']:.2f}; {z['truncated_share']:.0%} of the "
+                                   "continuations ran out undecided"
+                                   + ("; the answers are all equal" if z["constant"] else "")})
+    return checks
+
+
+def plot(evals: dict, sets: list[str], alone: list[str], zero: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    series = [("counts", "b", "counts k=all", "#999999"), (ARMS["a"], "a", None, "#1f77b4"),
+              (ARMS["b"], "b", None, "#d62728"), (ARMS["d"], "d", None, "#ff7f0e")]
+    series += [(f"(c) {s} alone", f"c:{s}", None, c)
+               for s, c in zip(alone, ("#2ca02c", "#98df8a", "#006400"), strict=False)]
+    fig, axes = plt.subplots(1, len(sets), figsize=(4.2 * len(sets), 4.2), sharey=True)
+    x = np.arange(len(TASKS))
+    width = 0.8 / (len(series) + 1)
+    for ax, where in zip(np.atleast_1d(axes), sets, strict=True):
+        for j, (name, arm, label, color) in enumerate(series):
+            vals = [auroc(evals, arm, where, t, label or "probe k=all") for t in TASKS]
+            vals = [np.nan if v is None else v for v in vals]
+            ax.bar(x + j * width, vals, width, label=name, color=color)
+        zs = [zero.get(where, {}).get(t, {}).get("zero_shot_auroc") for t in TASKS]
+        if any(v is not None for v in zs):
+            ax.bar(x + len(series) * width, [np.nan if v is None else v for v in zs], width,
+                   label="zero-shot (b), subset", color="#9467bd")
+        ax.axhline(0.5, color="black", lw=0.6, ls=":")
+        ax.set_xticks(x + 0.4 - width / 2, [t.replace("_", "\n") for t in TASKS], fontsize=8)
+        ax.set_title(where + (" (left out)" if where == sets[-1] else " unseen patients"),
+                     fontsize=9)
+        ax.set_ylim(0.3, 1.0)
+    np.atleast_1d(axes)[0].set_ylabel("AUROC (k=all probe; counts baseline)")
+    np.atleast_1d(axes)[-1].legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# -- main ---------------------------------------------------------------------------------
+
+
+def parse(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="example: .venv/bin/python benchmarks/"
+                                            "fed_vs_central.py --quick")
+    parser.add_argument("--patients", type=int, default=6000,
+                        help="in all, over 4 hospitals in shares 4:3:2:1")
+    parser.add_argument("--rounds", type=int, default=4, help="federated rounds")
+    parser.add_argument("--steps", type=int, default=40, help="local DP steps per site per round")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--max-len", type=int, default=128)
+    parser.add_argument("--warm-steps", type=int, default=100, help="anchor warm start of (b)")
+    parser.add_argument("--epsilon", type=float, default=8.0, help="per site, (b), (c), (d)")
+    parser.add_argument("--left-out", default="hospital_c")
+    parser.add_argument("--probe-seeds", type=int, default=3, help="repeats of the k=64 probe")
+    parser.add_argument("--zero-shot-rows", type=int, default=60,
+                        help="test rows per task answered zero-shot (left-out hospital)")
+    parser.add_argument("--zero-shot-samples", type=int, default=8, help="futures per row")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads of this process (2 threads on 2 busy cores "
+                             "measured 10x slower per step than 1)")
+    parser.add_argument("--data-seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: 2,000 patients, 1 round x 5 steps, small zero-shot")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="keep the work folder (hospitals, federations) here")
+    parser.add_argument("--reuse", action="store_true",
+                        help="with --keep: reuse federations that finished there (same "
+                             "settings assumed); everything else is redone")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.patients, args.rounds, args.steps, args.warm_steps = 2000, 1, 5, 10
+        args.max_len, args.probe_seeds = 64, 1
+        args.zero_shot_rows, args.zero_shot_samples = 20, 2
+        if args.out == RESULTS:
+            args.out = RESULTS.with_name("fed_vs_central-quick.json")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    os.environ["POLARS_MAX_THREADS"] = str(args.threads)  # before polars is imported
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from fedehr.shared.data.anchor import fetch_anchor
+    from fedehr.shared.data.synth import synthesize
+
+    start = time.perf_counter()
+    workdir = Path(args.keep or tempfile.mkdtemp(prefix="fedehr-fed-vs-central-")).resolve()
+    timings: dict[str, float] = {}
+    try:
+        if args.reuse and args.keep is None:
+            raise SystemExit("--reuse needs --keep FOLDER (where the federations ran)")
+        for stale in ("views", "central", "alone", "eval"):
+            shutil.rmtree(workdir / stale, ignore_errors=True)
+        summaries = synthesize(workdir / "hospitals", sites=4, patients=args.patients,
+                               seed=args.data_seed, overwrite=args.reuse)
+        hospitals = {s.name: Hospital(s.name, Path(s.path), s.harmonisation) for s in summaries}
+        if args.left_out not in hospitals:
+            raise SystemExit(f"--left-out: no hospital {args.left_out!r}; "
+                             f"use one of {', '.join(hospitals)}")
+        sites = [h for h in hospitals.values() if h.name != args.left_out]
+        left = hospitals[args.left_out]
+        for h in hospitals.values():
+            h.view = evaluation_view(h, workdir / "views" / h.name,
+                                     left_out=h is left, seed=args.data_seed)
+        log("hospitals: " + ", ".join(f"{s.name} {s.subjects} patients"
+                                      + (" (local lab codes)" if s.local_codes else "")
+                                      + (" LEFT OUT" if s.name == args.left_out else "")
+                                      for s in summaries), start)
+        anchor = fetch_anchor()
+
+        fed = {}
+        for arm, warm in (("b", True), ("d", False)):
+            log(f"{ARMS[arm]}: federation of {', '.join(h.name for h in sites)}, "
+                f"{args.rounds} rounds x {args.steps} local steps", start)
+            fed[arm] = run_federation(workdir / f"fed-{arm}", sites, anchor, args,
+                                      warm_start=warm, start=start)
+            timings[arm] = fed[arm]["seconds"]
+            log(f"{ARMS[arm]}: done in {fed[arm]['seconds']:.0f}s, "
+                f"{len(fed[arm]['vocab'].tokens)} tokens", start)
+
+        vocab, config = fed["b"]["vocab"], fed["b"]["model"].config
+        models: dict[str, object] = {"b": fed["b"]["model"], "d": fed["d"]["model"]}
+        vocabs: dict[str, object] = {"b": vocab, "d": fed["d"]["vocab"]}
+        training: dict[str, dict] = {}
+        for arm in ("b", "d"):
+            res = fed[arm]["result"]
+            training[arm] = {"seconds": fed[arm]["seconds"], "rounds": res["rounds"],
+                             "privacy": res.get("privacy"), "history": res.get("history"),
+                             "vocab_tokens": len(vocabs[arm].tokens)}
+
+        log(f"{ARMS['a']}: {len(sites) * args.rounds * args.steps} steps on pooled data", start)
+        models["a"], training["a"] = train_central(sites, vocab, config, args, workdir)
+        vocabs["a"] = vocab
+        timings["a"] = training["a"]["seconds"]
+        log(f"{ARMS['a']}: done in {training['a']['seconds']:.0f}s, train loss "
+            f"{training['a']['mean_train_loss']:.3f}", start)
+        for h in sites:
+            releases = vocab_releases(fed["b"]["root"] / "site-state" / h.name
+                                      / "privacy-ledger.json")
+            key = f"c:{h.name}"
+            models[key], training[key] = train_alone(h, releases, vocab, config, args, workdir)
+            vocabs[key] = vocab
+            timings[key] = training[key]["seconds"]
+            t = training[key]
+            log(f"(c) {h.name} alone: {t['steps']} DP steps, noise {t['noise_multiplier']:.3f}, "
+                f"epsilon {t['epsilon']:.2f} (vocab release {t['epsilon_vocab_release']:.2f}), "
+                f"{t['seconds']:.0f}s", start)
+
+        # Evaluation: every arm on every training site and the left-out hospital; (c) on
+        # its own site and the left-out hospital.
+        set_names = [h.name for h in sites] + [left.name]
+        evals: dict[str, dict] = {}
+        preds: dict[str, dict] = {}
+        t0 = time.perf_counter()
+        for arm, model in models.items():
+            targets = ([hospitals[arm[2:]], left] if arm.startswith("c:")
+                       else [*sites, left])
+            for h in targets:
+                result = evaluate_arm(model, vocabs[arm], h, args, workdir)
+                evals.setdefault(arm, {})[h.name] = {"summary": summarise(result),
+                                                     "seconds": result.seconds}
+                preds.setdefault(arm, {})[h.name] = predictions(result)
+                line = ", ".join(f"{t} {auroc(evals, arm, h.name, t, 'probe k=all')}"
+                                 for t in TASKS)
+                log(f"evaluated {arm} on {h.name} ({result.seconds:.0f}s): k=all {line}",
+                    start)
+        timings["evaluation"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        zero = {left.name: zero_shot_vs_probe(models["b"], vocab, left, preds["b"][left.name],
+                                              args, workdir)}
+        timings["zero_shot"] = time.perf_counter() - t0
+        log(f"zero-shot (b) on {left.name}: " + ", ".join(
+            f"{t} {z.get('zero_shot_auroc')}" for t, z in zero[left.name].items()), start)
+
+        alone = [h.name for h in sites]
+        table_all = markdown_table(evals, set_names, alone, zero, "probe k=all")
+        table_64 = markdown_table(evals, set_names, alone, {}, "probe k=64")
+        checks = target_checks(evals, preds, alone, left.name, zero)
+    finally:
+        if args.keep is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    total = time.perf_counter() - start
+    print("\nAUROC, logistic probe on frozen embeddings, k = all training rows "
+          "(counts: the count-feature baseline, k = all)")
+    print(table_all)
+    print("\nAUROC, probe k = 64 (mean over seeds; counts baseline also k = 64)")
+    print(table_64)
+    print("\n* zero-shot (b) vs the k=all probe of (b) on the same subset of test rows")
+    print(f"\nTargets (probe k=all; (c) compared on its own site's patients and on "
+          f"{left.name}):")
+    for c in checks:
+        print(f"  target {c['target']} {c['task']:<16} {'PASS' if c['pass'] else 'FAIL'}: "
+              f"{c['text']}")
+    verdict = {n: all(c["pass"] for c in checks if c["target"] == n) for n in (1, 2, 3)}
+    print("  overall: " + ", ".join(f"target {n} {'PASS' if ok else 'FAIL'}"
+                                    for n, ok in verdict.items()))
+    print(f"\ntotal {total:.0f}s on {args.threads} threads; "
+          + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()))
+
+    png = args.out.with_suffix(".png")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    plot(evals, set_names, alone, zero, png)
+    from fedehr.shared.atomic import write_text
+
+    report = {
+        "benchmark": "fed_vs_central",
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "hospitals": [{"name": s.name, "patients": s.subjects, "events": s.events,
+                       "local_codes": s.local_codes, "left_out": s.name == args.left_out}
+                      for s in summaries],
+        "budgets": {"a": "3 x rounds x steps optimizer steps, non-private, pooled train splits",
+                    "b": "rounds x steps DP steps per site + anchor warm start",
+                    "c": "rounds x steps DP steps, ledger pre-charged with (b)'s vocab release",
+                    "d": "as (b) without the anchor warm start; own vocabulary round"},
+        "training": training,
+        "evaluation": {arm: {w: e for w, e in per.items()} for arm, per in evals.items()},
+        "zero_shot": zero,
+        "checks": checks,
+        "verdict": {f"target_{n}": ok for n, ok in verdict.items()},
+        "table_k_all": table_all,
+        "table_k_64": table_64,
+        "timings_seconds": timings,
+        "total_seconds": total,
+        "torch": torch.__version__,
+        "cpus": os.cpu_count(),
+    }
+    write_text(args.out, json.dumps(report, indent=2, default=str) + "\n")
+    print(f"wrote {args.out} and {png}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
