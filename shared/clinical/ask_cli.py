@@ -107,6 +107,10 @@ def ask(
                  samples=samples, seed=seed, explain_groups=explain_groups, top=top,
                  max_new_tokens=max_new_tokens)
     else:
+        if cohort and resolved.index is None:
+            raise ConfigError("a cohort needs an index event to place prediction times",
+                              where="--cohort", fix='add one, e.g. "... within 30 days after '
+                              'discharge", or list the times with --patients')
         labels = (_cohort_labels(dataset, task, split) if cohort
                   else _file_labels(patients_file, dataset, resolved, at))
         _ask_many(model, vocab, dataset, outcome, labels, out, samples=samples, seed=seed,

@@ -78,6 +78,8 @@ def test_cohort_mode_takes_prediction_times_from_the_compiled_task(world, capsys
     (["--patient", "999", "--yes", "--prompt", "cardiac arrest within 1 day"], "no events"),
     (["--yes", "--prompt", "cardiac arrest within 1 day"], "--patient"),
     (["--patient", "4", "--yes", "--prompt", "zebra within 1 day"], "no code matches"),
+    (["--cohort", "--yes", "--prompt", "cardiac arrest within 1 day", "--out", "x.parquet"],
+     "index event"),
 ])
 def test_mistakes_are_one_line_errors(world, capsys, args, message):
     code, out, err = run(capsys, *base(world), *args)
