@@ -362,19 +362,29 @@ def zero_shot_vs_probe(model, vocab, hospital: Hospital, probe_preds: dict, args
     return out
 
 
+def rank_auroc(y, p) -> float:
+    """AUROC as the Mann-Whitney statistic (ties count half): sklearn's value, faster."""
+    import numpy as np
+    from scipy.stats import rankdata
+
+    y = np.asarray(y, bool)
+    pos = int(y.sum())
+    ranks = rankdata(p)
+    return float((ranks[y].sum() - pos * (pos + 1) / 2) / (pos * (len(y) - pos)))
+
+
 def paired_gap(y, p_ref, p_arm, seed: int = 0) -> tuple[float, float, float]:
     """AUROC(ref) - AUROC(arm) on the same rows, with a paired bootstrap 95 % interval."""
     import numpy as np
-    from sklearn.metrics import roc_auc_score
 
     y = np.asarray(y, bool)
-    gap = roc_auc_score(y, p_ref) - roc_auc_score(y, p_arm)
+    gap = rank_auroc(y, p_ref) - rank_auroc(y, p_arm)
     rng = np.random.default_rng(seed)
     gaps = []
     for _ in range(BOOTSTRAP):
         i = rng.integers(0, len(y), len(y))
         if 0 < y[i].sum() < len(i):
-            gaps.append(roc_auc_score(y[i], p_ref[i]) - roc_auc_score(y[i], p_arm[i]))
+            gaps.append(rank_auroc(y[i], p_ref[i]) - rank_auroc(y[i], p_arm[i]))
     lo, hi = np.percentile(gaps, [2.5, 97.5])
     return float(gap), float(lo), float(hi)
 

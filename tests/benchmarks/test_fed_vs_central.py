@@ -1,0 +1,107 @@
+"""The federated-vs-central benchmark's own logic: evaluation views and target checks.
+
+The benchmark itself (two federations, five trainings, eighteen evaluations)
+is far too long for the suite; these tests cover the parts that decide what
+is scored and what passes.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from fedehr.shared.data import schema as S
+from fedehr.shared.data.dataset import MEDSDataset
+from fedehr.shared.data.synth import synthesize
+
+# By path: a dependency installs an unrelated top-level `benchmarks` package.
+_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "fed_vs_central.py"
+_SPEC = importlib.util.spec_from_file_location("fed_vs_central", _PATH)
+B = importlib.util.module_from_spec(_SPEC)
+sys.modules["fed_vs_central"] = B  # dataclasses look their module up
+_SPEC.loader.exec_module(B)
+
+
+@pytest.fixture(scope="module")
+def hospital(tmp_path_factory) -> B.Hospital:
+    site = synthesize(tmp_path_factory.mktemp("h") / "h", sites=1, patients=200, seed=1)[0]
+    return B.Hospital(site.name, Path(site.path), site.harmonisation)
+
+
+def _splits(root: Path) -> dict[int, str]:
+    frame = pl.read_parquet(root / S.SPLITS_FILE)
+    return dict(zip(frame[S.SUBJECT_ID].to_list(), frame["split"].to_list(), strict=True))
+
+
+def test_training_site_view_tests_on_tuning_and_held_out_only(hospital, tmp_path):
+    view = B.evaluation_view(hospital, tmp_path / "v", left_out=False, seed=0)
+    before, after = _splits(hospital.path), _splits(view)
+    assert before.keys() == after.keys()
+    for subject, split in before.items():
+        assert after[subject] == (S.TRAIN if split == S.TRAIN else S.HELD_OUT)
+    events = MEDSDataset.open(view).scan().collect()  # the same events, through the links
+    assert events.height == MEDSDataset.open(hospital.path).scan().collect().height
+
+
+def test_left_out_view_splits_all_patients_about_in_half(hospital, tmp_path):
+    view = B.evaluation_view(hospital, tmp_path / "v", left_out=True, seed=0)
+    splits = list(_splits(view).values())
+    assert set(splits) == {S.TRAIN, S.HELD_OUT}
+    assert 0.35 < splits.count(S.HELD_OUT) / len(splits) < 0.65
+    assert _splits(view) == _splits(B.evaluation_view(hospital, tmp_path / "w", left_out=True,
+                                                      seed=0))
+
+
+def test_rank_auroc_is_sklearns_auroc_ties_included():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(2)
+    y = rng.random(200) < 0.2
+    p = np.round(y * 0.3 + rng.random(200), 1)  # coarse: many ties
+    assert B.rank_auroc(y, p) == pytest.approx(roc_auc_score(y, p), abs=1e-12)
+
+
+def test_paired_gap_is_zero_for_the_same_predictions_and_signed_otherwise():
+    rng = np.random.default_rng(0)
+    y = rng.random(300) < 0.3
+    good = y + rng.normal(0, 0.5, 300)
+    noise = rng.normal(0, 1, 300)
+    gap, lo, hi = B.paired_gap(y, good, good)
+    assert gap == lo == hi == 0.0
+    gap, lo, hi = B.paired_gap(y, good, noise)
+    assert gap > 0.2 and lo > 0 and lo <= gap <= hi
+
+
+def _evals(values: dict[str, dict[str, float]]) -> dict:
+    """arm -> set -> the summary shape `target_checks` reads (one task)."""
+    return {arm: {where: {"summary": {"mortality": {"methods": {"probe k=all": {"auroc": v}}}}}
+                  for where, v in per.items()} for arm, per in values.items()}
+
+
+def test_target_checks_judge_only_sets_with_enough_of_each_class(monkeypatch):
+    monkeypatch.setattr(B, "TASKS", ("mortality",))
+    rng = np.random.default_rng(1)
+    y_big = rng.random(400) < 0.3
+    y_small = np.array([True] * 3 + [False] * 50)
+    score = y_big + rng.normal(0, 0.4, 400)
+    worse = y_big + rng.normal(0, 3.0, 400)
+    preds = {"a": {"s1": {"mortality": (y_big, score)}, "out": {"mortality": (y_big, score)},
+                   "s2": {"mortality": (y_small, np.linspace(0, 1, 53))}},
+             "b": {"s1": {"mortality": (y_big, worse)}, "out": {"mortality": (y_big, score)},
+                   "s2": {"mortality": (y_small, np.linspace(1, 0, 53))}}}
+    evals = _evals({"a": {"s1": 0.9, "s2": 0.9, "out": 0.8}, "b": {"s1": 0.7, "s2": 0.1,
+                                                                   "out": 0.8},
+                    "c:s1": {"s1": 0.6, "out": 0.75}, "c:s2": {"s2": 0.95, "out": 0.7}})
+    zero = {"out": {"mortality": {"ratio": 0.95, "constant": True, "zero_shot_auroc": 0.5,
+                                  "probe_all_auroc_same_rows": 0.52, "rows": 40,
+                                  "positives": 20, "truncated_share": 1.0}}}
+    checks = {c["target"]: c for c in B.target_checks(evals, preds, ["s1", "s2"], "out", zero)}
+    assert not checks[1]["pass"]  # s1: (b) far below (a); s2 is too small to judge
+    assert "s2: not judged" in checks[1]["text"]
+    assert checks[2]["pass"]  # (b) beats (c) everywhere it is judged; s2 is not judged
+    assert not checks[3]["pass"]  # a constant zero-shot answer never passes
