@@ -70,6 +70,30 @@ BOOTSTRAP = 500
 MIN_CLASS = 10  # a set with fewer test positives (or negatives) is reported, not judged
 
 
+def notes(args, training: dict, left_out: str) -> list[str]:
+    """What the numbers mean: budgets, vocabularies, and what (d) still takes from the anchor."""
+    steps = args.rounds * args.steps
+    b_tokens, d_tokens = training["b"]["vocab_tokens"], training["d"]["vocab_tokens"]
+    return [
+        f"budget: every arm at batch {args.batch_size}, lr {args.lr}; (a) {3 * steps} "
+        f"non-private steps on the pooled train splits (= the three sites' {steps} local "
+        f"steps each in (b)); (c) {steps} DP steps per site; (b) also {args.warm_steps} "
+        "non-private anchor steps (public data) before round 1",
+        f"privacy: epsilon {args.epsilon} per site (delta 1e-5, RDP) in (b), (c) and (d), the "
+        "vocabulary release included: (c) starts from the same vocabulary charges as in (b)",
+        f"vocabulary: (a), (b), (c) share (b)'s ({b_tokens} tokens) and (b)'s initial weights; "
+        f"(d) ran its own DP vocabulary round ({d_tokens} tokens)",
+        "(d) never trains on the anchor, but still uses it: its codes are the public "
+        "candidate list of the vocabulary round, its exact counts and value-bin edges are "
+        "merged into the vocabulary, and the server reports an anchor loss each round",
+        f"test rows: tuning + held_out patients of each training site (never trained on), "
+        f"half of {left_out}'s patients (no arm saw any); probes fit on the train split / "
+        f"the other half of {left_out}",
+        f"a comparison needs {MIN_CLASS} test positives and negatives; smaller ones are shown "
+        "but not judged",
+    ]
+
+
 def log(message: str, start: float) -> None:
     print(f"[{time.perf_counter() - start:7.1f}s] {message}", flush=True)
 
@@ -684,6 +708,8 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
 
     total = time.perf_counter() - start
+    about = notes(args, training, left.name)
+    print("\nNotes:\n" + "\n".join(f"- {n}" for n in about))
     print("\nAUROC, logistic probe on frozen embeddings, k = all training rows "
           "(counts: the count-feature baseline, k = all)")
     print(table_all)
@@ -716,6 +742,7 @@ def main(argv: list[str] | None = None) -> int:
                     "b": "rounds x steps DP steps per site + anchor warm start",
                     "c": "rounds x steps DP steps, ledger pre-charged with (b)'s vocab release",
                     "d": "as (b) without the anchor warm start; own vocabulary round"},
+        "notes": about,
         "training": training,
         "evaluation": {arm: {w: e for w, e in per.items()} for arm, per in evals.items()},
         "zero_shot": zero,
