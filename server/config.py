@@ -95,7 +95,9 @@ class SecAggSpec:
     num_shares: int | None = None  # None: every site gets a share of every other site's keys
     reconstruction_threshold: int | None = None  # None: a majority of num_shares, at least 2
     clipping_range: float | None = None  # bound on |update| per weight; None: 4 x lr x steps
-    max_weight: int = 1_000_000  # most training patients a site may have (weights <= this)
+    # Most training patients a site may have (update weights <= this). None: derived, from
+    # the sizes the sites reported in the run's previous round (x2), else 1,000,000.
+    max_weight: int | None = None
 
     def validate(self) -> None:
         if self.num_shares is not None and self.num_shares < 3:
@@ -109,7 +111,7 @@ class SecAggSpec:
         if self.clipping_range is not None and self.clipping_range <= 0:
             raise ValueError("clipping_range: must be > 0; leave it out to derive it from "
                              "local.lr x local.steps")
-        if self.max_weight < 1:
+        if self.max_weight is not None and self.max_weight < 1:
             raise ValueError("max_weight: must be at least 1 (the largest site's patients)")
 
 

@@ -125,6 +125,7 @@ class Federation:
         self.store = CheckpointStore(cfg.workdir, self._signing_key())
         self.strategy = build_strategy(cfg.strategy, cfg.min_sites)
         self.audit = AuditLog(cfg.audit_path)
+        self._reported_patients: list[float] = []  # the sites' sizes, for SecAgg+'s weights
         torch.set_num_threads(2)
 
     def _signing_key(self):
@@ -320,9 +321,11 @@ class Federation:
                       config: dict) -> TrainedRound:
         """SecAgg+: only the weighted mean of the sites' updates reaches this process."""
         started = time.monotonic()
-        result = run_secure_round(grid, rnd, reference_arrays, config, self.cfg)
+        result = run_secure_round(grid, rnd, reference_arrays, config, self.cfg,
+                                  reported_patients=self._reported_patients)
         self._check_enough(rnd, 0 if result.mean_update is None else len(result.site_metrics),
                            result.failed, {})
+        self._reported_patients = [m[M.NUM_EXAMPLES] for m in result.site_metrics.values()]
         new = apply_mean_update(reference_arrays, result.mean_update)
         model.load_state_dict({k: torch.from_numpy(v) for k, v in new.items()})
         clipped = {s: m.get(M.SECAGG_CLIPPED, 0.0) for s, m in result.site_metrics.items()}

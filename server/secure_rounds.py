@@ -20,6 +20,13 @@ SecAgg+ clips every value to [-clipping_range, clipping_range] and quantizes
 it into `quantization_range` integer levels; updates are small (AdamW moves a
 weight by about lr per step), so a range of 4 x lr x steps holds them whole
 and the quantization step is far below float32 resolution of the weights.
+
+The clip applies to the *weighted* values (update x patients / max_weight),
+so a site's own range is clipping_range x max_weight / patients and the
+quantization step grows with max_weight: it is derived from the sizes the
+sites reported in the previous round (twice the largest, which Flower's
+FitRes shows the server in any case), and only a run's first round uses a
+generous 1,000,000.
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ from fedehr.shared import messages as M
 
 MODULUS_RANGE = 2**32  # SecAgg+'s mask arithmetic (Flower's maximum)
 MAX_QUANTIZATION_RANGE = 2**30  # Flower's stochastic rounding casts to int32
+FIRST_ROUND_MAX_WEIGHT = 1_000_000  # before any site has reported its size
 
 
 @dataclass(frozen=True)
@@ -70,8 +78,19 @@ def quantization_range(sites: int) -> int:
     return min(MAX_QUANTIZATION_RANGE, 2**bits)
 
 
-def secagg_params(cfg: FederationConfig, sites: int) -> SecAggParams:
-    """SecAgg+ settings for a round with (at most) `sites` participants."""
+def derived_max_weight(reported_patients: list[float]) -> int:
+    """Twice the largest site's reported training patients, as a power of two."""
+    if not reported_patients:
+        return FIRST_ROUND_MAX_WEIGHT
+    return 2 ** math.ceil(math.log2(max(2.0 * max(reported_patients), 2.0)))
+
+
+def secagg_params(cfg: FederationConfig, sites: int,
+                  reported_patients: list[float] | None = None) -> SecAggParams:
+    """SecAgg+ settings for a round with (at most) `sites` participants.
+
+    `reported_patients`: the sites' training patients from the previous round.
+    """
     spec = cfg.secagg
     shares = spec.num_shares if spec.num_shares is not None else 1.0  # 1.0: every site
     if spec.reconstruction_threshold is not None:
@@ -83,7 +102,7 @@ def secagg_params(cfg: FederationConfig, sites: int) -> SecAggParams:
     clip = spec.clipping_range or 4.0 * cfg.local.lr * cfg.local.steps
     return SecAggParams(num_shares=shares, reconstruction_threshold=threshold,
                         clipping_range=float(clip), quantization_range=quantization_range(sites),
-                        max_weight=spec.max_weight)
+                        max_weight=spec.max_weight or derived_max_weight(reported_patients or []))
 
 
 class SumOnly(FedAvg):
@@ -176,10 +195,11 @@ def fit_config(round_config: dict, names: list[str], params: SecAggParams,
 
 
 def run_secure_round(grid: Grid, rnd: int, global_arrays: dict[str, np.ndarray],
-                     round_config: dict, cfg: FederationConfig) -> SecureRound:
+                     round_config: dict, cfg: FederationConfig,
+                     reported_patients: list[float] | None = None) -> SecureRound:
     """One training round through SecAggPlusWorkflow; returns the mean update only."""
     nodes = list(grid.get_node_ids())
-    params = secagg_params(cfg, max(len(nodes), len(cfg.sites)))
+    params = secagg_params(cfg, max(len(nodes), len(cfg.sites)), reported_patients)
     names = list(global_arrays)
     strategy = SumOnly(min_sites=cfg.min_sites,
                        fit_config=fit_config(round_config, names, params, cfg))

@@ -45,6 +45,14 @@ def test_derived_defaults_hold_an_adamw_update_and_take_a_majority_of_shares(tmp
     assert secagg_params(_config(tmp_path), sites=7).reconstruction_threshold == 4
 
 
+def test_max_weight_follows_the_sizes_the_sites_reported_in_the_previous_round(tmp_path):
+    cfg = _config(tmp_path)
+    assert secagg_params(cfg, 3).max_weight == 1_000_000  # nothing reported yet
+    assert secagg_params(cfg, 3, [90.0, 210.0, 150.0]).max_weight == 512  # >= 2 x 210
+    fixed = _config(tmp_path, secagg={"max_weight": 5000})
+    assert secagg_params(fixed, 3, [90.0]).max_weight == 5000
+
+
 def test_explicit_settings_are_used(tmp_path):
     cfg = _config(tmp_path, secagg={"num_shares": 5, "reconstruction_threshold": 3,
                                     "clipping_range": 0.5, "max_weight": 5000})
@@ -90,7 +98,7 @@ def test_updates_quantize_far_more_finely_than_weights():
     rng = np.random.default_rng(0)
     weights = rng.normal(0, 1, 200_000)  # a transformer's weights: embeddings ~ N(0, 1)
     update = rng.normal(0, 1e-3, 200_000).clip(-0.03, 0.03)  # 30 AdamW steps at lr 1e-3
-    q, ratio = quantization_range(3), 300 / 1_000_000
+    q, ratio = quantization_range(3), 300 / 1024  # 300 patients, derived max_weight 1024
     weights_clip = float(np.abs(weights).max() * ratio)  # no weight may be clipped
     update_clip = 4 * 1e-3 * 30 * ratio
     weights_err = np.abs(_secagg_roundtrip(weights, weights_clip, q, ratio) - weights).max()
