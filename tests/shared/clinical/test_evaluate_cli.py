@@ -11,6 +11,8 @@ import pytest
 from fedehr.shared.cli import main
 from fedehr.shared.data.synth import synthesize
 
+pytestmark = pytest.mark.slow  # trains a checkpoint and runs the whole evaluation (~30 s idle)
+
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
