@@ -11,7 +11,7 @@ import pytest
 from fedehr.shared.cli import main
 from fedehr.shared.data.synth import synthesize
 
-pytestmark = pytest.mark.slow  # trains a checkpoint and runs the whole evaluation (~30 s idle)
+pytestmark = pytest.mark.slow  # trains a checkpoint, then runs the whole evaluation
 
 
 @pytest.fixture(scope="module")
