@@ -152,7 +152,7 @@ def evaluate(checkpoint_or_model, data: str | Path | MEDSDataset,
              train_split: str = S.TRAIN, test_split: str = S.HELD_OUT, seed: int = 0,
              batch_size: int = 64, zero_shot_batch: int = 256,
              zero_shot_max_tokens: int = 256, c: float = DEFAULT_C,
-             note_encoder=None,
+             note_encoder=None, notes: bool = True,
              trusted_public_key=None, progress: Progress | None = None) -> EvaluationResult:
     """Score zero-shot answers, few-shot probes and the count baseline on each task.
 
@@ -162,7 +162,9 @@ def evaluate(checkpoint_or_model, data: str | Path | MEDSDataset,
     `zero_shot_samples` 0 skips zero-shot; `zero_shot_batch` counts generated rows
     (patients x samples) per forward, `zero_shot_max_tokens` caps each generated
     future (an undecided one counts as no outcome), `batch_size` counts histories
-    per embedding forward.
+    per embedding forward. A model that reads notes (note_dim > 0) gets note
+    vectors from `note_encoder`, by default the bundled MiniLM the sites use;
+    `notes=False` gives it zeros instead (faster, and what a site with notes off sends).
     """
     started = time.perf_counter()
     say = progress or (lambda *_: None)
@@ -190,6 +192,10 @@ def evaluate(checkpoint_or_model, data: str | Path | MEDSDataset,
                         fix="check the predicates (--predicates) and the tasks")
     events = history_events(dataset, queries)
     cfg = model.config
+    if notes and cfg.note_dim and note_encoder is None:
+        from fedehr.shared.model.encoders import NoteEncoder
+
+        note_encoder = NoteEncoder()
     windows = history_windows(dataset, queries, vocab, max_len=cfg.max_len, mapping=mapping,
                               note_dim=cfg.note_dim, image_dim=cfg.image_dim,
                               note_encoder=note_encoder, events=events)
@@ -216,7 +222,8 @@ def evaluate(checkpoint_or_model, data: str | Path | MEDSDataset,
                 "split": split_note, "ks": list(ks), "seeds": seeds, "probe_C": c,
                 "zero_shot_samples": zero_shot_samples, "count_codes": len(counts.codes),
                 "histories": queries.height, "embedding_dim": int(x_all.shape[1]),
-                "max_len": cfg.max_len}
+                "max_len": cfg.max_len,
+                "notes": bool(cfg.note_dim and note_encoder is not None and notes)}
     return EvaluationResult(data=str(dataset.root), checkpoint=ckpt, settings=settings,
                             tasks=results, seconds=time.perf_counter() - started)
 

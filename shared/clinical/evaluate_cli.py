@@ -83,6 +83,9 @@ def evaluate_command(
                                        help="The site's harmonisation YAML (local codes)."),
     trusted_key: Path = typer.Option(None, "--trusted-key",
                                      help="Public key the checkpoint must be signed with."),
+    notes: bool = typer.Option(True, "--notes/--no-notes",
+                               help="Encode notes with the bundled MiniLM when the model "
+                                    "reads notes (--no-notes: zero vectors, faster)."),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Histories per forward."),
     threads: int = typer.Option(0, "--threads", help="CPU threads (0 = torch default)."),
     seed: int = typer.Option(0, "--seed", help="Seed of zero-shot sampling and of the split "
@@ -113,7 +116,7 @@ def evaluate_command(
                           seeds=seeds, zero_shot_samples=zero_shot_samples,
                           zero_shot_max_tokens=zero_shot_max_tokens,
                           mapping=_mapping(harmonisation, data), seed=seed,
-                          batch_size=batch_size, trusted_public_key=trusted_key,
+                          batch_size=batch_size, notes=notes, trusted_public_key=trusted_key,
                           progress=progress)
     report = write_report(result, out)
 

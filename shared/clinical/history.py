@@ -107,6 +107,10 @@ def _note_vectors(texts: list[str], dim: int, encoder) -> np.ndarray | None:
         return None
     if encoder is None or not texts:
         return np.zeros((len(texts), dim), dtype=np.float32)
+    if encoder.dim != dim:
+        raise DataError(f"the note encoder gives {encoder.dim}-d vectors but the model "
+                        f"expects {dim}", where="note encoder",
+                        fix="use the consortium's note encoder, or evaluate without notes")
     return encoder.encode(list(texts)).numpy().astype(np.float32)
 
 

@@ -123,3 +123,33 @@ def test_history_windows_keep_the_latest_tokens_and_embed(two_stays):
     torch.manual_seed(0)
     x = embed(model, windows, batch_size=2)
     assert x.shape == (3, model.config.d_model) and np.isfinite(x).all()
+
+
+class FakeNoteEncoder:
+    """Stands in for MiniLM: a note's vector is its length, in every dimension."""
+
+    dim = 4
+
+    def encode(self, texts):
+        return torch.tensor([[float(len(t))] * self.dim for t in texts])
+
+
+def test_history_notes_get_encoder_vectors_at_their_markers(tmp_path):
+    rows = [(7, None, "GENDER//F", None), (7, T0, "HOSPITAL_ADMISSION//EMERGENCY", None),
+            (7, T0 + timedelta(days=2), "NOTE//DISCHARGE_SUMMARY", "seven chars"),
+            (7, T0 + timedelta(days=9), "NOTE//DISCHARGE_SUMMARY", "later")]
+    frame = pl.DataFrame(rows, schema={"subject_id": pl.Int64, "time": pl.Datetime("us"),
+                                       "code": pl.String, "text_value": pl.String},
+                         orient="row")
+    with MEDSWriter(tmp_path / "notes", dataset_name="t", etl_name="tests") as writer:
+        writer.add_events(frame)
+    codes = ["GENDER//F", "HOSPITAL_ADMISSION//EMERGENCY", "NOTE//DISCHARGE_SUMMARY"]
+    vocab = Vocabulary.build({c: 5 for c in codes}, min_count=1)
+    query = pl.DataFrame({"subject_id": [7], "prediction_time": [T0 + timedelta(days=3)]})
+    windows = history_windows(MEDSDataset.open(tmp_path / "notes"), query, vocab, max_len=16,
+                              note_dim=4, note_encoder=FakeNoteEncoder())
+    tokens, _, note_emb, *_ = windows[0]
+    marked = torch.nonzero(note_emb.abs().sum(1)).flatten().tolist()
+    assert len(marked) == 1  # only the note before the prediction time
+    assert note_emb[marked[0]].tolist() == [11.0] * 4
+    assert tokens[marked[0]] == vocab.id("[NOTE]")
