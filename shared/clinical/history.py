@@ -45,10 +45,14 @@ def history_events(dataset: MEDSDataset, queries: pl.DataFrame) -> pl.DataFrame:
     events = (dataset.scan().filter(pl.col(S.SUBJECT_ID).is_in(rows[S.SUBJECT_ID].unique()
                                                                .implode()))
               .with_columns(pl.col(S.TIME).cast(pl.Datetime("us"))).collect())
-    joined = events.join(rows, on=S.SUBJECT_ID, how="inner")
+    # Keep the shard's order of events that share a time, as training's encoding does:
+    # an order-preserving join and a stable sort (else a history's tokens, and so its
+    # embedding, would depend on which other histories were built with it).
+    joined = events.join(rows, on=S.SUBJECT_ID, how="inner", maintain_order="left")
     cut = joined.filter(pl.col(S.TIME).is_null() | (pl.col(S.TIME) <= pl.col(PREDICTION_TIME)))
     return cut.select(pl.col(ROW).alias(S.SUBJECT_ID), S.TIME, S.CODE, S.NUMERIC_VALUE,
-                      S.TEXT_VALUE).sort([S.SUBJECT_ID, S.TIME], nulls_last=False)
+                      S.TEXT_VALUE).sort([S.SUBJECT_ID, S.TIME], nulls_last=False,
+                                         maintain_order=True)
 
 
 class HistoryWindows(PatientWindows):

@@ -153,3 +153,12 @@ def test_history_notes_get_encoder_vectors_at_their_markers(tmp_path):
     assert len(marked) == 1  # only the note before the prediction time
     assert note_emb[marked[0]].tolist() == [11.0] * 4
     assert tokens[marked[0]] == vocab.id("[NOTE]")
+
+
+def test_a_history_does_not_depend_on_the_other_histories_built_with_it(two_stays):
+    together = history_events(two_stays, QUERIES)
+    alone = history_events(two_stays, QUERIES[1:2])
+    codes = together.filter(pl.col("subject_id") == 1)["code"].to_list()
+    assert codes == alone["code"].to_list()
+    # events that share a time keep the dataset's order (the diagnosis, then the discharge)
+    assert codes.index("DIAGNOSIS//X") + 1 == codes.index("HOSPITAL_DISCHARGE//HOME")
