@@ -54,7 +54,7 @@ from fedehr.client.config import SiteConfig, load_site_config
 log = logging.getLogger("fedehr.site")
 
 TASK_TYPE = "flwr-clientapp"
-POLL_SECONDS = 0.25  # an idle AcquireTask is a cheap local call
+POLL_SECONDS = 0.5  # idle claims cost the SuperNode CPU; Flower's SuperExec polls every 1 s
 COMPONENT = "flwr-clientapp"  # what the worker says it is to the Runtime API's version check
 
 
