@@ -45,7 +45,14 @@ Prints progress, a markdown table and the three target checks, writes
 benchmarks/results/fed_vs_central.json and a PNG plot beside it.
 
     .venv/bin/python benchmarks/fed_vs_central.py [--patients 6000] [--rounds 4]
-        [--steps 40] [--quick]
+        [--steps 40] [--quick] [--keep DIR [--reuse]]
+
+The committed run (the defaults) took 43 minutes on 1 thread while the two
+cores were shared with other work (load average 4 to 18): the federation (b)
+20 minutes of it, of which its 100-step anchor warm start alone 7 minutes (the
+ServerApp trains with 2 torch threads, which on busy cores measured 10x slower
+per step than 1); (d) 9, (a) 4, (c) 7, the evaluations 2 minutes. ``--keep DIR
+--reuse`` reruns everything after the federations on the ones kept in DIR.
 """
 
 from __future__ import annotations
@@ -515,7 +522,7 @@ def target_checks(evals, preds, sites: list[str], left_out: str, zero: dict) -> 
                            "text": f"{where}: zero-shot {z['zero_shot_auroc']:.3f} vs probe "
                                    f"k=all {z['probe_all_auroc_same_rows']:.3f} on the same "
                                    f"{z['rows']} rows ({z['positives']} positive): ratio "
-                                   f"{z['ratio']:.2f}; {z['truncated_share']:.0%} of the "
+                                   f"{z['ratio']:.3f}; {z['truncated_share']:.0%} of the "
                                    "continuations ran out undecided"
                                    + ("; the answers are all equal" if z["constant"] else "")})
     return checks
