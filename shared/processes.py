@@ -65,6 +65,9 @@ def wait_for_port(host: str, port: int, timeout: float, proc: subprocess.Popen |
                        fix=f"read the log{f' {log}' if log else ''}")
 
 
+DAEMON = "daemon"  # the PID file's entry for the supervising process itself
+
+
 @dataclass
 class Supervisor:
     """Owns a set of child processes; `stop_all` ends them (SIGTERM, then SIGKILL)."""
@@ -116,7 +119,10 @@ class Supervisor:
 
     def _write_pidfile(self) -> None:
         if self.pidfile is not None:
-            pids = {n: p.pid for n, p in self.procs.items() if p.poll() is None}
+            # The daemon itself first: `stop` asks it to shut down in order, and only
+            # then ends children it left behind (a daemon killed with -9, say).
+            pids = {DAEMON: os.getpid()}
+            pids.update({n: p.pid for n, p in self.procs.items() if p.poll() is None})
             write_text(self.pidfile, json.dumps(pids, indent=2))
 
 
@@ -144,10 +150,40 @@ def stop_from_pidfile(pidfile: Path) -> list[str]:
     if not pidfile.exists():
         return []
     pids = json.loads(pidfile.read_text())
+    daemon = pids.pop(DAEMON, None)
+    if daemon is not None and daemon != os.getpid():
+        _terminate_daemon(int(daemon))
     for pid in pids.values():
         terminate_group(int(pid))
     pidfile.unlink(missing_ok=True)
-    return list(pids)
+    return [name for name in ([DAEMON] if daemon else []) + list(pids)]
+
+
+def _terminate_daemon(pid: int, timeout: float = 30.0) -> None:
+    """SIGTERM a foreground daemon (not its group: it may share one with a shell) and
+    wait while it stops its own children."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _running(pid):
+        time.sleep(0.2)
+
+
+def _running(pid: int) -> bool:
+    """True while `pid` runs; an exited process its parent has not reaped yet does not."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc: ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
 
 
 def exit_on_sigterm() -> None:
@@ -155,6 +191,6 @@ def exit_on_sigterm() -> None:
     (systemd, `stop` commands and test teardown send SIGTERM)."""
 
     def _handler(signum, frame):
-        raise SystemExit(128 + signum)
+        raise SystemExit(0)  # asked to stop: an orderly shutdown, not a failure
 
     signal.signal(signal.SIGTERM, _handler)
