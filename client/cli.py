@@ -11,10 +11,12 @@ from rich.console import Console
 from rich.table import Table
 
 from fedehr.shared.errors import FedEHRError
+from fedehr.shared.logs import DaemonConsole
 
 app = typer.Typer(help="Run this hospital's site daemon and inspect its privacy ledger.",
                   no_args_is_help=True)
 console = Console(width=None if sys.stdout.isatty() else 140)
+say = DaemonConsole("fedehr.site", console)  # the daemon's own lines (JSON on request)
 
 CONFIG = typer.Option(..., "--config", "-c", help="This hospital's site.yaml.")
 EARLY_EXIT_SECONDS = 15.0  # a SuperNode that dies this fast was refused, not crashed
@@ -75,16 +77,16 @@ def start(config: Path = CONFIG,
     site = load_site_config(config)
     patients = _check_data(site)
     ledger = open_ledger(site)
-    console.print(f"site [bold]{site.name}[/]: {patients:,} patients in {site.data}; epsilon "
-                  f"{ledger.spent():.3f} of {site.privacy.epsilon:g} spent (delta "
-                  f"{site.privacy.delta:g}, {site.privacy.accountant})")
+    say.print(f"site [bold]{site.name}[/]: {patients:,} patients in {site.data}; epsilon "
+              f"{ledger.spent():.3f} of {site.privacy.epsilon:g} spent (delta "
+              f"{site.privacy.delta:g}, {site.privacy.accountant})")
     supervisor = Supervisor(pidfile=site.state_dir / "site.pid")
     log = site.state_dir / "logs" / "supernode.log"
     secret = new_worker_secret(site) if isolation == "worker" else None
     worker = _WorkerKeeper(supervisor, site, config, secret) if secret else None
     if worker is None:
-        console.print("[yellow]isolation subprocess: Flower runs each bundle's own ClientApp; "
-                      "bundle approval is not checked on this path[/]")
+        say.warn("isolation subprocess: Flower runs each bundle's own ClientApp; "
+                 "bundle approval is not checked on this path")
     restarts, crashed_at = 0, None
     monitor = _serve_metrics(site, supervisor)
     try:
@@ -93,8 +95,8 @@ def start(config: Path = CONFIG,
             try:
                 start_supernode(supervisor, site, config, log=log, isolation=isolation,
                                 secret_file=secret)
-                console.print(f"SuperNode started for {site.superlink}; logs in "
-                              f"{site.state_dir}/logs")
+                say.print(f"SuperNode started for {site.superlink}; logs in "
+                          f"{site.state_dir}/logs")
                 while supervisor.alive(f"supernode-{site.name}"):
                     if worker is not None:
                         worker.keep_alive()
@@ -106,7 +108,7 @@ def start(config: Path = CONFIG,
                 if restarts > MAX_RESTARTS:
                     raise SiteStartError(f"the SuperNode crashed {restarts} times",
                                          where=str(log), fix="read the log")
-                console.print(f"[yellow]SuperNode exited; restart {restarts}/{MAX_RESTARTS}[/]")
+                say.warn(f"SuperNode exited; restart {restarts}/{MAX_RESTARTS}")
             elif crashed_at is None:  # never got in: refused, not crashed
                 raise SiteStartError(f"the SuperNode was refused or failed at start: "
                                      f"{_last_lines(log)}", where=site.superlink,
@@ -119,7 +121,7 @@ def start(config: Path = CONFIG,
             else:
                 # After a crash the SuperLink counts the old session as online until its
                 # heartbeat lapses (about a minute) and refuses a second activation.
-                console.print("[yellow]SuperLink not ready to take the site back; retrying[/]")
+                say.warn("SuperLink not ready to take the site back; retrying")
                 time.sleep(REJOIN_RETRY_SECONDS)
     finally:
         if monitor is not None:
@@ -157,7 +159,7 @@ class _WorkerKeeper:
                                      f"right after starting: {_last_lines(self.log)}",
                                      where=str(self.log), fix="read the worker log")
             self.restarts += 1
-            console.print(f"[yellow]site worker exited; restarting ({self.restarts})[/]")
+            say.warn(f"site worker exited; restarting ({self.restarts})")
         start_worker(self.supervisor, self.site, self.config, self.secret, log=self.log)
         self.started_at = time.monotonic()
 
@@ -172,7 +174,7 @@ def _serve_metrics(site, supervisor):
     monitor = MonitoringServer([SiteCollector(site)], port=site.metrics_port,
                                health=lambda: supervisor.alive(f"supernode-{site.name}"),
                                service=f"site {site.name}").start()
-    console.print(f"metrics on {monitor.url}/metrics, health on {monitor.url}/healthz")
+    say.print(f"metrics on {monitor.url}/metrics, health on {monitor.url}/healthz")
     return monitor
 
 

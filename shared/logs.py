@@ -61,28 +61,27 @@ def json_handler(stream=None) -> logging.Handler:
 class DaemonConsole:
     """A daemon's voice: rich markup on stdout in text mode, a JSON line per message in json.
 
-    Anything rich can print (a table, say) becomes its plain-text rendering in
-    the JSON line's message.
+    The format is read at each message (cheap), so a module-level instance
+    follows a `--log-format` given after the module was imported. Anything rich
+    can print (a table, say) becomes its plain-text rendering in the JSON line.
     """
 
     def __init__(self, logger: str, console: Console | None = None):
-        self.json = log_format() == "json"
         self.console = console or Console(width=None if sys.stdout.isatty() else 140)
         self.log = logging.getLogger(logger)
-        if self.json and not any(isinstance(h.formatter, JsonFormatter)
-                                 for h in self.log.handlers):
+
+    def print(self, message, *, level: int = logging.INFO, **fields) -> None:
+        if log_format() != "json":
+            self.console.print(message)
+            return
+        if not any(isinstance(h.formatter, JsonFormatter) for h in self.log.handlers):
             self.log.addHandler(json_handler())
             self.log.setLevel(logging.INFO)
             self.log.propagate = False
-
-    def print(self, message, *, level: int = logging.INFO, **fields) -> None:
-        if not self.json:
-            self.console.print(message)
-            return
         self.log.log(level, _plain(message), extra={"fields": fields})
 
-    def warn(self, message, **fields) -> None:
-        if self.json:
+    def warn(self, message: str, **fields) -> None:
+        if log_format() == "json":
             self.print(message, level=logging.WARNING, **fields)
         else:
             self.console.print(f"[yellow]{message}[/]")

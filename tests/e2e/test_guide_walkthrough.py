@@ -121,11 +121,13 @@ def test_the_guides_from_an_empty_folder(tmp_path, anchor):
         assert any("checkpoint registry" in x["message"] for x in lines)
 
         # -- hospital IT: the site daemons ---------------------------------------------
-        for name in SITES:
-            procs.append(daemon("site", "start", "--config", f"{name}.yaml", cwd=root,
-                                log=root / f"{name}.out"))
+        for name, log_format in zip(SITES, ("text", "json"), strict=True):
+            procs.append(daemon("--log-format", log_format, "site", "start", "--config",
+                                f"{name}.yaml", cwd=root, log=root / f"{name}.out"))
         for name, proc in zip(SITES, procs[1:], strict=True):
             wait_for_line(root / f"{name}.out", "SuperNode started", proc)
+        site_lines = (root / "hospital_b.out").read_text().splitlines()
+        assert all(json.loads(x)["logger"] == "fedehr.site" for x in site_lines if x.strip())
 
         # -- operator: one run, watched to the end --------------------------------------
         run = fedehr("run", "start", "--config", "federation.yaml", cwd=root, timeout=600)
