@@ -139,7 +139,7 @@ def _researcher(fed: LocalFederation) -> None:
 
     from fedehr.shared.pki import issue_client_cert
 
-    console.rule("[bold]6. A researcher pulls and verifies the global model")
+    console.rule("[bold]6. A researcher pulls and verifies the global model; a physician asks")
     registry = fed.serve_registry()
     pki = fed.root / "pki"
     cert, key = issue_client_cert(pki, "demo-researcher", role="researcher")
@@ -150,9 +150,24 @@ def _researcher(fed: LocalFederation) -> None:
         ["model", "pull", "--registry", registry, "--pki-ca", str(pki / "ca.pem"),
          "--cert", str(cert), "--key", str(key), "--out", str(out)],
         ["model", "verify", str(out), "--trusted-key", str(pki / "signing/consortium.pub")],
+        _ask_command(fed, out),
     ):
         console.print(f"$ fedehr {shlex.join(command)}", highlight=False, soft_wrap=True)
         subprocess.run([*fedehr, *command], check=True)
+
+
+def _ask_command(fed: LocalFederation, checkpoint: Path) -> list[str]:
+    """`fedehr model ask` about the first hospital's first discharged patient."""
+    import polars as pl
+    import yaml
+
+    data = yaml.safe_load(next(iter(fed.site_yamls.values())).read_text())["data"]
+    events = pl.scan_parquet(str(Path(data) / "data" / "**" / "*.parquet"))
+    patient = (events.filter(pl.col("code").str.starts_with("HOSPITAL_DISCHARGE"))
+               .select("subject_id").head(1).collect().item())
+    return ["model", "ask", "--checkpoint", str(checkpoint), "--data", data,
+            "--patient", str(patient), "--prompt", "death within 30 days after discharge",
+            "--samples", "32", "--explain", "4", "--yes"]
 
 
 def _report(out: Path, result: dict, summaries) -> Path:

@@ -59,6 +59,15 @@ def wait_for_line(log: Path, needle: str, proc: subprocess.Popen, timeout: float
     raise AssertionError(f"{needle!r} never appeared in {log}:\n{log.read_text()}")
 
 
+def _discharged_patient(data: str) -> int:
+    import polars as pl
+
+    events = pl.scan_parquet(str(Path(data) / "data" / "**" / "*.parquet"))
+    first = (events.filter(pl.col("code").str.starts_with("HOSPITAL_DISCHARGE"))
+             .select("subject_id").head(1).collect())
+    return int(first["subject_id"][0])
+
+
 def write_federation(root: Path, anchor: Path) -> dict:
     ports = {"superlink": free_port(), "registry": free_port(), "metrics": free_port()}
     fed = {"name": "walkthrough", "workdir": "federation", "pki": "pki",
@@ -148,6 +157,16 @@ def test_the_guides_from_an_empty_folder(tmp_path, anchor):
         fedehr("model", "verify", "ckpt", "--trusted-key", "pki/signing/consortium.pub",
                cwd=root)
         assert "epsilon" in fedehr("model", "card", "ckpt", cwd=root).stdout.lower()
+        patient = _discharged_patient(synth[0].path)
+        answer = fedehr("model", "ask", "--checkpoint", "ckpt", "--data", synth[0].path,
+                        "--patient", patient, "--prompt", "death within 30 days after discharge",
+                        "--samples", "8", "--explain", "2", "--trusted-key",
+                        "pki/signing/consortium.pub", "--yes", cwd=root).stdout
+        assert "probability" in answer and "95% CI" in answer
+        fedehr("model", "evaluate", "--checkpoint", "ckpt", "--data", synth[0].path,
+               "--tasks", "mortality", "--zero-shot-samples", "0", "--ks", "16",
+               "--seeds", "1", "--no-notes", "--out", "report", cwd=root)
+        assert (root / "report" / "report.md").is_file()
 
         # -- operator: the registry alone, publish and withdraw, revoke a researcher ----
         olga = ["--cert", "pki/researchers/olga.pem", "--key", "pki/researchers/olga.key"]
