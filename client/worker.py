@@ -55,6 +55,14 @@ log = logging.getLogger("fedehr.site")
 
 TASK_TYPE = "flwr-clientapp"
 POLL_SECONDS = 0.5  # idle claims cost the SuperNode CPU; Flower's SuperExec polls every 1 s
+# How long a claimed task may wait for its message's arrays. The SuperNode offers a
+# task before it has fetched them from the SuperLink; if the SuperLink dies during
+# that fetch (a server restart), they never come and, with Flower's own limits
+# (500 tries, up to 2 h), the one worker would be stuck on that dead task while the
+# resumed run's tasks queue behind it. Flower's per-message processes only strand
+# one process each. A model large enough to need longer over the site's link needs
+# a larger value.
+PULL_TIMEOUT_SECONDS = 60.0
 COMPONENT = "flwr-clientapp"  # what the worker says it is to the Runtime API's version check
 
 
@@ -128,6 +136,7 @@ class SiteWorker:
         from flwr.app import Error, Message
         from flwr.common.constant import ErrorCode, SubStatus
         from flwr.supercore.heartbeat import HeartbeatSender
+        from flwr.supercore.inflatable.inflatable_utils import ObjectPullError
         from flwr.supercore.interceptors import RuntimeTokenHttpInterceptor
         from flwr.supernode.runtime.run_clientapp import push_message, push_task_output
 
@@ -158,6 +167,11 @@ class SiteWorker:
                 reply = app(message=message, context=context)
                 outcome.status = "completed"
             sub_status, details = SubStatus.COMPLETED, ""
+        except ObjectPullError as exc:  # see PULL_TIMEOUT_SECONDS
+            outcome.reason = f"its message never fully arrived ({exc})"
+            log.warning("site %s: task %s given up: %s (a SuperLink restart during the "
+                        "transfer?)", self.site.name, task.task_id, outcome.reason)
+            details = outcome.reason
         except Exception as exc:  # noqa: BLE001 - one bad task must not end the worker
             outcome.reason = f"{type(exc).__name__}: {exc}"
             log.exception("site %s: task %s failed", self.site.name, task.task_id)
@@ -232,7 +246,8 @@ def pull_task_input(client):
         tree, make_pull_object_fn_protobuf(client.PullObject, node, context.run_id),
         make_confirm_message_received_fn_protobuf(client.ConfirmMessageReceived, node,
                                                   context.run_id),
-        return_type=Message, initial_backoff=0.05, backoff_cap=0.5)
+        return_type=Message, initial_backoff=0.05, backoff_cap=0.5,
+        max_time=PULL_TIMEOUT_SECONDS)
     message.metadata.__dict__["_message_id"] = tree.object_id  # as Flower sets it
     return message, context, run, fab
 

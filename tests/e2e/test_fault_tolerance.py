@@ -66,8 +66,10 @@ def test_a_site_killed_mid_round_does_not_stop_the_run_and_rejoins(tmp_path, hos
 
 def test_a_server_killed_after_a_round_resumes_without_charging_twice(tmp_path, hospitals,
                                                                        anchor):
+    # round_timeout: a site's worker may first spend up to PULL_TIMEOUT_SECONDS on the
+    # task whose arrays died with the old SuperLink (client/worker.py)
     fed = make_federation(tmp_path, hospitals, anchor, federation={
-        **NO_NOTES, "rounds": 2, "min_sites": 3})
+        **NO_NOTES, "rounds": 2, "min_sites": 3, "round_timeout": 150})
     try:
         fed.start_all()
         fed.launch()
