@@ -20,8 +20,10 @@ $(STAMP): pyproject.toml setup.py
 demo: install
 	$(BIN)/fedehr demo --out $(DEMO_DIR)
 
+# Two workers, one test file each at a time: the end-to-end tests spend most of their
+# time in Flower's polls, so two federations share the cores without slowing each other.
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 test-fast: install
 	$(BIN)/python -m pytest -m "not e2e and not slow"
