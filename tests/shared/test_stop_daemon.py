@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from fedehr.shared.processes import DAEMON, stop_from_pidfile
+from fedehr.shared.processes import DAEMON, _running, stop_from_pidfile
 
 DAEMON_SCRIPT = """
 import sys, time
@@ -26,14 +26,6 @@ finally:
 """
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 def test_stop_asks_the_daemon_which_stops_its_children_and_exits_zero(tmp_path):
     pidfile = tmp_path / "d.pid"
     daemon = subprocess.Popen([sys.executable, "-c", DAEMON_SCRIPT, str(pidfile)])
@@ -45,4 +37,4 @@ def test_stop_asks_the_daemon_which_stops_its_children_and_exits_zero(tmp_path):
     assert pids[DAEMON] == daemon.pid
     assert stop_from_pidfile(pidfile) == [DAEMON, "child"]
     assert daemon.wait(timeout=30) == 0
-    assert not _alive(pids["child"]) and not pidfile.exists()
+    assert not _running(pids["child"]) and not pidfile.exists()
