@@ -7,6 +7,7 @@ hospital authentication, one `fedehr site start` daemon per hospital).
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,19 @@ def hospitals(tmp_path_factory) -> list[HospitalSpec]:
     out = tmp_path_factory.mktemp("hospitals")
     return [HospitalSpec(s.name, Path(s.path), s.harmonisation)
             for s in synthesize(out / "h", sites=3, patients=300, seed=7)]
+
+
+NO_NOTES = {"model": {"preset": "tiny", "max_len": 48, "notes": False}}
+
+
+def wait_for(predicate, timeout: float, what: str):
+    """Poll until `predicate()` is truthy and return its value; fail after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 FAST = {"round_timeout": 90, "vocabulary": {"min_count": 5},

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 from rich.console import Console
@@ -12,21 +11,9 @@ from fedehr.client.privacy import PrivacyLedger
 from fedehr.server import runs
 from fedehr.server.status import read_status
 
-from .conftest import make_federation
+from .conftest import NO_NOTES, make_federation, wait_for
 
 pytestmark = pytest.mark.e2e
-
-NO_NOTES = {"model": {"preset": "tiny", "max_len": 48, "notes": False}}
-
-
-def _wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if (value := predicate()) is not None:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
-
 
 def _phase_round(fed) -> tuple[str, int]:
     status = read_status(fed.config.status_path) or {}
@@ -48,8 +35,7 @@ def test_a_site_killed_mid_round_does_not_stop_the_run_and_rejoins(tmp_path, hos
     try:
         fed.start_all()
         run_id = fed.launch()
-        _wait_for(lambda: True if _phase_round(fed) == ("training", 2) else None, 600,
-                  "round 2 to start")
+        wait_for(lambda: _phase_round(fed) == ("training", 2), 600, "round 2 to start")
         fed.kill_site_node("hospital_b")  # mid-round: b's update of round 2 never arrives
         result = runs.watch(fed.config, run_id, Console(quiet=True), timeout=900)
     finally:
@@ -74,8 +60,8 @@ def test_a_server_killed_after_a_round_resumes_without_charging_twice(tmp_path, 
         fed.start_all()
         fed.launch()
         store = fed.config.workdir / "state" / "resume.json"
-        _wait_for(lambda: True if _phase_round(fed)[1] >= 1 and store.exists() and
-                  json.loads(store.read_text())["round"] >= 1 else None, 600, "round 1")
+        wait_for(lambda: _phase_round(fed)[1] >= 1 and store.exists()
+                 and json.loads(store.read_text())["round"] >= 1, 600, "round 1")
         fed.kill_server()
         fed.restart_server()
         run_id = fed.launch(resume=True)

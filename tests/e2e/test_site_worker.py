@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 
 import pytest
 from rich.console import Console
@@ -14,12 +13,9 @@ from rich.console import Console
 from fedehr.client.privacy import PrivacyLedger
 from fedehr.server import runs
 
-from .conftest import make_federation
+from .conftest import NO_NOTES, make_federation, wait_for
 
 pytestmark = pytest.mark.e2e
-
-NO_NOTES = {"model": {"preset": "tiny", "max_len": 48, "notes": False}}
-
 
 def _worker_log(fed, name: str) -> str:
     path = fed.root / "site-state" / name / "logs" / "worker.log"
@@ -31,15 +27,6 @@ def _worker_pid(fed, name: str) -> int:
     return int(pids[f"worker-{name}"])
 
 
-def _wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_a_worker_killed_mid_task_is_restarted_and_charges_nothing_twice(tmp_path, hospitals,
                                                                          anchor):
     fed = make_federation(tmp_path, hospitals, anchor, federation={
@@ -47,8 +34,8 @@ def test_a_worker_killed_mid_task_is_restarted_and_charges_nothing_twice(tmp_pat
     try:
         fed.start_all()
         run_id = fed.launch()
-        _wait_for(lambda: "(train) started" in _worker_log(fed, "hospital_b"), 300,
-                  "hospital_b's worker to start training round 1")
+        wait_for(lambda: "(train) started" in _worker_log(fed, "hospital_b"), 300,
+                 "hospital_b's worker to start training round 1")
         killed = _worker_pid(fed, "hospital_b")
         os.killpg(killed, signal.SIGKILL)  # as an OOM kill would
         result = runs.watch(fed.config, run_id, Console(quiet=True), timeout=600)
