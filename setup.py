@@ -20,5 +20,6 @@ def _packages() -> list[str]:
 setup(
     packages=_packages(),
     package_dir=ROOTS,
-    package_data={"": ["*.yaml", "*.json", "*.md", "*.proto"]},
+    package_data={"": ["*.yaml", "*.json", "*.md", "*.proto"],
+                  "fedehr.shared.data.etl": ["tables/*.csv"]},
 )

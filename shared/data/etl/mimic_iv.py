@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 from rich.progress import Progress
 
 from fedehr.shared.data import schema as S
+from fedehr.shared.data.etl.lab_loinc import labitem_loinc
 from fedehr.shared.data.etl.summary import ImportSummary
 from fedehr.shared.data.writer import MEDSWriter
 from fedehr.shared.errors import DataError
@@ -566,19 +567,26 @@ class _Import:
     def _item_metadata(self, name: str, keys: pl.DataFrame) -> dict:
         table = self._dictionary(name)
         if table is None:
-            return {}
+            table = pl.DataFrame(schema={"itemid": pl.String, "label": pl.String})
         has = set(table.columns)
         label = _text("label")
         detail = pl.concat_str([_text(c) for c in ("fluid", "category") if c in has]
                                or [pl.lit(None, pl.String)], separator=", ", ignore_nulls=True)
         description = pl.when(detail.str.len_chars() > 0).then(
             pl.format("{} ({})", label, detail)).otherwise(label)
-        loinc = (pl.lit("LOINC/") + _text("loinc_code")) if "loinc_code" in has else None
+        loinc = _text("loinc_code") if "loinc_code" in has else pl.lit(None, pl.String)
         table = table.select(
             _int("itemid").alias("itemid"), description.alias("description"),
-            (loinc if loinc is not None else pl.lit(None, pl.String)).alias("parent"),
+            loinc.alias("loinc"),
         ).drop_nulls("itemid").unique("itemid", keep="first")
         joined = keys.join(table, on="itemid", how="left")
+        if name == "hosp/d_labitems":
+            # The export's own loinc_code wins; where it has none (demo 2.2, 3.x, blanks),
+            # the shipped itemid -> LOINC table of the public anchor fills in.
+            shipped = labitem_loinc()
+            fallback = pl.Series([shipped.get(i) for i in joined["itemid"]], dtype=pl.String)
+            joined = joined.with_columns(pl.coalesce("loinc", fallback).alias("loinc"))
+        joined = joined.with_columns((pl.lit("LOINC/") + pl.col("loinc")).alias("parent"))
         return {code: (desc, [parent] if parent else None)
                 for code, desc, parent in joined.select("code", "description", "parent")
                 .iter_rows()}

@@ -145,7 +145,8 @@ def test_codes_parquet_holds_descriptions_and_icd_and_loinc_parents(converted):
     assert codes["PROCEDURE//ICD//9//5491"]["description"] == "Percutaneous abdominal drainage"
     assert codes["LAB//50912//mg/dL"]["description"].startswith("Creatinine")
     assert codes["LAB//50912//mg/dL"]["parent_codes"] == ["LOINC/2160-0"]
-    assert codes["LAB//51266//UNK"]["parent_codes"] is None  # d_labitems has no loinc_code
+    # d_labitems has no loinc_code for 51266: the shipped itemid -> LOINC table fills it in
+    assert codes["LAB//51266//UNK"]["parent_codes"] == ["LOINC/9317-9"]
     assert codes["CHARTEVENT//220045//bpm"]["description"] == "Heart Rate"
     assert codes["GENDER//F"]["description"] == "Female"
 
@@ -158,13 +159,14 @@ def test_dotted_icd_puts_the_dot_where_icd_cm_does(code, version, dotted):
     assert dotted_icd(code, version) == dotted
 
 
-def test_3x_layout_without_loinc_codes_converts_with_no_lab_parents(tmp_path):
+def test_3x_layout_without_loinc_codes_takes_lab_parents_from_the_shipped_table(tmp_path):
     fixture = write_mimic_iv_fixture(tmp_path / "src", version="3.1")
     assert "loinc_code" not in (fixture.root / "hosp" / "d_labitems.csv").read_text()
     summary = convert(fixture.root, tmp_path / "meds")
     codes = MEDSDataset.open(tmp_path / "meds").codes()
     lab = codes.filter(pl.col("code") == "LAB//50912//mg/dL").row(0, named=True)
-    assert lab["description"].startswith("Creatinine") and lab["parent_codes"] is None
+    assert lab["description"].startswith("Creatinine")
+    assert lab["parent_codes"] == ["LOINC/2160-0"]
     assert dict(summary.rows_dropped) == fixture.dirty
     dataset = (tmp_path / "meds" / S.DATASET_FILE).read_text()
     assert '"dataset_name": "MIMIC-IV"' in dataset
