@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,6 +111,11 @@ class Supervisor:
         proc.wait(timeout=10)
         self._write_pidfile()
 
+    def record(self) -> None:
+        """Write the PID file now (a daemon with no children yet, such as the registry,
+        so that its `stop` command finds it)."""
+        self._write_pidfile()
+
     def stop_all(self) -> None:
         for name in reversed(list(self.procs)):
             self.stop(name)
@@ -194,3 +200,21 @@ def exit_on_sigterm() -> None:
         raise SystemExit(0)  # asked to stop: an orderly shutdown, not a failure
 
     signal.signal(signal.SIGTERM, _handler)
+
+
+def wait_for_stop_signal(poll: float = 0.5) -> None:
+    """Block until Ctrl-C (SIGINT) or SIGTERM, then return normally.
+
+    Waits in short slices: an Event wait with no timeout parks the main thread in
+    a lock where a signal taken by another thread (gRPC's) never wakes it, so
+    Ctrl-C appeared to be ignored.
+    """
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set())
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while not stop.wait(poll):
+            pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -1,6 +1,8 @@
 """`fedehr registry ...`: run the checkpoint registry; publish and withdraw rounds.
 
-`start` serves a federation's workdir in the foreground until Ctrl-C.
+`start` serves a federation's workdir in the foreground until Ctrl-C or
+`fedehr registry stop` (its PID file is WORKDIR/registry.pid, like the other
+daemons' in shared/processes.py).
 `publish` and `revoke` are operator calls to a running registry, made with an
 operator certificate (`fedehr pki researcher NAME --role operator`).
 """
@@ -8,8 +10,6 @@ operator certificate (`fedehr pki researcher NAME --role operator`).
 from __future__ import annotations
 
 import logging
-import signal
-import threading
 from pathlib import Path
 
 import typer
@@ -44,22 +44,39 @@ def start(
     key: Path = typer.Option(None, "--key", help="Server key (default: PKI/superlink.key)."),
 ) -> None:
     from fedehr.server.registry.service import RegistryService, audit_pulls, build_server
+    from fedehr.shared.processes import Supervisor, wait_for_stop_signal
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     service = RegistryService(workdir, pki, on_pull=audit_pulls(workdir / "audit.jsonl"))
     server, bound = build_server(service, host=host, port=port, cert=cert, key=key)
     server.start()
     console.print(f"[green]registry[/] serving {workdir / 'checkpoints'} on {host}:{bound} "
-                  "(mutual TLS; Ctrl-C stops)")
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+                  "(mutual TLS; Ctrl-C or `fedehr registry stop` stops)")
+    supervisor = Supervisor(pidfile=pidfile(workdir))
+    supervisor.record()
     try:
-        stop.wait()
-    except KeyboardInterrupt:
-        pass
+        wait_for_stop_signal()
     finally:
         server.stop(grace=2).wait()
+        supervisor.stop_all()
         console.print("registry stopped")
+
+
+def pidfile(workdir: Path) -> Path:
+    return workdir / "registry.pid"
+
+
+@app.command("stop")
+def stop(workdir: Path = typer.Option(..., "--workdir", help="The workdir the registry "
+                                      "serves (as given to `fedehr registry start`).")) -> None:
+    """Stop a registry started with `fedehr registry start` (e.g. in another terminal).
+
+    Example: fedehr registry stop --workdir runs/fed1
+    """
+    from fedehr.shared.processes import stop_from_pidfile
+
+    stopped = stop_from_pidfile(pidfile(workdir))
+    console.print(f"stopped: {'the registry' if stopped else 'nothing was running'}")
 
 
 def _creds(registry: str, ca: Path, cert: Path, key: Path) -> Credentials:
