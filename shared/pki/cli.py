@@ -51,8 +51,10 @@ def server(
 
     cert, key = issue_server_cert(dir, host, force=force)
     console.print(f"[green]issued[/] {cert}, {key}")
-    console.print(f"start: flower-superlink --ssl-ca-certfile {dir / 'ca.pem'} "
-                  f"--ssl-certfile {cert} --ssl-keyfile {key} --enable-supernode-auth")
+    console.print(f"next: `fedehr pki site NAME --dir {dir}` for each hospital and "
+                  f"`fedehr pki bundle-key --dir {dir}`; then, with `pki: {dir}` in "
+                  "federation.yaml, `fedehr server start --config federation.yaml` (it "
+                  "starts the SuperLink with this certificate)", highlight=False)
 
 
 @app.command()
@@ -65,11 +67,13 @@ def site(
 
     Example: fedehr pki site st-marys --dir ./pki
     """
-    from fedehr.shared.pki import issue_site_key, register_hint
+    from fedehr.shared.pki import issue_site_key
 
     private, public = issue_site_key(dir, name, force=force)
     console.print(f"[green]issued[/] {private} (send to the hospital only) and {public}")
-    console.print(f"register it with the SuperLink: {register_hint(public)}", highlight=False)
+    console.print(f"next: list {name} under `sites:` in federation.yaml; `fedehr server "
+                  f"start` registers its key (on a running server: `fedehr server register "
+                  f"{name} --config federation.yaml`)", highlight=False)
 
 
 @app.command()

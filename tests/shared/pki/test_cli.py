@@ -40,3 +40,15 @@ def test_list_shows_issued_and_revoked_credentials(with_pki_group, tmp_path):
             if line.count("│") == 6}
     assert {"st-marys", "alice", "consortium"} <= set(rows)
     assert "yes" in rows["alice"] and "no" in rows["st-marys"]
+
+
+def test_server_and_site_point_to_fedehr_commands_not_raw_flower_ones(with_pki_group, tmp_path):
+    runner, app, d = CliRunner(), root_cli.build_app(), str(tmp_path / "pki")
+    assert runner.invoke(app, ["pki", "init", "--dir", d]).exit_code == 0
+    outputs = [" ".join(runner.invoke(app, ["pki", *args, "--dir", d],
+                                      env={"COLUMNS": "300"}).output.split())
+               for args in (["server"], ["site", "st-marys"])]
+    assert "fedehr server start --config federation.yaml" in outputs[0]
+    assert "fedehr server register st-marys" in outputs[1]
+    assert not any("flower-superlink" in out or "flwr supernode register" in out
+                   for out in outputs)
