@@ -2,12 +2,16 @@
 
 `launch` ships the configuration-only bundle with `flwr run`; `watch` follows
 the ServerApp's status file and shows rounds, participation, losses and each
-site's epsilon as they come. Success is read from the status file (or
-`flwr ls`), never from `flwr run`'s exit code, which is 0 even for a failed run.
+site's epsilon as they come: a live table on a terminal, and one plain line
+per event (phase entered, round done) plus the final table once when stdout is
+not a terminal (a script, a CI job, a systemd unit; rich's Console.is_terminal).
+Success is read from the status file (or `flwr ls`), never from `flwr run`'s
+exit code, which is 0 even for a failed run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -95,13 +99,39 @@ def status_table(status: dict | None, cfg: FederationConfig) -> Table:
             str(entry["round"]),
             ", ".join(entry.get("participants", entry.get("sites", []))) or "-",
             f"{entry.get('anchor_loss', float('nan')):.3f}",
-            " ".join(f"{s[-1] if s.startswith('hospital_') else s}:{v:.2f}"
-                     for s, v in sorted(evals.items())) or "-",
-            " ".join(f"{s[-1] if s.startswith('hospital_') else s}:{v:.2f}"
-                     for s, v in sorted(eps.items())) or "-",
+            _per_site(evals),
+            _per_site(eps),
             ", ".join(entry.get("rejected", {})) or "-",
             str(entry.get("seconds", "")))
     return table
+
+
+def _per_site(values: dict) -> str:
+    return " ".join(f"{s[-1] if s.startswith('hospital_') else s}:{v:.2f}"
+                    for s, v in sorted(values.items())) or "-"
+
+
+def progress_lines(before: dict | None, after: dict | None) -> list[str]:
+    """One plain line per event between two status snapshots: a phase entered, a round
+    done (what `watch` prints when stdout is not a terminal)."""
+    if after is None:
+        return []
+    before = before or {}
+    lines = []
+    if after.get("phase") != before.get("phase"):
+        message = after.get("message") or ""
+        lines.append(f"phase {after.get('phase')}" + (f": {message}" if message else ""))
+    seen = {entry["round"] for entry in before.get("rounds", [])}
+    for entry in after.get("rounds", []):
+        if entry["round"] in seen:
+            continue
+        sites = ", ".join(entry.get("participants", entry.get("sites", []))) or "-"
+        lines.append(f"round {entry['round']} done: sites {sites}; anchor loss "
+                     f"{entry.get('anchor_loss', float('nan')):.3f}; site eval loss "
+                     f"{_per_site(entry.get('site_eval_loss', {}))}; epsilon "
+                     f"{_per_site(entry.get('epsilon', {}))}; rejected "
+                     f"{', '.join(entry.get('rejected', {})) or '-'}")
+    return lines
 
 
 def watch(cfg: FederationConfig, run_id: str, console: Console, *, timeout: float = 3600,
@@ -109,11 +139,22 @@ def watch(cfg: FederationConfig, run_id: str, console: Console, *, timeout: floa
     """Follow the run until it finishes; returns its result or raises RunFailed."""
     deadline = time.monotonic() + timeout
     last_flower_check = 0.0
-    with Live(status_table(None, cfg), console=console, refresh_per_second=2) as live:
+    live = console.is_terminal
+    previous: dict | None = None
+    display = Live(status_table(None, cfg), console=console, refresh_per_second=2) \
+        if live else contextlib.nullcontext()
+    with display:
         while True:
             status = read_status(cfg.status_path)
-            live.update(status_table(status, cfg))
+            if live:
+                display.update(status_table(status, cfg))
+            else:
+                for line in progress_lines(previous, status):
+                    console.print(line, markup=False, highlight=False, soft_wrap=True)
+                previous = status or previous
             phase = (status or {}).get("phase")
+            if phase in ("finished", "failed") and not live:
+                console.print(status_table(status, cfg))
             if phase == "finished":
                 return status["result"]
             if phase == "failed":

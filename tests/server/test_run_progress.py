@@ -1,0 +1,46 @@
+"""`fedehr run start` without a terminal prints one plain line per event and the final
+table once (issue 17, defect 4)."""
+
+from __future__ import annotations
+
+import io
+
+from rich.console import Console
+
+from fedehr.server.config import FederationConfig, SuperLinkConfig
+from fedehr.server.runs import progress_lines, watch
+from fedehr.server.status import StatusFile
+
+
+def _round(n: int) -> dict:
+    return {"round": n, "participants": ["hospital_a", "hospital_b"], "anchor_loss": 3.5 - n,
+            "epsilon": {"hospital_a": 0.5 * n, "hospital_b": 0.6 * n}}
+
+
+def test_without_a_terminal_each_round_is_one_line_and_the_table_is_printed_once(tmp_path):
+    cfg = FederationConfig(name="demo", workdir=tmp_path, rounds=2,
+                           superlink=SuperLinkConfig(insecure=True))
+    status = StatusFile(cfg.status_path)
+    status.add_round(_round(1))
+    status.add_round(_round(2))
+    status.update(phase="finished", message="2 rounds", result={"rounds": 2})
+    out = io.StringIO()
+    result = watch(cfg, "1", Console(file=out, width=200), poll=0.01)
+    lines = out.getvalue().splitlines()
+    assert result == {"rounds": 2}
+    assert [line for line in lines if line.startswith("round ")] == [
+        "round 1 done: sites hospital_a, hospital_b; anchor loss 2.500; site eval loss -; "
+        "epsilon a:0.50 b:0.60; rejected -",
+        "round 2 done: sites hospital_a, hospital_b; anchor loss 1.500; site eval loss -; "
+        "epsilon a:1.00 b:1.20; rejected -"]
+    assert sum("federation demo: finished" in line for line in lines) == 1
+
+
+def test_progress_lines_name_only_what_changed():
+    before = {"phase": "training", "rounds": [_round(1)]}
+    after = {"phase": "training", "rounds": [_round(1), _round(2)]}
+    assert progress_lines(before, after) == [progress_lines(None, {"rounds": [_round(2)],
+                                                                   "phase": "x"})[1]]
+    assert progress_lines(after, after) == []
+    assert progress_lines(after, {**after, "phase": "failed", "message": "site a left"}) == [
+        "phase failed: site a left"]
