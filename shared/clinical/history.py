@@ -55,26 +55,12 @@ def history_events(dataset: MEDSDataset, queries: pl.DataFrame) -> pl.DataFrame:
                                          maintain_order=True)
 
 
-class HistoryWindows(PatientWindows):
-    """PatientWindows that keep the last `max_len` tokens of each history (not a random
-    span), cut forward to an event boundary."""
-
-    def window_bounds(self, index: int) -> tuple[int, int, int]:
-        c = self.cache
-        lo, hi = int(c.offsets[index]), int(c.offsets[index + 1])
-        n_static = min(int(c.static_len[index]), self.max_len - 2)
-        body_lo = lo + int(c.static_len[index])
-        start = max(body_lo, hi - (self.max_len - 1 - n_static))
-        while body_lo < start < hi and self._continuation[c.tokens[start]]:
-            start += 1  # never open on a quantile token or marker without its code
-        return start, hi, n_static
-
-
 def history_windows(dataset: MEDSDataset, queries: pl.DataFrame, vocab: Vocabulary, *,
                     max_len: int, mapping: CodeMapping | None = None, note_dim: int = 0,
                     image_dim: int = 0, note_encoder=None,
-                    events: pl.DataFrame | None = None) -> HistoryWindows:
-    """Item i is the model input for query row i (the `batch.py` tuple).
+                    events: pl.DataFrame | None = None) -> PatientWindows:
+    """Item i is the model input for query row i (the `batch.py` tuple): the latest
+    tokens of its history (`PatientWindows(latest=True)`).
 
     Notes enter through `note_encoder` (a `NoteEncoder`, needed when `note_dim`
     > 0; zeros without one) and images through the dataset's
@@ -92,7 +78,8 @@ def history_windows(dataset: MEDSDataset, queries: pl.DataFrame, vocab: Vocabula
     cache = _memory_cache(encoded, vocab, dataset.root)
     notes = _note_vectors(encoded.note_texts, note_dim, note_encoder)
     images = _image_vectors(dataset, encoded.image_ids, image_dim)
-    return HistoryWindows(cache, vocab, max_len, note_vectors=notes, image_vectors=images)
+    return PatientWindows(cache, vocab, max_len, note_vectors=notes, image_vectors=images,
+                          latest=True)
 
 
 def _memory_cache(encoded, vocab: Vocabulary, root: Path) -> TokenCache:

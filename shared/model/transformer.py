@@ -36,6 +36,13 @@ Differential privacy shapes three decisions:
    to itself, so no row is fully masked and no NaN reaches the backward pass.
 
 Sequences are right-padded with PAD_ID; positions count from the window start.
+
+Incremental decoding (the KV cache of GPT inference) is part of the same
+forward: `forward(..., cache=KVCache, rows=...)` appends the given tokens to
+the cached rows at their next positions, stores each layer's keys and values
+and attends over everything cached. Training, embeddings and sampling thus run
+one layer loop, and a cached forward computes the same hidden states as the
+full one (tests/shared/model/test_kv_cache.py).
 """
 
 from __future__ import annotations
@@ -79,13 +86,17 @@ class CausalSelfAttention(nn.Module):
         self.out = nn.Linear(config.d_model, config.d_model)
         self.resid_drop = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        # x [B, T, C]; mask [B, 1, T, T] bool, True where query t may attend to key s
+    def forward(self, x: torch.Tensor, mask: torch.Tensor,
+                cache: _LayerCache | None = None) -> torch.Tensor:
+        # x [B, T, C]; mask [B, 1, T, S] bool, True where query t may attend to key s
+        # (S = T, or with a cache the cached width)
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
         q = q.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2)  # [B, H, T, hd]
         k = k.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2)
         v = v.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2)
+        if cache is not None:
+            k, v = cache.append(k, v)
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
@@ -111,9 +122,55 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.d_model)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), mask)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor,
+                cache: _LayerCache | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), mask, cache)
         return x + self.mlp(self.ln_2(x))
+
+
+class KVCache:
+    """Keys and values of every layer for `batch` rows of up to `max_len` positions.
+
+    Row b holds `length[b]` positions; a forward with this cache appends its
+    tokens at positions length[b], length[b] + 1, ... (right-padded input: the
+    row's length grows by its non-pad tokens). `reset(rows)` empties rows, e.g.
+    before refilling a context that dropped its oldest events.
+    """
+
+    def __init__(self, config: ModelConfig, batch: int, *, dtype: torch.dtype = torch.float32,
+                 device: torch.device | str | None = None):
+        shape = (batch, config.n_heads, config.max_len, config.d_model // config.n_heads)
+        self.keys = [torch.zeros(shape, dtype=dtype, device=device)
+                     for _ in range(config.n_layers)]
+        self.values = [torch.zeros(shape, dtype=dtype, device=device)
+                       for _ in range(config.n_layers)]
+        self.valid = torch.zeros(batch, config.max_len, dtype=torch.bool, device=device)
+        self.length = torch.zeros(batch, dtype=torch.long, device=device)
+        self.capacity = config.max_len
+
+    def reset(self, rows: torch.Tensor) -> None:
+        self.length[rows] = 0
+        self.valid[rows] = False
+
+
+class _LayerCache:
+    """One layer's view of a KVCache during one forward: where the new keys go."""
+
+    def __init__(self, cache: KVCache, layer: int, rows: torch.Tensor, positions: torch.Tensor,
+                 width: int):
+        self.cache, self.layer, self.rows, self.positions, self.width = (
+            cache, layer, rows, positions, width)
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store k, v [b, H, T, hd] at the rows' positions; all cached keys, values
+        [b, H, width, hd]."""
+        r = self.rows.unsqueeze(1)  # [b, 1] with positions [b, T] -> [b, T, H, hd]
+        self.cache.keys[self.layer][r, :, self.positions] = k.transpose(1, 2).to(
+            self.cache.keys[self.layer].dtype)
+        self.cache.values[self.layer][r, :, self.positions] = v.transpose(1, 2).to(
+            self.cache.values[self.layer].dtype)
+        return (self.cache.keys[self.layer][self.rows, :, :self.width].to(k.dtype),
+                self.cache.values[self.layer][self.rows, :, :self.width].to(v.dtype))
 
 
 class Generated(NamedTuple):
@@ -164,15 +221,27 @@ class EHRModel(nn.Module):
     def forward(self, tokens: torch.Tensor, times: torch.Tensor,
                 note_emb: torch.Tensor | None = None, image_emb: torch.Tensor | None = None,
                 pro: torch.Tensor | None = None, pro_mask: torch.Tensor | None = None,
+                *, cache: KVCache | None = None, rows: torch.Tensor | None = None,
                 ) -> torch.Tensor:
         """Hidden states [B, T, d_model]. `pro`/`pro_mask` are accepted so that
-        `model(*batch)` works; PROs enter the loss, not the sequence."""
+        `model(*batch)` works; PROs enter the loss, not the sequence.
+
+        With `cache` (inference), input row i continues cache row `rows[i]` (default
+        0..B-1): its tokens take the next positions after the cached ones, attend to
+        them, and are stored (see `KVCache`)."""
         B, T = tokens.shape
-        if T > self.config.max_len:
-            raise ValueError(f"sequence length {T} exceeds max_len={self.config.max_len}")
-        # [B, T], contiguous: Opacus needs the batch dimension on every layer input and
-        # its ghost-clipping embedding norm calls .view() on the indices
-        positions = torch.arange(T, device=tokens.device).repeat(B, 1)
+        if cache is None:
+            if T > self.config.max_len:
+                raise ValueError(f"sequence length {T} exceeds max_len={self.config.max_len}")
+            # [B, T], contiguous: Opacus needs the batch dimension on every layer input and
+            # its ghost-clipping embedding norm calls .view() on the indices
+            positions = torch.arange(T, device=tokens.device).repeat(B, 1)
+        else:
+            rows = torch.arange(B, device=tokens.device) if rows is None else rows
+            positions = cache.length[rows].unsqueeze(1) + torch.arange(T, device=tokens.device)
+            if int(positions.max()) >= cache.capacity:
+                raise ValueError(f"a cached row would exceed max_len={self.config.max_len}; "
+                                 "reset it and feed a shorter context")
         x = self.tok_emb(tokens) + self.pos_emb(positions) + self.time_emb(times)
         if self.note_proj is not None:
             x = x + self.note_proj(self._side_input(note_emb, "note_emb", self.config.note_dim))
@@ -182,12 +251,25 @@ class EHRModel(nn.Module):
         x = self.drop(x)
 
         valid = tokens != PAD_ID  # [B, T]
-        causal = torch.ones(T, T, dtype=torch.bool, device=tokens.device).tril()
-        self_only = torch.eye(T, dtype=torch.bool, device=tokens.device)
-        mask = (causal & valid.unsqueeze(1)) | self_only  # [B, T(query), T(key)]
-        mask = mask.unsqueeze(1)  # [B, 1, T, T], broadcast over heads
-        for block in self.blocks:
-            x = block(x, mask)
+        if cache is None:
+            causal = torch.ones(T, T, dtype=torch.bool, device=tokens.device).tril()
+            self_only = torch.eye(T, dtype=torch.bool, device=tokens.device)
+            mask = (causal & valid.unsqueeze(1)) | self_only  # [B, T(query), T(key)]
+            mask = mask.unsqueeze(1)  # [B, 1, T, T], broadcast over heads
+            for block in self.blocks:
+                x = block(x, mask)
+            return self.ln_f(x)
+        # the same mask over cached keys: key s is seen by the query at position p when
+        # s <= p and s holds a token, and every query sees itself
+        width = int(positions.max()) + 1
+        cache.valid[rows.unsqueeze(1), positions] = valid
+        keys = torch.arange(width, device=tokens.device)
+        seen = (keys.view(1, 1, width) <= positions.unsqueeze(2)) \
+            & cache.valid[rows, :width].unsqueeze(1)
+        mask = (seen | (keys.view(1, 1, width) == positions.unsqueeze(2))).unsqueeze(1)
+        for layer, block in enumerate(self.blocks):
+            x = block(x, mask, _LayerCache(cache, layer, rows, positions, width))
+        cache.length[rows] = cache.length[rows] + valid.sum(1)
         return self.ln_f(x)
 
     @staticmethod

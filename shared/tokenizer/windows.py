@@ -12,7 +12,10 @@ budget gets a random start (drawn from ``(seed, epoch, index)``, so a draw is
 reproducible and independent of worker order) moved back to the nearest
 event boundary (never a quantile token or modality marker without its code),
 as ETHOS and MEDS_EIC_AR sample random subsequences. Times restart at 0 on the
-window's first event.
+window's first event. At inference (`latest=True`: embeddings, probes, zero-shot
+prompts) the window holds the most recent tokens instead, its start moved
+forward to an event boundary. `window_span` is the one place where windows are
+cut, for training and inference alike.
 
 Note and image events read their vector from `note_vectors` [n_notes, Dn] and
 `image_vectors` [n_studies, Di], aligned with the cache's `note_texts` and
@@ -59,8 +62,37 @@ def gather_image_vectors(image_ids: list[str], sidecar: str | os.PathLike) -> np
     return out
 
 
+def window_span(tokens: np.ndarray, lo: int, hi: int, static_len: int, max_len: int,
+                continuation: np.ndarray, rng: np.random.Generator | None = None
+                ) -> tuple[int, int, int]:
+    """Where one patient's window lies in a token stream.
+
+    The patient owns tokens[lo:hi], the first `static_len` of them static. Returns
+    (start, stop, n_static): the events tokens[start:stop] and the first `n_static`
+    static tokens, so that [BOS] + static + events fit `max_len`. With `rng` a
+    timeline longer than the budget gets a random start moved back to the code it
+    belongs to (training); without, the latest tokens are kept, the start moved
+    forward past quantile tokens and markers whose code was cut off (inference).
+    """
+    n_static = min(static_len, max_len - 2)
+    body_lo = lo + static_len
+    budget = max_len - 1 - n_static
+    if hi - body_lo <= budget:
+        return body_lo, hi, n_static
+    if rng is None:
+        start = hi - budget
+        while start < hi and continuation[tokens[start]]:
+            start += 1
+        return start, hi, n_static
+    start = body_lo + int(rng.integers(0, hi - body_lo - budget + 1))
+    while start > body_lo and continuation[tokens[start]]:
+        start -= 1
+    return start, min(start + budget, hi), n_static
+
+
 class PatientWindows(Dataset):
-    """Per patient index, one window of at most `max_len` tokens (the batch.py tuple)."""
+    """Per patient index, one window of at most `max_len` tokens (the batch.py tuple):
+    a random span per epoch, or with `latest` the most recent tokens."""
 
     def __init__(
         self,
@@ -71,6 +103,7 @@ class PatientWindows(Dataset):
         note_vectors: np.ndarray | None = None,
         image_vectors: np.ndarray | None = None,
         seed: int = 0,
+        latest: bool = False,
     ):
         if max_len < 4:
             raise ConfigError(f"max_len must be at least 4, got {max_len}",
@@ -79,6 +112,7 @@ class PatientWindows(Dataset):
             raise DataError("the token cache was built with another vocabulary",
                             where=str(cache.path), fix="rebuild the cache for this vocabulary")
         self.cache, self.vocab, self.max_len, self.seed = cache, vocab, max_len, seed
+        self.latest = latest
         self.epoch = 0
         self.note_vectors = self._check_vectors(note_vectors, cache.meta["notes"], "note")
         self.image_vectors = self._check_vectors(image_vectors, cache.meta["images"], "image")
@@ -107,18 +141,9 @@ class PatientWindows(Dataset):
     def window_bounds(self, index: int) -> tuple[int, int, int]:
         """(start, stop) of the event part in the patient's token range, and prefix length."""
         c = self.cache
-        lo, hi = int(c.offsets[index]), int(c.offsets[index + 1])
-        n_static = min(int(c.static_len[index]), self.max_len - 2)
-        body_lo = lo + int(c.static_len[index])
-        budget = self.max_len - 1 - n_static
-        n_body = hi - body_lo
-        start = body_lo
-        if n_body > budget:
-            rng = np.random.default_rng([self.seed, self.epoch, index])
-            start = body_lo + int(rng.integers(0, n_body - budget + 1))
-            while start > body_lo and self._continuation[c.tokens[start]]:
-                start -= 1  # back to the code the quantile/marker belongs to
-        return start, min(start + budget, hi), n_static
+        rng = None if self.latest else np.random.default_rng([self.seed, self.epoch, index])
+        return window_span(c.tokens, int(c.offsets[index]), int(c.offsets[index + 1]),
+                           int(c.static_len[index]), self.max_len, self._continuation, rng)
 
     def __getitem__(self, index: int):
         c, T = self.cache, self.max_len
