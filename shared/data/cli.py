@@ -135,8 +135,15 @@ def stats(
     path: Path = typer.Argument(..., help="Root of a MEDS dataset."),
     plot: Path | None = typer.Option(None, help="Where to write the PNG "
                                                "(default: PATH-stats.png beside the dataset)."),
+    vocabulary: Path | None = typer.Option(
+        None, help="Vocabulary JSON to measure coverage against (default: the public "
+                   "anchor's vocabulary, from the cache or fetched)."),
+    coverage: bool = typer.Option(True, help="Print the share of events inside the vocabulary."),
 ) -> None:
     """Summarise a MEDS dataset per split and write a PNG of its distributions.
+
+    Also prints the share of events (and lab events) inside the vocabulary, with a
+    warning below 80%.
 
     Example: fedehr data stats ./site-meds --plot site.png
     """
@@ -144,9 +151,31 @@ def stats(
 
     result = compute_stats(path)
     console.print(render(result))
+    if coverage:
+        _print_coverage(path, vocabulary)
     png = plot or path.with_name(f"{path.name}-stats.png")
     plot_stats(result, png)
     console.print(f"plot: {png}")
+
+
+def _print_coverage(path: Path, vocabulary: Path | None) -> None:
+    from fedehr.shared.data.stats import anchor_vocabulary, render_coverage, vocabulary_coverage
+    from fedehr.shared.errors import AnchorUnavailableError
+    from fedehr.shared.tokenizer.vocabulary import Vocabulary
+
+    if vocabulary is not None:
+        vocab, source = Vocabulary.from_json(vocabulary), str(vocabulary)
+    else:
+        from fedehr.shared.data.anchor import fetch_anchor
+
+        try:
+            root = fetch_anchor()
+        except AnchorUnavailableError as exc:
+            console.print(f"[yellow]vocabulary coverage not measured: {exc}; pass "
+                          "--vocabulary FILE[/]", highlight=False)
+            return
+        vocab, source = anchor_vocabulary(root), "the public anchor's vocabulary"
+    console.print(render_coverage(vocabulary_coverage(path, vocab, source)))
 
 
 @app.command()

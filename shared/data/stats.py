@@ -18,6 +18,13 @@ Definitions:
   ``text_value`` is not null (NaN counts as present).
 - splits: the ``data/<split>/`` folder a shard sits in. Shards directly under
   ``data/`` count in the totals but in no split.
+- vocabulary coverage (`vocabulary_coverage`, issue 19): the share of events whose code,
+  after the parent mapping through codes.parquet (`tokenizer.mapping.coverage`), resolves
+  to a token of a vocabulary other than ``[UNK]``; lab events are those coded ``LAB//...``
+  or mapped to a ``LOINC/`` code. The vocabulary is a given vocabulary JSON or the
+  anchor's, built as the federation builds its anchor part (exact patient counts of the
+  anchor's train split after mapping, `DEFAULT_MIN_COUNT`). Below `COVERAGE_WARNING` the
+  site's events are mostly ``[UNK]`` for the model, and `render` says so.
 """
 
 from __future__ import annotations
@@ -33,6 +40,10 @@ from fedehr.shared.data import schema as S
 from fedehr.shared.data.dataset import MEDSDataset
 
 TOP_CODES = 20
+COVERAGE_WARNING = 0.80  # below this share of events in the vocabulary, warn
+DEFAULT_MIN_COUNT = 10  # the server's default vocabulary.min_count
+LAB_PREFIXES = ("LAB//",)
+LAB_STANDARD = "LOINC/"
 HIST_BINS = 30
 # Before the first "//"; failing that, before a first "/" that follows an upper-case
 # token ("LAB/50912" -> "LAB"); otherwise the whole code ("BMI (kg/m2)" stays whole).
@@ -248,6 +259,102 @@ def render(stats: DatasetStats, *, prefixes: int = 15):
         fam.add_row(f"... {len(rest)} more", f"{sum(p.codes for p in rest):,}",
                     f"{sum(p.events for p in rest):,}", "", style="dim")
     return Group(overview, dist, fam)
+
+
+# -- vocabulary coverage -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VocabularyCoverage:
+    """Share of a dataset's events (and lab events) inside a vocabulary, after mapping."""
+
+    vocabulary: str  # where the vocabulary came from
+    events: int
+    covered: int
+    lab_events: int
+    lab_covered: int
+    top_uncovered: list[tuple[str, str | None, int]]  # code, description, events
+
+    @property
+    def share(self) -> float:
+        return self.covered / self.events if self.events else 0.0
+
+    @property
+    def lab_share(self) -> float:
+        return self.lab_covered / self.lab_events if self.lab_events else 0.0
+
+    @property
+    def warnings(self) -> list[str]:
+        out = []
+        if self.events and self.share < COVERAGE_WARNING:
+            out.append(f"only {self.share:.1%} of events are inside the vocabulary "
+                       f"(below {COVERAGE_WARNING:.0%}); the rest reach the model as [UNK]")
+        if self.lab_events and self.lab_share < COVERAGE_WARNING:
+            out.append(f"only {self.lab_share:.1%} of lab events are inside the vocabulary "
+                       f"(below {COVERAGE_WARNING:.0%}); map lab codes to LOINC (codes.parquet "
+                       "parent_codes or the site's code_map)")
+        return out
+
+
+def anchor_vocabulary(anchor_root: str | Path, *, min_count: float = DEFAULT_MIN_COUNT):
+    """The anchor's part of the shared vocabulary: its train split's exact patient counts
+    of mapped codes, kept at `min_count` (what the vocabulary round starts from)."""
+    from fedehr.shared.tokenizer.mapping import CodeMapping
+    from fedehr.shared.tokenizer.merge import exact_code_counts, merge_vocabulary
+
+    anchor = MEDSDataset.open(anchor_root)
+    mapping = CodeMapping.from_config(None, anchor.codes(), where=str(anchor_root))
+    counts = exact_code_counts(mapping.apply(anchor.scan(S.TRAIN).collect()))
+    return merge_vocabulary(anchor_counts=counts, min_count=min_count)
+
+
+def vocabulary_coverage(root: str | Path, vocab, source: str, *, mapping=None,
+                        top: int = 10) -> VocabularyCoverage:
+    """Coverage of the dataset at `root` by `vocab` (a `Vocabulary`), all events and lab
+    events; `mapping` defaults to the dataset's own codes.parquet parents."""
+    from fedehr.shared.tokenizer.mapping import CodeMapping, coverage
+
+    ds = MEDSDataset.open(root)
+    codes = ds.codes()
+    if mapping is None:
+        mapping = CodeMapping.from_config(None, codes, where=str(root))
+    events = ds.scan().select(S.CODE).collect()
+    labs = [c for c in events[S.CODE].unique().to_list()
+            if c.startswith(LAB_PREFIXES) or mapping.map_code(c).code.startswith(LAB_STANDARD)]
+    everything = coverage(events, vocab, mapping, top=top)
+    lab = coverage(events.filter(pl.col(S.CODE).is_in(labs)), vocab, mapping, top=0)
+    described = dict(codes.select(S.CODE, "description").iter_rows()) \
+        if "description" in codes.columns else {}
+    return VocabularyCoverage(
+        vocabulary=source, events=everything.events, covered=everything.covered_after,
+        lab_events=lab.events, lab_covered=lab.covered_after,
+        top_uncovered=[(c, described.get(c), n) for c, n in everything.top_uncovered])
+
+
+def render_coverage(cov: VocabularyCoverage):
+    """A rich table of the coverage, its warnings, and the most frequent uncovered codes
+    named in clinical words (codes.parquet descriptions)."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=f"Vocabulary coverage ({cov.vocabulary})", title_justify="left")
+    for col in ("", "events", "inside", "share"):
+        table.add_column(col, justify="right" if col else "left")
+    for name, n, k, share in (("all events", cov.events, cov.covered, cov.share),
+                              ("lab events", cov.lab_events, cov.lab_covered, cov.lab_share)):
+        style = "bold red" if n and share < COVERAGE_WARNING else None
+        table.add_row(name, f"{n:,}", f"{k:,}", f"{share:.1%}" if n else "-", style=style)
+    parts = [table]
+    parts += [Text(f"warning: {w}", style="bold red") for w in cov.warnings]
+    if cov.top_uncovered:
+        miss = Table(title="Most frequent codes outside the vocabulary", title_justify="left")
+        for col in ("code", "description", "events"):
+            miss.add_column(col, justify="right" if col == "events" else "left")
+        for code, desc, n in cov.top_uncovered:
+            miss.add_row(code, _short(desc or "-", 60), f"{n:,}")
+        parts.append(miss)
+    return Group(*parts)
 
 
 def _short(label: str, width: int = 42) -> str:
