@@ -168,12 +168,10 @@ def _serve_metrics(site, supervisor):
     """/metrics and /healthz on site.metrics_port (healthy while the SuperNode runs)."""
     if site.metrics_port is None:
         return None
-    from fedehr.client.metrics import SiteCollector
-    from fedehr.shared.monitoring import MonitoringServer
+    from fedehr.client.metrics import metrics_server
 
-    monitor = MonitoringServer([SiteCollector(site)], port=site.metrics_port,
-                               health=lambda: supervisor.alive(f"supernode-{site.name}"),
-                               service=f"site {site.name}").start()
+    monitor = metrics_server(site, health=lambda: supervisor.alive(f"supernode-{site.name}")
+                             ).start()
     say.print(f"metrics on {monitor.url}/metrics, health on {monitor.url}/healthz")
     return monitor
 
@@ -192,7 +190,7 @@ def stop(config: Path = CONFIG) -> None:
 @app.command("status")
 def status(config: Path = CONFIG,
            last: int = typer.Option(10, help="How many recent messages to list.")) -> None:
-    """Show the site's privacy ledger: budget, spent, and every release charged.
+    """Show whether the site daemon runs, then the privacy ledger and recent messages.
 
     Example: fedehr site status --config site.yaml
     """
@@ -200,6 +198,7 @@ def status(config: Path = CONFIG,
     from fedehr.client.site_handlers import open_ledger
 
     site = load_site_config(config)
+    console.print(daemon_line(site, config), highlight=False)
     ledger = open_ledger(site)
     table = Table(title=f"{site.name}: epsilon {ledger.spent():.3f} of "
                         f"{site.privacy.epsilon:g} (remaining {ledger.remaining():.3f}, "
@@ -212,6 +211,28 @@ def status(config: Path = CONFIG,
                       f"{e.sample_rate:.4f}", str(e.steps), f"{e.epsilon_after:.3f}")
     console.print(table)
     console.print(_activity_table(site, last))
+
+
+def daemon_line(site, config: Path) -> str:
+    """Is the site daemon running (since when), and is its SuperNode connected?"""
+    from datetime import UTC, datetime
+
+    from fedehr.shared.processes import connected_to, daemon_state
+
+    state = daemon_state(site.state_dir / "site.pid")
+    if not state.running:
+        return f"daemon: not running (start it: fedehr site start --config {config})"
+    since = "" if state.since is None else " since " + \
+        datetime.fromtimestamp(state.since, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    supernode = state.children.get(f"supernode-{site.name}")
+    host, _, port = site.superlink.rpartition(":")
+    if supernode is None:
+        link = "its SuperNode is not running (restarting, or refused: see state_dir/logs)"
+    elif connected_to(supernode, host.strip("[]"), int(port)):
+        link = f"its SuperNode is connected to {site.superlink}"
+    else:
+        link = f"its SuperNode is NOT connected to {site.superlink} (see state_dir/logs)"
+    return f"daemon: running{since} (pid {state.pid}); {link}"
 
 
 def _activity_table(site, last: int) -> Table:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ipaddress
 import json
 import os
 import signal
@@ -218,3 +219,78 @@ def wait_for_stop_signal(poll: float = 0.5) -> None:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+@dataclass
+class DaemonState:
+    """What a daemon's PID file says about it now (for `status` commands)."""
+
+    running: bool
+    pid: int | None = None
+    since: float | None = None  # Unix time the daemon process started
+    children: dict[str, int] = field(default_factory=dict)  # name -> pid, running ones only
+
+
+def daemon_state(pidfile: Path) -> DaemonState:
+    """Whether the daemon recorded in `pidfile` runs, since when, and its live children."""
+    try:
+        pids = json.loads(pidfile.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return DaemonState(running=False)
+    daemon = pids.pop(DAEMON, None)
+    if daemon is None or not _running(int(daemon)):
+        return DaemonState(running=False, pid=daemon)
+    return DaemonState(running=True, pid=int(daemon), since=started_at(int(daemon)),
+                       children={n: int(p) for n, p in pids.items() if _running(int(p))})
+
+
+def started_at(pid: int) -> float | None:
+    """Unix time a process started (Linux /proc; None elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            ticks = int(fh.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/stat") as fh:
+            boot = next(int(line.split()[1]) for line in fh if line.startswith("btime "))
+    except (OSError, StopIteration, ValueError, IndexError):
+        return None
+    return boot + ticks / os.sysconf("SC_CLK_TCK")
+
+
+def connected_to(pid: int, host: str, port: int) -> bool:
+    """True when process `pid` holds an established TCP connection to host:port.
+
+    Reads the process's socket inodes and the kernel's TCP tables (Linux /proc):
+    a SuperNode keeps its gRPC connection to the SuperLink open while it is in the
+    federation, so this says "connected", not merely "running".
+    """
+    try:
+        inodes = {os.readlink(f"/proc/{pid}/fd/{fd}")[8:-1]
+                  for fd in os.listdir(f"/proc/{pid}/fd")
+                  if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:[")}
+        wanted = {_plain_ip(info[4][0]) for info in socket.getaddrinfo(host, port)}
+    except OSError:
+        return False
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as fh:
+            for line in list(fh)[1:]:
+                cols = line.split()
+                if cols[3] != "01" or cols[9] not in inodes:  # 01: ESTABLISHED
+                    continue
+                address, _, hex_port = cols[2].partition(":")
+                if int(hex_port, 16) == port and _proc_ip(address) in wanted:
+                    return True
+    return False
+
+
+def _plain_ip(text: str) -> str:
+    ip = ipaddress.ip_address(text.split("%")[0])
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return str(mapped or ip)
+
+
+def _proc_ip(hex_address: str) -> str:
+    """An address as /proc/net/tcp{,6} writes it (32-bit words in host byte order)."""
+    raw = bytes.fromhex(hex_address)
+    words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4)) \
+        if sys.byteorder == "little" else raw
+    return _plain_ip(str(ipaddress.ip_address(words)))
