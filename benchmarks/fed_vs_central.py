@@ -256,8 +256,9 @@ def train_alone(hospital: Hospital, releases, vocab, config, args, workdir: Path
                 ) -> tuple[object, dict]:
     """DP-SGD as the site trains in the federation, in one run of rounds x steps."""
     from fedehr.client.privacy import PrivacyLedger
+    from fedehr.client.privacy.budget import noise_for_rounds_left
+    from fedehr.client.privacy.dp_sgd import DPConfig, train_dp
     from fedehr.client.site_data import prepare_site_data
-    from fedehr.shared.training import DPConfig, train
 
     site = site_config(hospital, workdir / "alone" / hospital.name)
     site.privacy.epsilon = args.epsilon
@@ -269,12 +270,12 @@ def train_alone(hospital: Hospital, releases, vocab, config, args, workdir: Path
     vocab_epsilon = ledger.spent()
     batch_size = min(args.batch_size, data.patients)
     steps = args.rounds * args.steps
-    noise = max(site.privacy.min_noise_multiplier,
-                ledger.noise_for_budget(batch_size / data.patients, steps))
+    noise = noise_for_rounds_left(ledger, sample_rate=batch_size / data.patients,
+                                  steps_planned=steps, min_noise=site.privacy.min_noise_multiplier)
     model = initial_model(config)
-    out = train(model, data.train, steps=steps, batch_size=batch_size, lr=args.lr,
-                dp=DPConfig(max_grad_norm=site.privacy.max_grad_norm, noise_multiplier=noise),
-                ledger=ledger, round_id="alone", seed=1, num_threads=args.threads)
+    out = train_dp(model, data.train, steps=steps, batch_size=batch_size, lr=args.lr,
+                   dp=DPConfig(max_grad_norm=site.privacy.max_grad_norm, noise_multiplier=noise),
+                   ledger=ledger, round_id="alone", seed=1, num_threads=args.threads)
     return model, {"steps": out.steps, "batch_size": batch_size, "patients": data.patients,
                    "seconds": out.seconds, "mean_train_loss": out.mean_loss,
                    "noise_multiplier": noise, "epsilon_vocab_release": vocab_epsilon,

@@ -62,6 +62,8 @@ def train_local(
     import torch
 
     from fedehr.client.privacy import PrivacyLedger
+    from fedehr.client.privacy.dp_sgd import DPConfig, train_dp
+    from fedehr.client.privacy.noise import fresh_key
     from fedehr.shared import __version__
     from fedehr.shared.checkpoint import ModelCard, generate_signing_key, load_signing_key, save
     from fedehr.shared.checkpoint.signing import fingerprint
@@ -72,7 +74,7 @@ def train_local(
     from fedehr.shared.tokenizer.merge import vocabulary_from_public
     from fedehr.shared.tokenizer.vocabulary import Vocabulary
     from fedehr.shared.tokenizer.windows import PatientWindows
-    from fedehr.shared.training import DPConfig, evaluate, train
+    from fedehr.shared.training import evaluate, train
     from fedehr.shared.training.device import resolve_device
 
     if out.exists() and not overwrite:
@@ -138,10 +140,13 @@ def train_local(
         def progress(step: int, total: int, loss: float) -> None:
             bar.update(task, completed=step, loss=f"{loss:.3f}")
 
-        result = train(model, train_windows, steps=steps,
-                       batch_size=min(batch_size, len(train_windows)), lr=lr, dp=dp_config,
-                       ledger=ledger, seed=seed, progress=progress,
-                       num_threads=threads or None, device=run_on)
+        common = dict(steps=steps, batch_size=min(batch_size, len(train_windows)), lr=lr,
+                      progress=progress, num_threads=threads or None, device=run_on)
+        if dp_config is None:
+            result = train(model, train_windows, seed=seed, **common)
+        else:  # the DP noise key is secret and fresh, never the public --seed
+            result = train_dp(model, train_windows, dp=dp_config, ledger=ledger,
+                              seed=fresh_key(), **common)
 
     eval_set = val_windows or train_windows
     val_loss, val_ppl = evaluate(model, eval_set, batch_size=64, device=run_on)

@@ -46,6 +46,16 @@ class PrivacyConfig:
     # Keep it secret like a key: whoever knows it can subtract the noise. Only for
     # reproducibility checks (the same weights from the same start).
     noise_seed_file: Path | None = None
+    # What the site tells the server about its patients besides the DP-SGD update
+    # (docs/site.md, "What leaves the site"). Losses: "none" (default: not sent) or
+    # "public" (the exact train and held-out losses; declare this only if the
+    # consortium accepts that they leak membership). Counts: false (default: every
+    # site weighs 1 in FedAvg and no patient count is sent) or true (exact counts).
+    release_metrics: Literal["none", "public"] = "none"
+    public_counts: bool = False
+    # A missing ledger at a site that has released before (its activity log says so)
+    # stops training; an operator who knows why sets this to start a new ledger.
+    new_ledger: bool = False
 
     def validate(self) -> None:
         if not 0 < self.epsilon <= 100:
@@ -56,6 +66,8 @@ class PrivacyConfig:
             raise ValueError("max_grad_norm: clipping bound and minimum noise must be > 0")
         if self.vocab_noise_multiplier <= 0 or self.vocab_max_codes_per_patient < 1:
             raise ValueError("vocab_noise_multiplier: must be > 0 (and the code bound >= 1)")
+        if self.release_metrics not in ("none", "public"):
+            raise ValueError("release_metrics: use none (default) or public")
 
 
 @dataclass
@@ -114,6 +126,9 @@ class SiteConfig:
     approval: ApprovalConfig = field(default_factory=ApprovalConfig)
     harmonisation: Path | None = None  # YAML with `code_map: {local: standard}`
     metrics_port: int | None = None  # Prometheus /metrics
+    # Interface of /metrics: loopback by default; another address (e.g. 0.0.0.0)
+    # exposes the site's epsilon and activity counts to that network, unauthenticated.
+    metrics_host: str = "127.0.0.1"
 
     def validate(self) -> None:
         if not NAME_PATTERN.match(self.name):

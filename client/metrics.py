@@ -8,6 +8,9 @@ training round's steps, examples, seconds and patients, each refusal). The
 numbers survive restarts of the daemon and of Flower's processes, and
 `fedehr site status` reads the same files.
 
+The endpoint binds loopback unless site.yaml sets ``metrics_host``
+(`metrics_server`): exposing it is the site's explicit choice.
+
 Every metric carries `site="<name>"`. Nothing here is record-level: the
 values are the same aggregates the site already sends to the server or keeps
 in its ledger.
@@ -15,7 +18,7 @@ in its ledger.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -23,6 +26,16 @@ from prometheus_client.registry import Collector
 from fedehr.client import activity
 from fedehr.client.config import SiteConfig
 from fedehr.client.privacy import PURPOSES, PrivacyLedger
+from fedehr.shared.monitoring import MonitoringServer
+
+
+def metrics_server(site: SiteConfig, health: Callable[[], bool] | None = None
+                   ) -> MonitoringServer:
+    """The site's /metrics and /healthz, on site.yaml's metrics_host (loopback unless
+    the site exposes it deliberately) and metrics_port; call `.start()` to serve."""
+    return MonitoringServer([SiteCollector(site)], port=site.metrics_port or 0,
+                            host=site.metrics_host, health=health,
+                            service=f"site {site.name}")
 
 
 class SiteCollector(Collector):

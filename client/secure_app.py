@@ -53,7 +53,7 @@ class SiteClient(NumPyClient):
         site = plain._site(self.context)
         arrays = _named_tensors(parameters, config)
         state, metrics = H.train_round(site, arrays, dict(config))
-        patients = int(metrics[M.NUM_EXAMPLES])
+        patients = int(metrics[M.NUM_EXAMPLES])  # 1 unless site.yaml makes counts public
         max_weight = float(config.get(M.SECAGG_MAX_WEIGHT, patients))
         if patients > max_weight:
             raise SecureRequestRefused(
@@ -72,7 +72,9 @@ class SiteClient(NumPyClient):
 
         site = plain._site(self.context)
         metrics = H.evaluate_round(site, _named_tensors(parameters, config), dict(config))
-        return float(metrics[M.EVAL_LOSS]), int(metrics[M.NUM_EXAMPLES]), metrics
+        # no loss when the site keeps it (privacy.release_metrics): NaN, as Flower needs one
+        return (float(metrics.get(M.EVAL_LOSS, float("nan"))), int(metrics[M.NUM_EXAMPLES]),
+                metrics)
 
 
 def clipped_fraction(update: list[np.ndarray], bound: float) -> float:

@@ -9,7 +9,14 @@ them alike:
 - `train_round`: DP-SGD on the site's patients from the global weights, with
   noise chosen so the site's budget lasts the rounds the server says are left
   (never below site.yaml's minimum, never past the budget).
-- `evaluate_round`: the global model's loss on the site's held-out patients.
+- `evaluate_round`: the global model's loss on the site's held-out patients,
+  sent only if site.yaml declares losses public (``privacy.release_metrics``).
+
+What leaves the site besides the DP-SGD update and the charged releases is
+decided by site.yaml, safe by default: no loss and no patient count (FedAvg
+then weighs every site 1). The noise of every release is keyed by 256 bits
+(`fedehr.client.privacy.noise`), fresh from `secrets` or derived from the
+site's secret seed file.
 
 Every release is first charged, then stored under the site's state folder by
 round id, then sent. A round asked for again (a resumed server, a lost
@@ -19,10 +26,8 @@ reply) gets the stored reply: the same release, at no new privacy cost.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import logging
-import secrets  # the DP noise seed must be unknown to everyone outside the site
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +38,9 @@ from fedehr.client import activity
 from fedehr.client.config import SiteConfig
 from fedehr.client.limits import train_request
 from fedehr.client.privacy import PrivacyLedger
+from fedehr.client.privacy.budget import check_release, noise_for_rounds_left
+from fedehr.client.privacy.dp_sgd import DPConfig, train_dp
+from fedehr.client.privacy.noise import derived_key, fresh_key, numpy_generator
 from fedehr.client.site_data import site_mapping
 from fedehr.client.warm_state import site_data
 from fedehr.shared import messages as M
@@ -43,7 +51,7 @@ from fedehr.shared.errors import FedEHRError
 from fedehr.shared.model import EHRModel, ModelConfig
 from fedehr.shared.tokenizer.dp_counts import release_code_counts, release_value_histograms
 from fedehr.shared.tokenizer.vocabulary import Vocabulary
-from fedehr.shared.training import DPConfig, evaluate, train
+from fedehr.shared.training import evaluate
 
 log = logging.getLogger("fedehr.site")
 
@@ -53,7 +61,18 @@ class SiteRefusal(FedEHRError):
 
 
 def open_ledger(site: SiteConfig) -> PrivacyLedger:
+    """The site's ledger; a missing one at a site that has released before is refused."""
     p = site.privacy
+    if not site.ledger_path.exists() and not p.new_ledger:
+        released = [e for e in activity.read(site.state_dir)
+                    if e.get("kind") in ("train", "release")]
+        if released:
+            raise SiteRefusal(
+                f"the privacy ledger is missing but this site has released {len(released)} "
+                "times (activity log); a fresh ledger would forget that privacy spent",
+                where=str(site.ledger_path),
+                fix="restore the ledger from backup, or, knowing what was spent, set "
+                "privacy.new_ledger: true in site.yaml to start a new one")
     return PrivacyLedger.open(site.ledger_path, epsilon_budget=p.epsilon, delta=p.delta,
                               accountant=p.accountant)
 
@@ -72,13 +91,11 @@ def _stored_json(site: SiteConfig, round_id: str) -> dict | None:
 
 
 def noise_seed(site: SiteConfig, release_key: str) -> int:
-    """Seed of a release's DP noise and sampling: fresh and secret, or derived from the
-    site's own secret seed file (privacy.noise_seed_file, reproducibility checks only)."""
+    """The 256-bit secret key of a release's DP noise and sampling: fresh from `secrets`,
+    or derived from the site's own secret seed file (privacy.noise_seed_file, kept
+    for reproducibility checks) with HMAC-SHA256, full width."""
     path = site.privacy.noise_seed_file
-    if path is None:
-        return secrets.randbits(62)
-    mac = hmac.new(path.read_bytes(), release_key.encode(), hashlib.sha256).digest()
-    return int.from_bytes(mac[:8], "big") >> 2
+    return fresh_key() if path is None else derived_key(path, release_key)
 
 
 # -- vocabulary round ------------------------------------------------------------
@@ -93,10 +110,16 @@ def _site_events(site: SiteConfig):
 def release_counts(site: SiteConfig, config: dict) -> dict:
     """Bounded, noised, thresholded patient counts per standard code (public candidates)."""
     p = site.privacy
+    candidates = json.loads(config[M.CANDIDATES]) if config.get(M.CANDIDATES) else None
+    if candidates is None:
+        raise SiteRefusal(
+            "open-domain count release refused: without a public candidate list the set "
+            "of released codes itself leaks (its partition-selection delta is not charged)",
+            where=site.name, fix="the server sends the public candidate codes "
+            "(vocabulary.candidates in federation.yaml, or the anchor's codes)")
     return _release(site, config, lambda events: release_code_counts(
         events, k=p.vocab_max_codes_per_patient, noise_multiplier=p.vocab_noise_multiplier,
-        threshold=p.vocab_threshold, rng=_rng(site, config),
-        candidates=json.loads(config[M.CANDIDATES])))
+        threshold=p.vocab_threshold, rng=_rng(site, config), candidates=candidates))
 
 
 def release_values(site: SiteConfig, config: dict) -> dict:
@@ -109,7 +132,7 @@ def release_values(site: SiteConfig, config: dict) -> dict:
 
 
 def _rng(site: SiteConfig, config: dict) -> np.random.Generator:
-    return np.random.default_rng(noise_seed(site, str(config[M.ROUND_ID])))
+    return numpy_generator(noise_seed(site, str(config[M.ROUND_ID])), "counts")
 
 
 def _release(site: SiteConfig, config: dict, make) -> dict:
@@ -118,7 +141,7 @@ def _release(site: SiteConfig, config: dict, make) -> dict:
     if (stored := _stored_json(site, round_id)) is not None:
         return stored
     ledger = open_ledger(site)
-    ledger.check(site.privacy.vocab_noise_multiplier, 1.0, 1)  # before touching the data
+    check_release(ledger, site.privacy.vocab_noise_multiplier, 1.0, 1)  # before the data
     release = make(_site_events(site))
     return _charge_and_store(site, ledger, round_id, release.charge, release.to_dict())
 
@@ -176,24 +199,25 @@ def train_round(site: SiteConfig, arrays: dict[str, torch.Tensor], config: dict
     batch_size = min(request.batch_size, data.patients)
     sample_rate = batch_size / data.patients
     planned = request.steps * request.rounds_left  # spread the budget over what is left
-    noise = max(site.privacy.min_noise_multiplier,
-                ledger.noise_for_budget(sample_rate, planned))
+    noise = noise_for_rounds_left(ledger, sample_rate=sample_rate, steps_planned=planned,
+                                  min_noise=site.privacy.min_noise_multiplier)
     dp = DPConfig(max_grad_norm=site.privacy.max_grad_norm, noise_multiplier=noise)
-    result = train(setup.model, data.train, steps=request.steps, batch_size=batch_size,
-                   lr=request.lr, dp=dp, ledger=ledger, round_id=key,
-                   proximal_mu=request.proximal_mu, seed=noise_seed(site, key),
-                   device=_device(site))
+    result = train_dp(setup.model, data.train, steps=request.steps, batch_size=batch_size,
+                      lr=request.lr, dp=dp, ledger=ledger, round_id=key,
+                      proximal_mu=request.proximal_mu, seed=noise_seed(site, key),
+                      device=_device(site))
     state = {k: v.detach().cpu().contiguous() for k, v in setup.model.state_dict().items()}
     metrics = {
-        M.NUM_EXAMPLES: float(data.patients),
-        M.TRAIN_LOSS: float(result.mean_loss),
+        **released_metrics(site, patients=data.patients, loss=result.mean_loss,
+                           loss_key=M.TRAIN_LOSS),
         M.EPSILON: float(ledger.spent()),
         M.EPSILON_BUDGET: float(site.privacy.epsilon),
         M.DELTA: float(site.privacy.delta),
         M.NOISE_MULTIPLIER: float(noise),
         M.STEPS: float(result.steps),
-        M.TRAIN_SECONDS: float(result.seconds),
     }
+    if site.privacy.release_metrics == "public":  # the time depends on the batch sizes
+        metrics[M.TRAIN_SECONDS] = float(result.seconds)
     _store_update(site, key, state, metrics)
     activity.record(site.state_dir, "train", round_id=round_id, steps=result.steps,
                     examples=result.examples, seconds=result.seconds, patients=data.patients,
@@ -207,6 +231,10 @@ def train_round(site: SiteConfig, arrays: dict[str, torch.Tensor], config: dict
 
 def evaluate_round(site: SiteConfig, arrays: dict[str, torch.Tensor], config: dict
                    ) -> dict[str, float]:
+    if site.privacy.release_metrics != "public":  # nothing to send: touch no patient
+        activity.record(site.state_dir, "evaluate", round_id=str(config.get(M.ROUND_ID)),
+                        released=False)
+        return released_metrics(site, patients=0, loss=float("nan"), loss_key=M.EVAL_LOSS)
     torch.set_num_threads(site.training.threads)
     setup = _setup(site, arrays, config)
     cfg = setup.model.config
@@ -215,7 +243,23 @@ def evaluate_round(site: SiteConfig, arrays: dict[str, torch.Tensor], config: di
     loss, _ = evaluate(setup.model, data.held_out, batch_size=64, device=_device(site))
     activity.record(site.state_dir, "evaluate", round_id=str(config.get(M.ROUND_ID)),
                     patients=len(data.held_out), loss=loss)
-    return {M.NUM_EXAMPLES: float(len(data.held_out)), M.EVAL_LOSS: float(loss)}
+    return released_metrics(site, patients=len(data.held_out), loss=loss,
+                            loss_key=M.EVAL_LOSS)
+
+
+def released_metrics(site: SiteConfig, *, patients: int, loss: float, loss_key: str
+                     ) -> dict[str, float]:
+    """The patient-derived numbers a reply may carry, as site.yaml allows.
+
+    The patient count goes out only when ``privacy.public_counts`` is true;
+    otherwise the FedAvg weight is 1 (every site counts the same). The exact
+    loss goes out only when ``privacy.release_metrics`` is "public".
+    """
+    p = site.privacy
+    out = {M.NUM_EXAMPLES: float(patients) if p.public_counts else 1.0}
+    if p.release_metrics == "public":
+        out[loss_key] = float(loss)
+    return out
 
 
 def _device(site: SiteConfig) -> torch.device:

@@ -274,7 +274,8 @@ class Federation:
             "round": rnd, "anchor_loss": self._anchor_loss(model, vocab),
             "anchor_steps": anchor_steps,
             "site_eval_loss": site_losses,
-            "train_loss": {s: float(m[M.TRAIN_LOSS]) for s, m in trained.site_metrics.items()},
+            "train_loss": {s: float(m[M.TRAIN_LOSS]) for s, m in trained.site_metrics.items()
+                           if M.TRAIN_LOSS in m},  # only sites that declare losses public
             "epsilon": {s: p["epsilon"] for s, p in state.privacy.items()},
             "participants": sorted(trained.site_metrics),
             "rejected": trained.rejected, "failed": trained.failed,
@@ -284,7 +285,8 @@ class Federation:
             "seconds": round(time.monotonic() - started, 2),
             "train_seconds": round(train_seconds, 2),
             "site_train_seconds": {s: float(m[M.TRAIN_SECONDS])
-                                   for s, m in trained.site_metrics.items()},
+                                   for s, m in trained.site_metrics.items()
+                                   if M.TRAIN_SECONDS in m},
             **trained.extra,
         }
         state.history.append(entry)
@@ -378,7 +380,7 @@ class Federation:
                                                     config, grid)
         losses = {}
         for reply in grid.send_and_receive(messages, timeout=self.cfg.round_timeout):
-            if not reply.has_error():
+            if not reply.has_error() and M.EVAL_LOSS in reply.content[M.METRICS]:
                 losses[_site_name(reply)] = float(reply.content[M.METRICS][M.EVAL_LOSS])
         return losses
 

@@ -14,7 +14,11 @@ Server -> site
 Site -> server
   query reply     site: name + release-json (DP-noised counts and value sketches)
   train reply     arrays (the site's updated model), metrics: METRIC_* keys, site: name
-  evaluate reply  metrics: num-examples, eval-loss, site: name
+  evaluate reply  metrics: num-examples (+ eval-loss), site: name
+  Patient-derived metrics are optional: a site sends train-loss, eval-loss and
+  train-seconds only if its site.yaml declares them public, and num-examples
+  is 1 (equal FedAvg weights) unless it declares its counts public. Readers
+  must cope with their absence.
 Secure rounds (`secure_aggregation: true`, Flower's legacy SecAgg+ messages)
   train           FitIns: global weights as a parameter list in ARRAY_NAMES order +
                   the TRAIN_* config keys, ARRAY_NAMES, SECAGG_* keys
@@ -57,13 +61,13 @@ SECAGG_MAX_WEIGHT = "secagg-max-weight"  # update weights (patients) must not ex
 # site -> server
 SITE_NAME = "name"
 RELEASE_JSON = "release-json"
-NUM_EXAMPLES = "num-examples"  # FedAvg's weighting key
-TRAIN_LOSS = "train-loss"
-EVAL_LOSS = "eval-loss"
+NUM_EXAMPLES = "num-examples"  # FedAvg's weighting key: patients if public, else 1
+TRAIN_LOSS = "train-loss"  # optional (site.yaml privacy.release_metrics: public)
+EVAL_LOSS = "eval-loss"  # optional, likewise
 EPSILON = "epsilon"
 EPSILON_BUDGET = "epsilon-budget"
 DELTA = "delta"
 NOISE_MULTIPLIER = "noise-multiplier"
 STEPS = "steps"
-TRAIN_SECONDS = "train-seconds"
+TRAIN_SECONDS = "train-seconds"  # optional, likewise
 SECAGG_CLIPPED = "secagg-clipped-fraction"  # share of update values SecAgg+ clipped

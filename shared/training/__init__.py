@@ -1,5 +1,5 @@
-"""The one training loop: non-private (public anchor, baselines) and DP-SGD (sites)."""
+"""The plain training loop (public data, baselines); DP-SGD is in fedehr.client.privacy."""
 
-from fedehr.shared.training.trainer import DPConfig, Ledger, TrainResult, evaluate, train
+from fedehr.shared.training.trainer import TrainResult, evaluate, train
 
-__all__ = ["DPConfig", "Ledger", "TrainResult", "evaluate", "train"]
+__all__ = ["TrainResult", "evaluate", "train"]

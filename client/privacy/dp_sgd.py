@@ -1,0 +1,266 @@
+"""DP-SGD at a site: Opacus on the shared training loop, charged to the site's ledger.
+
+DP-SGD (Abadi et al. 2016, "Deep Learning with Differential Privacy") follows
+Opacus: `PrivacyEngine.make_private` with
+
+- Poisson sampling: each patient window joins a step's batch with probability
+  ``sample_rate = batch_size / len(dataset)`` (Opacus' `DPDataLoader`), so
+  batch sizes vary and a batch can be empty. An empty batch skips the forward
+  and backward pass but still takes a noise-only optimizer step and counts as a
+  step for accounting: what the analysis assumes, and what keeps an empty
+  batch from showing in the update.
+- per-example clipping at ``max_grad_norm`` and Gaussian noise of std
+  ``noise_multiplier * max_grad_norm``; ``loss_reduction="mean"`` everywhere
+  (the mean of the per-example losses, divided by the *expected* batch size
+  after noising, as Opacus does).
+- the noise does not come from Opacus' torch generator (32 bits of seed) but
+  from `fedehr.client.privacy.noise`: a Philox stream keyed by the 256-bit
+  `seed`, four Gaussians summed per value as in Opacus' secure_mode. The
+  optimizer's ``add_noise`` is replaced by one that draws from it.
+- ``grad_sample_mode="hooks"`` (default, fastest on CPU) or ``"ghost"`` (ghost
+  clipping, Li et al. 2022 / Bu et al. 2023).
+- ``wrap_model=False``: Opacus attaches hooks to the model itself, so its
+  state_dict never gains a ``_module.`` prefix; the hooks are removed when
+  training ends, leaving a plain module to exchange.
+
+Accounting: the site's `PrivacyLedger` is the accountant of record. Before
+anything trains, the ledger checks that the run's steps fit the budget
+(BudgetExceededError otherwise, and the model is untouched); after training it
+is charged with the steps actually taken (also when training fails midway).
+Opacus' own accountant is loaded with the ledger's history and cross-checked.
+
+`train_dp` takes the plain trainer's keyword arguments plus `dp`, `ledger`
+and `round_id`; its `seed` is the release's secret key (an int of up to 256
+bits, `noise.fresh_key()` or `noise.derived_key(...)`): a small seed is
+reproducible and therefore public, fit for tests and benchmarks only.
+"""
+
+from __future__ import annotations
+
+import logging
+import types
+import warnings
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from fedehr.client.privacy.ledger import PrivacyLedger
+from fedehr.client.privacy.noise import GaussianNoise, sampling_seed
+from fedehr.shared.errors import ConfigError, DataError
+from fedehr.shared.privacy.accounting import ACCOUNTANTS, epsilon_of, noise_multiplier_for
+from fedehr.shared.tokenizer.batch import Batch
+from fedehr.shared.training.trainer import Progress, Proximal, Tally, TrainResult, forever
+
+GRAD_SAMPLE_MODES = ("hooks", "ghost")
+
+
+@dataclass(frozen=True)
+class DPConfig:
+    """DP-SGD parameters: all explicit, none hidden.
+
+    Give exactly one of `noise_multiplier` or `target_epsilon`. With a ledger,
+    `target_epsilon` is the site's cumulative epsilon after this run (it may not
+    exceed the ledger's budget) and `delta`/`accountant` must match the ledger
+    (None means: take the ledger's). Without a ledger, `delta` is required when
+    a target is given, and the target covers this run alone.
+    """
+
+    max_grad_norm: float
+    noise_multiplier: float | None = None
+    target_epsilon: float | None = None
+    delta: float | None = None
+    accountant: str | None = None  # "rdp" or "prv"; None = the ledger's, else "rdp"
+    grad_sample_mode: str = "hooks"  # or "ghost"
+
+    def __post_init__(self) -> None:
+        where = "DP config"
+        if not self.max_grad_norm > 0:
+            raise ConfigError(f"max_grad_norm must be > 0, got {self.max_grad_norm}",
+                              where=where, fix="use e.g. max_grad_norm=1.0")
+        if (self.noise_multiplier is None) == (self.target_epsilon is None):
+            raise ConfigError("give exactly one of noise_multiplier and target_epsilon",
+                              where=where, fix="e.g. target_epsilon=8 (with delta) or "
+                              "noise_multiplier=1.0")
+        if self.noise_multiplier is not None and not self.noise_multiplier > 0:
+            raise ConfigError(f"noise_multiplier must be > 0, got {self.noise_multiplier}",
+                              where=where, fix="use a positive noise multiplier")
+        if self.accountant is not None and self.accountant not in ACCOUNTANTS:
+            raise ConfigError(f"unknown accountant {self.accountant!r}", where=where,
+                              fix=f"use one of {', '.join(ACCOUNTANTS)}")
+        if self.grad_sample_mode not in GRAD_SAMPLE_MODES:
+            raise ConfigError(f"unknown grad_sample_mode {self.grad_sample_mode!r}",
+                              where=where, fix=f"use one of {', '.join(GRAD_SAMPLE_MODES)}")
+
+
+def train_dp(model: nn.Module, dataset: Dataset, *, steps: int, batch_size: int, lr: float,
+             dp: DPConfig, ledger: PrivacyLedger | None = None,
+             round_id: str | None = None, seed: int = 0,
+             progress: Progress | None = None, weight_decay: float = 0.0,
+             proximal_mu: float = 0.0, num_threads: int | None = None,
+             device: str | torch.device = "cpu") -> TrainResult:
+    """Train `model` in place with DP-SGD for `steps` optimizer steps (AdamW) and report.
+
+    `ledger` is the site's `PrivacyLedger` (None only for experiments that
+    account for themselves: then `dp.delta` is required). `proximal_mu` > 0
+    adds FedProx's pull towards the starting weights (Li et al. 2020).
+    """
+    from opacus import PrivacyEngine
+    from opacus.data_loader import DPDataLoader
+    from opacus.utils.fast_gradient_clipping_utils import DPTensorFastGradientClipping
+    from opacus.validators.errors import UnsupportedModuleError
+
+    if num_threads is not None:
+        torch.set_num_threads(int(num_threads))
+    n = len(dataset)  # type: ignore[arg-type]
+    if n == 0:
+        raise DataError("the training dataset is empty", where="trainer",
+                        fix="check the data folder and the tokenizer settings")
+    if steps < 1 or batch_size < 1:
+        raise ConfigError(f"steps and batch_size must be >= 1 (got {steps}, {batch_size})",
+                          where="trainer", fix="pass positive numbers")
+    sample_rate = batch_size / n
+    if sample_rate > 1:
+        raise ConfigError(f"batch_size {batch_size} is larger than the dataset ({n} examples)",
+                          where="trainer", fix=f"use batch_size <= {n}")
+    if seed < 0:
+        raise ConfigError("the DP seed must be a non-negative integer", where="trainer",
+                          fix="pass noise.fresh_key()")
+    delta, accountant = _privacy_terms(dp, ledger)
+    if ledger is not None and round_id is not None and ledger.has_round(round_id):
+        raise ConfigError(f"round {round_id!r} is already trained and charged at this site",
+                          where=str(ledger.path), fix="send the stored update of that round; "
+                          "training it again would be a second release")
+    prior = ledger.history if ledger is not None else []
+    if dp.noise_multiplier is not None:
+        noise = float(dp.noise_multiplier)
+    elif ledger is not None:
+        noise = ledger.noise_for_budget(sample_rate, steps, target_epsilon=dp.target_epsilon)
+    else:
+        noise = noise_multiplier_for(dp.target_epsilon, delta=delta, sample_rate=sample_rate,
+                                     steps=steps, accountant=accountant)
+    if ledger is not None:
+        ledger.check(noise, sample_rate, steps)  # before anything trains
+
+    torch.manual_seed(sampling_seed(seed))
+    model.to(device)
+    prox = Proximal(model, proximal_mu * lr) if proximal_mu > 0 else None
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Secure RNG turned off")
+        engine = PrivacyEngine(accountant=accountant)
+    engine.accountant.load_state_dict({"history": list(prior), "mechanism": accountant})
+    loader = DPDataLoader(dataset, sample_rate=sample_rate,
+                          generator=torch.Generator().manual_seed(sampling_seed(seed)))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    was_training = model.training
+    model.train()
+    try:
+        hooks, optimizer, *_ = engine.make_private(
+            module=model, optimizer=optimizer, data_loader=loader, noise_multiplier=noise,
+            max_grad_norm=dp.max_grad_norm, poisson_sampling=False,  # the loader already is
+            loss_reduction="mean", grad_sample_mode=dp.grad_sample_mode, wrap_model=False)
+    except UnsupportedModuleError as exc:
+        model.train(was_training)
+        raise ConfigError(f"the model cannot be trained with DP-SGD: {exc}", where="trainer",
+                          fix="build a DP-ready model (opacus ModuleValidator.fix)") from exc
+    use_keyed_noise(optimizer, GaussianNoise(seed, "dp-sgd"))
+    # Opacus derives q = 1/len(loader) = 1/floor(n/batch_size); use the exact q instead.
+    optimizer.expected_batch_size = sample_rate * n
+    optimizer.attach_step_hook(engine.accountant.get_optimizer_hook_fn(sample_rate=sample_rate))
+    ghost = dp.grad_sample_mode == "ghost"
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    tally = Tally()
+    with warnings.catch_warnings():
+        # the first module (the embedding) gets no input gradient: expected, not news
+        warnings.filterwarnings("ignore", message="Full backward hook is firing")
+        # Opacus logs a warning when the *first* Poisson batch is empty; we handle it
+        opacus_loader_log = logging.getLogger("opacus.data_loader")
+        level = opacus_loader_log.level
+        opacus_loader_log.setLevel(logging.ERROR)
+        try:
+            for step, parts in zip(range(steps), forever(loader), strict=False):
+                batch = Batch.from_tuple(parts).to(device)
+                optimizer.zero_grad(set_to_none=True)
+                if batch.tokens.shape[0] == 0:  # an empty Poisson batch: noise-only step
+                    for p in params:
+                        if ghost:
+                            p.grad = torch.zeros_like(p)
+                        else:
+                            p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype,
+                                                        device=p.device)
+                    optimizer.step()
+                    tally.add_empty()
+                else:
+                    losses = model.per_example_loss(batch)
+                    if ghost:
+                        DPTensorFastGradientClipping(hooks, optimizer, losses, "mean").backward()
+                    else:
+                        losses.mean().backward()
+                    optimizer.step()
+                    tally.add(batch, losses)
+                if prox is not None:
+                    prox.pull()
+                if progress is not None:
+                    progress(step + 1, steps, tally.last)
+        finally:
+            optimizer.zero_grad(set_to_none=True)
+            hooks.cleanup()
+            for p in params:  # nothing of Opacus stays on the module
+                for attr in ("grad_sample", "summed_grad", "_forward_counter"):
+                    if hasattr(p, attr):
+                        delattr(p, attr)
+            model.train(was_training)
+            opacus_loader_log.setLevel(level)
+            if ledger is not None and tally.steps > 0:
+                ledger.charge(noise, sample_rate, tally.steps, purpose="dp-sgd",
+                              round_id=round_id, enforce=False)
+
+    if sum(s for _, _, s in engine.accountant.history) != sum(s for _, _, s in
+                                                             [*prior, (0, 0, tally.steps)]):
+        raise RuntimeError("Opacus' accountant and the privacy ledger disagree on the steps "
+                           f"taken: {engine.accountant.history} vs {prior} + {tally.steps}")
+    epsilon_run = epsilon_of([(noise, sample_rate, tally.steps)], delta=delta,
+                             accountant=accountant)
+    total = ledger.spent() if ledger is not None else epsilon_run
+    return TrainResult(steps=tally.steps, examples=tally.examples, tokens=tally.tokens,
+                       seconds=tally.seconds(), mean_loss=tally.mean_loss(),
+                       epsilon_spent=total, noise_multiplier=noise, epsilon_run=epsilon_run,
+                       delta=delta, accountant=accountant, sample_rate=sample_rate,
+                       empty_steps=tally.empty)
+
+
+def use_keyed_noise(optimizer, source: GaussianNoise) -> None:
+    """Make an Opacus DPOptimizer draw its Gaussian noise from `source`.
+
+    Mirrors ``DPOptimizer.add_noise`` (noise of std noise_multiplier x
+    max_grad_norm on each parameter's summed clipped gradient), with the
+    keyed generator in place of Opacus' torch generator.
+    """
+    from opacus.optimizers.optimizer import _check_processed_flag, _mark_as_processed
+
+    def add_noise(self) -> None:
+        std = getattr(self, "_adjusted_noise_multiplier", self.noise_multiplier) \
+            * self.max_grad_norm
+        for p in self.params:
+            _check_processed_flag(p.summed_grad)
+            p.grad = (p.summed_grad + source.like(std, p.summed_grad)).view_as(p)
+            _mark_as_processed(p.summed_grad)
+
+    optimizer.add_noise = types.MethodType(add_noise, optimizer)
+
+
+def _privacy_terms(dp: DPConfig, ledger: PrivacyLedger | None) -> tuple[float, str]:
+    """(delta, accountant) for this run: the ledger's, which a DPConfig may only repeat."""
+    if ledger is None:
+        if dp.delta is None or not 0 < dp.delta < 1:
+            raise ConfigError(f"DP training without a ledger needs a delta in (0, 1), got "
+                              f"{dp.delta}", where="DP config", fix="pass delta, e.g. 1e-5")
+        return float(dp.delta), dp.accountant or "rdp"
+    for name, mine, theirs in (("delta", dp.delta, ledger.delta),
+                               ("accountant", dp.accountant, ledger.accountant)):
+        if mine is not None and mine != theirs:
+            raise ConfigError(f"DP config {name}={mine!r} differs from the ledger's {theirs!r}",
+                              where=str(ledger.path), fix=f"use {name}={theirs!r}")
+    return ledger.delta, ledger.accountant
