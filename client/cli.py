@@ -18,7 +18,8 @@ app = typer.Typer(help="Run this hospital's site daemon and inspect its privacy 
 console = Console(width=None if sys.stdout.isatty() else 140)
 say = DaemonConsole("fedehr.site", console)  # the daemon's own lines (JSON on request)
 
-CONFIG = typer.Option(..., "--config", "-c", help="This hospital's site.yaml.")
+CONFIG = typer.Option(..., "--config", "-c", help="This hospital's site.yaml (paths in it "
+                      "are relative to the file, not to the working directory).")
 EARLY_EXIT_SECONDS = 15.0  # a SuperNode that dies this fast was refused, not crashed
 MAX_RESTARTS = 5
 REJOIN_SECONDS = 300.0  # Flower frees a crashed node's session after ~60 s

@@ -84,7 +84,7 @@ class ModalityConfig:
     notes: bool = True
     images: bool = True
     pro: bool = True
-    note_encoder: str | None = None  # a sentence-transformers folder; default MiniLM-L6
+    note_encoder: Path | None = None  # a sentence-transformers folder; default MiniLM-L6
 
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")

@@ -19,7 +19,8 @@ server_app = typer.Typer(help="Start and stop the coordination server (Flower Su
 run_app = typer.Typer(help="Launch, watch and stop federated runs.", no_args_is_help=True)
 console = Console(width=None if sys.stdout.isatty() else 140)
 
-CONFIG = typer.Option(..., "--config", "-c", help="The federation.yaml.")
+CONFIG = typer.Option(..., "--config", "-c", help="The federation.yaml (paths in it are "
+                      "relative to the file, not to the working directory).")
 
 
 def _pki(cfg):
