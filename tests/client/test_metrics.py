@@ -131,3 +131,12 @@ def test_healthz_is_503_once_the_supernode_is_gone(site, ledger):
         assert _health(s.url) == (200, {"status": "ok", "service": "site hospital_a"})
         supernode["alive"] = False
         assert _health(s.url) == (503, {"status": "down", "service": "site hospital_a"})
+
+
+def test_the_site_endpoint_binds_loopback_unless_site_yaml_exposes_it(site):
+    from fedehr.client.metrics import metrics_server
+
+    assert metrics_server(site).host == "127.0.0.1"
+    exposed = SiteConfig(name=site.name, data=site.data, state_dir=site.state_dir,
+                         insecure=True, metrics_host="0.0.0.0")
+    assert metrics_server(exposed).host == "0.0.0.0"
