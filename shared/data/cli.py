@@ -55,20 +55,7 @@ def import_(
                           fix=f"use one of: {', '.join(SOURCES)}")
     with progress_bar() as progress:
         summary = convert(src, dest, overwrite=overwrite, progress=progress, seed=seed)
-    table = Table(title=f"Imported {source_format} -> {dest}", show_header=False)
-    for label, value in (
-        ("rows read", f"{summary.rows_read:,}"),
-        ("events written", f"{summary.events_written:,}"),
-        ("subjects", f"{summary.subjects:,}"),
-        ("codes", f"{summary.codes:,}"),
-        ("time", f"{summary.seconds:.1f} s ({summary.rows_per_second:,.0f} rows/s)"),
-    ):
-        table.add_row(label, value)
-    for reason, count in sorted(summary.rows_dropped.items()):
-        table.add_row(f"dropped: {reason}", f"{count:,}")
-    if summary.skipped_tables:
-        table.add_row("tables not present", ", ".join(summary.skipped_tables))
-    console.print(table)
+    console.print(summary.table(f"Imported {source_format} -> {dest}"))
 
 
 @app.command()

@@ -5,9 +5,9 @@ its pre-0.7 event configs): ``GENDER//F``, ``MEDS_BIRTH``, ``HOSPITAL_ADMISSION/
 ``DIAGNOSIS//ICD//10//I10`` stamped at the admission's discharge time, ``LAB//50912//mg/dL``
 and so on; docs/etl-mimic-iv.md lists them all and says what is dropped.
 
-How it runs: every table is streamed in chunks of `chunk_rows` rows with pyarrow's
-streaming CSV reader (``.csv`` or ``.csv.gz``), every column read as text so that one
-dirty value never stops an import; polars turns each chunk into events, and the
+How it runs: every table is streamed in chunks of `chunk_rows` rows by the shared source
+layer (`etl.source`: ``.csv`` or ``.csv.gz``, every column read as text so that one
+dirty value never stops an import); polars turns each chunk into events, and the
 `MEDSWriter` spills them to a staging folder that replaces `dest` only when the whole
 import succeeded. Only three things are held in memory: the patients and admissions
 tables (small; diagnoses need an admission's discharge time) and the distinct codes
@@ -16,23 +16,26 @@ seen, which become ``metadata/codes.parquet`` together with the d_* dictionaries
 
 from __future__ import annotations
 
-import csv
-import gzip
 import logging
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from time import perf_counter
 
 import polars as pl
-import pyarrow as pa
-import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 from rich.progress import Progress
 
 from fedehr.shared.data import schema as S
 from fedehr.shared.data.etl.lab_loinc import labitem_loinc
+from fedehr.shared.data.etl.source import (
+    SourceTable,
+    TableReader,
+    TableSpec,
+    find_table,
+    finish_summary,
+    resolve,
+)
 from fedehr.shared.data.etl.summary import ImportSummary
 from fedehr.shared.data.writer import MEDSWriter
 from fedehr.shared.errors import DataError
@@ -48,13 +51,7 @@ _FIX_DAMAGED = ("the file is damaged or is not an official MIMIC-IV CSV; downloa
                 "check it against SHA256SUMS.txt")
 
 
-@dataclass(frozen=True)
-class Table:
-    """One source file: where it lives and the columns the conversion reads from it."""
-
-    name: str  # "hosp/labevents"
-    required: tuple[str, ...]
-    optional: tuple[str, ...] = ()
+Table = TableSpec  # one source file and the columns the conversion reads from it
 
 
 PATIENTS = Table("hosp/patients", ("subject_id", "gender", "anchor_age", "anchor_year"), ("dod",))
@@ -108,18 +105,18 @@ def convert(
     missing, a file cannot be read, or `dest` exists and `overwrite` is false.
     """
     src, dest = Path(src), Path(dest)
-    if chunk_rows < 1:
-        raise ValueError("chunk_rows must be positive")
     started = perf_counter()
     summary = ImportSummary(source=str(src), dest=str(dest))
+    reader = TableReader(summary, chunk_rows=chunk_rows, fix_damaged=_FIX_DAMAGED,
+                         progress=progress)
     files = _locate(src)  # checks every header before anything is written
     version = _guess_version(src, files)
     with MEDSWriter(dest, dataset_name="MIMIC-IV", etl_name=ETL_NAME,
                     dataset_version=version, seed=seed, overwrite=overwrite,
                     extra_metadata={"source_layout": "MIMIC-IV CSV (hosp/, icu/)"}) as writer:
-        run = _Import(files, writer, summary, chunk_rows, progress)
+        run = _Import(files, writer, summary, reader)
         run.all()
-    _finish_summary(summary, dest, writer.rows_written)
+    finish_summary(summary, dest, writer.rows_written)
     summary.seconds = perf_counter() - started
     return summary
 
@@ -129,8 +126,7 @@ def convert(
 
 @dataclass
 class _Files:
-    paths: dict[str, Path] = field(default_factory=dict)  # table name -> file
-    columns: dict[str, tuple[str, ...]] = field(default_factory=dict)  # table -> columns to read
+    tables: dict[str, SourceTable] = field(default_factory=dict)  # table name -> its file
     skipped: list[str] = field(default_factory=list)
 
 
@@ -139,7 +135,7 @@ def _locate(src: Path) -> _Files:
         raise DataError("no such folder", where=str(src), fix=_FIX_ROOT)
     files = _Files()
     for table in (PATIENTS, ADMISSIONS, *EVENT_TABLES, *DICTIONARIES):
-        path = _find(src, table.name)
+        path = find_table(src, table.name)
         if path is None:
             if table in (PATIENTS, ADMISSIONS):
                 raise DataError(
@@ -149,81 +145,23 @@ def _locate(src: Path) -> _Files:
                 )
             files.skipped.append(table.name)
             continue
-        header = _header(path)
-        for column in table.required:
-            if column not in header:
-                raise DataError(
-                    f"missing column '{column}'", where=str(path),
-                    fix=f"give the official MIMIC-IV {table.name} file; it must have the "
-                        f"columns {', '.join(table.required)}",
-                )
-        files.paths[table.name] = path
-        files.columns[table.name] = table.required + tuple(c for c in table.optional if c in header)
+        fix = (f"give the official MIMIC-IV {table.name} file; it must have the "
+               f"columns {', '.join(table.required)}")
+        found = resolve(table, path, fix_missing=fix, fix_damaged=_FIX_DAMAGED)
+        if found.empty:
+            raise DataError(f"missing column '{table.required[0]}' (the file has no header)",
+                            where=str(path), fix=fix)
+        files.tables[table.name] = found
     return files
-
-
-def _find(src: Path, name: str) -> Path | None:
-    for suffix in (".csv", ".csv.gz"):  # an unpacked copy beside the .gz is the faster read
-        path = src / f"{name}{suffix}"
-        if path.is_file():
-            return path
-    return None
-
-
-def _header(path: Path) -> list[str]:
-    opener = gzip.open if path.name.endswith(".gz") else open
-    try:
-        with opener(path, "rt", encoding="utf-8-sig", newline="") as fh:
-            return [c.strip() for c in next(csv.reader(fh), [])]
-    except (OSError, EOFError, UnicodeDecodeError, csv.Error) as exc:
-        raise DataError(f"cannot read the header ({exc})", where=str(path),
-                        fix=_FIX_DAMAGED) from None
 
 
 def _guess_version(src: Path, files: _Files) -> str:
     match = re.search(r"(\d+\.\d+)", src.name)  # physionet.org/files/mimiciv/2.2
     if match:
         return match.group(1)
-    if "hosp/d_labitems" in files.paths:  # 3.x dropped d_labitems.loinc_code
-        return "2.x" if "loinc_code" in files.columns["hosp/d_labitems"] else "3.x"
+    if "hosp/d_labitems" in files.tables:  # 3.x (and the demo 2.2) lack d_labitems.loinc_code
+        return "2.x" if "loinc_code" in files.tables["hosp/d_labitems"].columns else "3.x"
     return "unknown"
-
-
-def _chunks(path: Path, columns: tuple[str, ...], chunk_rows: int,
-            on_bad_row: Callable[[], None]) -> Iterator[pl.DataFrame]:
-    """Yield `path` as frames of `chunk_rows` text columns (the last one shorter)."""
-
-    def skip(_row) -> str:
-        on_bad_row()
-        return "skip"
-
-    # 1 MiB blocks keep the read-ahead small; the chunks are re-cut to chunk_rows below.
-    reader_opts = pacsv.ReadOptions(block_size=1 << 20, use_threads=True)
-    parse_opts = pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=skip)
-    convert_opts = pacsv.ConvertOptions(
-        include_columns=list(columns), column_types={c: pa.string() for c in columns},
-        null_values=[""], strings_can_be_null=True, quoted_strings_can_be_null=True,
-    )
-    compression = "gzip" if path.name.endswith(".gz") else None
-    pending: list[pa.RecordBatch] = []
-    held = 0
-    try:
-        with pa.input_stream(str(path), compression=compression) as stream:
-            reader = pacsv.open_csv(stream, read_options=reader_opts, parse_options=parse_opts,
-                                    convert_options=convert_opts)
-            for batch in reader:
-                pending.append(batch)
-                held += batch.num_rows
-                while held >= chunk_rows:
-                    table = pa.Table.from_batches(pending, schema=reader.schema)
-                    yield pl.from_arrow(table.slice(0, chunk_rows))
-                    rest = table.slice(chunk_rows)
-                    pending, held = rest.to_batches(), rest.num_rows
-    except (pa.ArrowException, OSError, EOFError) as exc:
-        raise DataError(f"cannot read ({str(exc).splitlines()[0]})", where=str(path),
-                        fix=_FIX_DAMAGED) from None
-    if held:
-        yield pl.from_arrow(pa.Table.from_batches(pending))
 
 
 # -- expressions -----------------------------------------------------------------------------
@@ -285,12 +223,11 @@ class _Import:
     """State of one conversion: known subjects, admissions, the codes seen so far."""
 
     def __init__(self, files: _Files, writer: MEDSWriter, summary: ImportSummary,
-                 chunk_rows: int, progress: Progress | None):
+                 reader: TableReader):
         self.files = files
         self.writer = writer
         self.summary = summary
-        self.chunk_rows = chunk_rows
-        self.progress = progress
+        self.reader = reader
         self.subjects = pl.Series(S.SUBJECT_ID, [], dtype=pl.Int64)
         self.admissions = pl.DataFrame()
         self.code_keys: dict[str, list[pl.DataFrame]] = {}  # dictionary -> frames of code+key
@@ -298,30 +235,10 @@ class _Import:
 
     # streaming --------------------------------------------------------------------------
     def read(self, name: str) -> Iterator[pl.DataFrame]:
-        path, columns = self.files.paths[name], self.files.columns[name]
-        task = self.progress.add_task(name, total=None) if self.progress is not None else None
-        rows = 0
-
-        def bad_row() -> None:
-            self.summary.drop(f"{name}: malformed CSV row (wrong number of fields)")
-
-        for chunk in _chunks(path, columns, self.chunk_rows, bad_row):
-            rows += chunk.height
-            yield chunk
-            if task is not None:
-                self.progress.advance(task, chunk.height)
-        malformed = self.summary.rows_dropped.get(
-            f"{name}: malformed CSV row (wrong number of fields)", 0)
-        self.summary.tables[name] = rows + malformed
-        self.summary.rows_read += rows + malformed
-        if task is not None:
-            self.progress.update(task, total=rows, completed=rows)
+        return self.reader.chunks(self.files.tables[name])
 
     def read_all(self, name: str) -> pl.DataFrame:
-        frames = list(self.read(name))
-        if frames:
-            return pl.concat(frames)
-        return pl.DataFrame(schema={c: pl.String for c in self.files.columns[name]})
+        return self.reader.read_all(self.files.tables[name])
 
     def known_subjects(self, name: str, df: pl.DataFrame) -> pl.DataFrame:
         """Parse subject_id; drop (and count) rows without one or of no known patient."""
@@ -380,7 +297,7 @@ class _Import:
         admissions = self.read_all(ADMISSIONS.name)
         self.patients_and_admissions(patients, admissions)
         for table in EVENT_TABLES:
-            if table.name not in self.files.paths:
+            if table.name not in self.files.tables:
                 continue
             handler = getattr(self, table.name.split("/")[1])
             for chunk in self.read(table.name):
@@ -545,7 +462,7 @@ class _Import:
                                   [v[1] for v in rows.values()])
 
     def _dictionary(self, name: str) -> pl.DataFrame | None:
-        return self.read_all(name) if name in self.files.paths else None
+        return self.read_all(name) if name in self.files.tables else None
 
     def _icd_metadata(self, name: str, keys: pl.DataFrame) -> dict:
         diagnosis = name == "hosp/d_icd_diagnoses"
@@ -590,13 +507,3 @@ class _Import:
         return {code: (desc, [parent] if parent else None)
                 for code, desc, parent in joined.select("code", "description", "parent")
                 .iter_rows()}
-
-
-
-def _finish_summary(summary: ImportSummary, dest: Path, rows_given: int) -> None:
-    """Count what was actually written (after the writer removed exact duplicates)."""
-    shards = sorted((dest / S.DATA_DIR).glob("**/*.parquet"))
-    summary.events_written = sum(pq.ParquetFile(p).metadata.num_rows for p in shards)
-    summary.subjects = pq.ParquetFile(dest / S.SPLITS_FILE).metadata.num_rows
-    summary.codes = pq.ParquetFile(dest / S.CODES_FILE).metadata.num_rows
-    summary.drop("exact duplicate events", rows_given - summary.events_written)

@@ -38,25 +38,28 @@ Dirty input is counted in `ImportSummary.rows_dropped` under
 
 from __future__ import annotations
 
-import csv
-import gzip
 import hashlib
 import logging
-import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
-import pyarrow as pa
-import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
-from rich.progress import Progress, TaskID
+from rich.progress import Progress
 
 from fedehr.shared.data import schema as S
-from fedehr.shared.data.etl.summary import ImportSummary
+from fedehr.shared.data.etl.source import (
+    MALFORMED_ROW,  # noqa: F401  (re-exported: one of this ETL's drop reasons)
+    SourceTable,
+    TableReader,
+    TableSpec,
+    find_table,
+    finish_summary,
+    resolve,
+)
+from fedehr.shared.data.etl.summary import DUPLICATE_EVENTS, ImportSummary
 from fedehr.shared.data.writer import MEDSWriter
 from fedehr.shared.errors import DataError
 
@@ -69,11 +72,10 @@ MISSING_TIME = "missing or unparsable time"
 UNKNOWN_PATIENT = "unknown patient"
 MISSING_CODE = "missing code"
 MISSING_ID = "missing patient Id"
-MALFORMED_ROW = "malformed CSV row"
 MISSING_BIRTH = "missing or unparsable birth date (no MEDS_BIRTH)"
 BAD_END_TIME = "unparsable end time (no end event)"
 BAD_DEATH = "unparsable death date (no MEDS_DEATH)"
-DUPLICATE_EVENT = "exact duplicate events"  # counted for the whole import, without a table
+DUPLICATE_EVENT = DUPLICATE_EVENTS  # counted for the whole import, without a table
 
 # Encounter classes that are hospital admissions (Synthea's ENCOUNTERCLASS values).
 ADMISSION_CLASSES = ("inpatient",)
@@ -112,13 +114,8 @@ def subject_id_for(patient_uuid: str) -> int:
 # -- table layouts ------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Table:
-    name: str
-    # Each entry is one logical column; a tuple lists accepted spellings, first preferred.
-    required: tuple[str | tuple[str, ...], ...]
-    optional: tuple[str, ...] = ()
-
+_Table = TableSpec
+_Source = SourceTable
 
 _PATIENTS = _Table("patients", ("Id", "BIRTHDATE"), ("DEATHDATE", "GENDER"))
 _EVENT_TABLES = (
@@ -134,58 +131,19 @@ _EVENT_TABLES = (
 )
 
 
-@dataclass
-class _Source:
-    """One table file found in the export, with its header resolved to our column names."""
-
-    table: _Table
-    path: Path
-    columns: dict[str, str]  # our canonical name -> the name in the file header
-    empty: bool = False
-
-
-def _find_file(src: Path, name: str) -> Path | None:
-    plain, gz = src / f"{name}.csv", src / f"{name}.csv.gz"
-    if plain.exists() and gz.exists():
-        raise DataError(f"both {plain.name} and {gz.name} are present", where=str(src),
-                        fix="keep one of the two files")
-    return plain if plain.exists() else gz if gz.exists() else None
-
-
-def _read_header(path: Path) -> list[str] | None:
-    opener = gzip.open if path.name.endswith(".gz") else open
-    try:
-        with opener(path, "rt", encoding="utf-8-sig", newline="") as fh:
-            return next(csv.reader(fh), None)
-    except (OSError, UnicodeDecodeError, EOFError, csv.Error) as exc:
-        raise DataError(f"cannot read the CSV header ({exc})", where=str(path),
-                        fix="check that the file is a complete UTF-8 CSV (or .csv.gz)") from exc
+_FIX_DAMAGED = ("check that the file is a complete UTF-8 CSV (or .csv.gz); re-export it if "
+                "it was cut short")
 
 
 def _resolve(table: _Table, path: Path) -> _Source:
-    header = _read_header(path)
-    if not header:
-        return _Source(table, path, {}, empty=True)
-    by_upper = {h.strip().upper(): h for h in header}
-    columns: dict[str, str] = {}
-    for want in table.required:
-        spellings = want if isinstance(want, tuple) else (want,)
-        found = next((by_upper[s.upper()] for s in spellings if s.upper() in by_upper), None)
-        if found is None:
-            raise DataError(f"missing column '{'/'.join(spellings)}'", where=str(path),
-                            fix=_FIX_COLUMNS)
-        columns[spellings[0]] = found
-    for want in table.optional:
-        if want.upper() in by_upper:
-            columns[want] = by_upper[want.upper()]
-    return _Source(table, path, columns)
+    return resolve(table, path, fix_missing=_FIX_COLUMNS, fix_damaged=_FIX_DAMAGED)
 
 
 def _discover(src: Path) -> tuple[_Source, list[_Source]]:
     if not src.is_dir():
         raise DataError("no such folder", where=str(src),
                         fix="give the folder Synthea wrote its CSV files to (output/csv)")
-    path = _find_file(src, _PATIENTS.name)
+    path = find_table(src, _PATIENTS.name)
     if path is None:
         raise DataError("required table patients.csv (or patients.csv.gz) not found",
                         where=str(src / "patients.csv"),
@@ -198,72 +156,10 @@ def _discover(src: Path) -> tuple[_Source, list[_Source]]:
                             "and at least one patient")
     others = []
     for table in _EVENT_TABLES:
-        found = _find_file(src, table.name)
+        found = find_table(src, table.name)
         if found is not None:
             others.append(_resolve(table, found))
     return patients, others
-
-
-# -- reading ------------------------------------------------------------------------
-
-
-def _read_chunks(source: _Source, chunk_rows: int, malformed: list[int]) -> Iterator[pl.DataFrame]:
-    """Yield frames of about `chunk_rows` rows with canonical, all-string columns.
-
-    Rows with the wrong number of fields are skipped and counted in `malformed[0]`.
-    """
-    if source.empty:
-        return
-    lock = threading.Lock()
-
-    def on_invalid(_row) -> str:
-        with lock:
-            malformed[0] += 1
-        return "skip"
-
-    file_cols = list(source.columns.values())
-    try:
-        reader = pacsv.open_csv(
-            source.path,
-            read_options=pacsv.ReadOptions(block_size=min(max(chunk_rows * 64, 1 << 20), 1 << 26)),
-            parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid),
-            convert_options=pacsv.ConvertOptions(
-                column_types={c: pa.string() for c in file_cols}, include_columns=file_cols,
-                null_values=[""], strings_can_be_null=True, quoted_strings_can_be_null=True,
-            ),
-        )
-    except (pa.ArrowInvalid, OSError, EOFError) as exc:
-        raise _unreadable(source, exc) from exc
-    rename = {v: k for k, v in source.columns.items()}
-    pending: list[pa.RecordBatch] = []
-    n = 0
-
-    def flush() -> pl.DataFrame:
-        return pl.from_arrow(pa.Table.from_batches(pending, schema=reader.schema)).rename(rename)
-
-    while True:
-        try:
-            batch = reader.read_next_batch()
-        except StopIteration:
-            break
-        except (pa.ArrowInvalid, OSError, EOFError) as exc:  # truncated .gz, broken quoting
-            raise _unreadable(source, exc) from exc
-        if batch.num_rows == 0:
-            continue
-        pending.append(batch)
-        n += batch.num_rows
-        if n >= chunk_rows:
-            yield flush()
-            pending, n = [], 0
-    if pending:
-        yield flush()
-
-
-def _unreadable(source: _Source, exc: Exception) -> DataError:
-    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return DataError(f"cannot read the file ({reason})", where=str(source.path),
-                     fix="check that the file is a complete CSV (or .csv.gz); re-export it if "
-                         "it was cut short")
 
 
 def _parse_time_slow(column: str) -> pl.Expr:
@@ -488,60 +384,32 @@ def convert(
     """
     started = time.perf_counter()
     src, dest = Path(src), Path(dest)
-    if chunk_rows < 1:
-        raise DataError(f"chunk_rows must be positive, got {chunk_rows}", where="convert",
-                        fix="pass a chunk size of at least 1 row")
-    patients, others = _discover(src)  # every header is checked before anything is written
     summary = ImportSummary(source=str(src), dest=str(dest))
+    reader = TableReader(summary, chunk_rows=chunk_rows, fix_damaged=_FIX_DAMAGED,
+                         progress=progress, label_prefix="synthea ")
+    patients, others = _discover(src)  # every header is checked before anything is written
     run = _Run(summary, Counter())
     with MEDSWriter(dest, dataset_name="synthea", etl_name=ETL_NAME, seed=seed,
                     overwrite=overwrite,
                     extra_metadata={"source_format": "synthea-csv",
                                     "subject_id_mapping": "sha256(lower(uuid))[:8] & (2^63-1)"},
                     ) as writer:
-        idmap = _import_patients(patients, writer, run, chunk_rows, progress)
+        idmap = _import_patients(patients, writer, run, reader)
         for source in others:
-            _import_table(source, idmap, writer, run, chunk_rows, progress)
+            _import_table(source, idmap, writer, run, reader)
         written_before_dedup = writer.rows_written
-    _finish_summary(summary, dest, written_before_dedup)
+    finish_summary(summary, dest, written_before_dedup)
     for reason, n in run.kept_with_changes.items():
         log.warning("%s: %d rows", reason, n)
     summary.seconds = time.perf_counter() - started
     return summary
 
 
-def _progress_task(progress: Progress | None, source: _Source) -> TaskID | None:
-    return progress.add_task(f"synthea {source.table.name}", total=None) if progress else None
-
-
-def _count_rows(source: _Source, frame_rows: int, run: _Run, progress: Progress | None,
-                task: TaskID | None) -> None:
-    run.summary.rows_read += frame_rows
-    run.summary.tables[source.table.name] = run.summary.tables.get(source.table.name, 0) \
-        + frame_rows
-    if progress is not None and task is not None:
-        progress.advance(task, frame_rows)
-
-
-def _close_table(source: _Source, malformed: int, run: _Run, progress: Progress | None,
-                 task: TaskID | None) -> None:
-    name = source.table.name
-    run.summary.tables[name] = run.summary.tables.get(name, 0) + malformed
-    run.summary.rows_read += malformed
-    run.drop(name, MALFORMED_ROW, malformed)
-    if progress is not None and task is not None:
-        done = run.summary.tables[name]
-        progress.update(task, total=done, completed=done)
-
-
-def _import_patients(source: _Source, writer: MEDSWriter, run: _Run, chunk_rows: int,
-                     progress: Progress | None) -> pl.DataFrame:
+def _import_patients(source: _Source, writer: MEDSWriter, run: _Run,
+                     reader: TableReader) -> pl.DataFrame:
     """Write the demographic events; return the patient key -> subject_id map."""
-    task = _progress_task(progress, source)
-    malformed = [0]
     parts: list[pl.DataFrame] = []
-    for frame in _read_chunks(source, chunk_rows, malformed):
-        _count_rows(source, frame.height, run, progress, task)
+    for frame in reader.chunks(source):
         frame = frame.with_columns(pl.col("Id").str.strip_chars().str.to_lowercase().alias(_KEY))
         has_id = pl.col(_KEY).is_not_null() & (pl.col(_KEY) != "")
         run.drop("patients", MISSING_ID, frame.select((~has_id).sum()).item())
@@ -569,7 +437,6 @@ def _import_patients(source: _Source, writer: MEDSWriter, run: _Run, chunk_rows:
             _events(frame.filter(pl.col("_death").is_not_null()), time=pl.col("_death"),
                     code=pl.lit(S.DEATH_CODE), description=pl.lit("Death")),
         ])
-    _close_table(source, malformed[0], run, progress, task)
 
     idmap = (pl.concat(parts) if parts else
              pl.DataFrame(schema={_KEY: pl.String, S.SUBJECT_ID: pl.Int64})).unique()
@@ -585,13 +452,10 @@ def _import_patients(source: _Source, writer: MEDSWriter, run: _Run, chunk_rows:
 
 
 def _import_table(source: _Source, idmap: pl.DataFrame, writer: MEDSWriter, run: _Run,
-                  chunk_rows: int, progress: Progress | None) -> None:
-    name = source.table.name
+                  reader: TableReader) -> None:
+    name = source.name
     time_col, needed_col, converter = _CONVERTERS[name]
-    task = _progress_task(progress, source)
-    malformed = [0]
-    for frame in _read_chunks(source, chunk_rows, malformed):
-        _count_rows(source, frame.height, run, progress, task)
+    for frame in reader.chunks(source):
         frame = frame.with_columns(pl.col("PATIENT").str.strip_chars().str.to_lowercase()
                                    .alias(_KEY)).join(idmap, on=_KEY, how="left")
         known = pl.col(S.SUBJECT_ID).is_not_null()
@@ -606,7 +470,6 @@ def _import_table(source: _Source, idmap: pl.DataFrame, writer: MEDSWriter, run:
         if "CODE" in frame.columns:
             frame = frame.with_columns(pl.col("CODE").str.strip_chars())
         _write(writer, converter(frame, run))
-    _close_table(source, malformed[0], run, progress, task)
 
 
 def _write(writer: MEDSWriter, frames: list[pl.DataFrame]) -> None:
@@ -625,11 +488,3 @@ def _write(writer: MEDSWriter, frames: list[pl.DataFrame]) -> None:
                             .first())
     writer.add_codes(meta[S.CODE].to_list(), meta[_DESC].to_list(),
                      [[p] if p is not None else None for p in meta[_PARENT].to_list()])
-
-
-def _finish_summary(summary: ImportSummary, dest: Path, written_before_dedup: int) -> None:
-    shards = sorted((dest / S.DATA_DIR).glob("**/*.parquet"))
-    summary.events_written = sum(pq.ParquetFile(p).metadata.num_rows for p in shards)
-    summary.drop(DUPLICATE_EVENT, written_before_dedup - summary.events_written)
-    summary.subjects = pq.ParquetFile(dest / S.SPLITS_FILE).metadata.num_rows
-    summary.codes = pq.ParquetFile(dest / S.CODES_FILE).metadata.num_rows
