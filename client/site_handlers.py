@@ -39,6 +39,7 @@ from fedehr.client.config import SiteConfig
 from fedehr.client.limits import train_request
 from fedehr.client.privacy import PrivacyLedger
 from fedehr.client.privacy.budget import check_release, noise_for_rounds_left
+from fedehr.client.privacy.count_release import release_code_counts, release_value_histograms
 from fedehr.client.privacy.dp_sgd import DPConfig, train_dp
 from fedehr.client.privacy.noise import derived_key, fresh_key, numpy_generator
 from fedehr.client.site_data import site_mapping
@@ -49,7 +50,6 @@ from fedehr.shared.data import schema as S
 from fedehr.shared.data.dataset import MEDSDataset
 from fedehr.shared.errors import FedEHRError
 from fedehr.shared.model import EHRModel, ModelConfig
-from fedehr.shared.tokenizer.dp_counts import release_code_counts, release_value_histograms
 from fedehr.shared.tokenizer.vocabulary import Vocabulary
 from fedehr.shared.training import evaluate
 

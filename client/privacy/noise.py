@@ -69,6 +69,15 @@ def sampling_seed(key: int) -> int:
     return int.from_bytes(subkey(key, "sampling")[:8], "big") >> 1
 
 
+def secure_normal(rng: np.random.Generator, std: float, shape: tuple[int, ...]
+                  ) -> np.ndarray:
+    """`shape` draws of N(0, std^2) from `rng`, each the sum of four N(0, 1) over two."""
+    if std == 0:
+        return np.zeros(shape)
+    draws = rng.standard_normal((GAUSSIANS_PER_VALUE, *shape))
+    return draws.sum(axis=0) * (std / np.sqrt(GAUSSIANS_PER_VALUE))
+
+
 class GaussianNoise:
     """Gaussian noise for DP releases, from a keyed Philox stream (see the module text)."""
 
@@ -78,11 +87,7 @@ class GaussianNoise:
     def normal(self, std: float, shape: tuple[int, ...], *, dtype: np.dtype = np.float64
                ) -> np.ndarray:
         """`shape` draws of N(0, std^2): each the sum of four N(0, 1) draws, over two."""
-        if std == 0:
-            return np.zeros(shape, dtype=dtype)
-        draws = self._rng.standard_normal((GAUSSIANS_PER_VALUE, *shape))
-        scale = std / np.sqrt(GAUSSIANS_PER_VALUE)
-        return (draws.sum(axis=0) * scale).astype(dtype, copy=False)
+        return secure_normal(self._rng, std, shape).astype(dtype, copy=False)
 
     def like(self, std: float, reference: torch.Tensor) -> torch.Tensor:
         """Noise of `reference`'s shape, dtype and device."""

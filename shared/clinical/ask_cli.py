@@ -73,7 +73,8 @@ def ask(
     explain_groups: int = typer.Option(8, "--explain", min=0, help="Event groups to leave out "
                                        "for the explanation (0: no explanation)."),
     top: int = typer.Option(5, help="Events shown in the explanation."),
-    max_new_tokens: int = typer.Option(256, help="Token budget per continuation."),
+    max_new_tokens: int = typer.Option(None, help="Token budget per continuation (default: "
+                                       "read from the question's horizon and the data)."),
     batch_size: int = typer.Option(256, help="Continuations generated together."),
     seed: int = typer.Option(0, help="Sampling seed (same seed, same answer)."),
     threads: int = typer.Option(0, help="CPU threads (0 = torch default)."),
@@ -164,24 +165,34 @@ def _ask_one(model, vocab, dataset, outcome, resolved, index, patient, at, *, sa
     _show_mapping_notes(result.outcome_tokens)
     row = result.frame.row(0, named=True)
     history = int((result.prompts.tokens[0] != 0).sum())
+    sim = result.simulation
     answer = Table(title=f"Patient {patient} at {when:%Y-%m-%d %H:%M}", show_header=False,
                    title_justify="left")
     answer.add_column(style="bold")
     answer.add_column()
     answer.add_row("question", escape(outcome.clinical_words()))
-    answer.add_row("probability", f"[bold]{row['probability']:.2f}[/]  (95% CI "
-                   f"{row['ci_low']:.2f}-{row['ci_high']:.2f}; {row['hits']} of {samples} "
-                   "continuations)")
-    answer.add_row("history used", f"{history} tokens (context {model.config.max_len})")
+    answer.add_row("probability", answer_words(row))
+    answer.add_row("decided", f"{row['decided']} of {samples} continuations reached the end "
+                   f"of the window (budget {sim.max_new_tokens} tokens each)")
     if row["truncated"]:
-        answer.add_row("undecided", f"{row['truncated']} continuations ran out of tokens "
-                       f"(raise --max-new-tokens)")
-    answer.add_row("time", f"{result.simulation.seconds:.1f} s, "
-                   f"{result.simulation.generated_tokens:,} tokens generated")
+        answer.add_row("undecided", f"{row['truncated']} ran out of tokens before the window "
+                       "closed; left out of the probability (raise --max-new-tokens)")
+    answer.add_row("history used", f"{history} tokens (context {model.config.max_len})")
+    answer.add_row("time", f"{sim.seconds:.1f} s, {sim.generated_tokens:,} tokens generated")
     console.print(answer)
     if explain_groups:
         _explain_one(model, vocab, result, outcome, index, samples=samples, seed=seed,
-                     groups=explain_groups, top=top, max_new_tokens=max_new_tokens)
+                     groups=explain_groups, top=top, max_new_tokens=sim.max_new_tokens)
+
+
+def answer_words(row: dict) -> str:
+    """The probability line of one answer: p, its interval, hits of decided continuations."""
+    if not row["decided"]:
+        return (f"[bold]undecided[/]: none of {row['samples']} continuations reached the end "
+                "of the window")
+    return (f"[bold]{row['probability']:.2f}[/]  (95% CI {row['ci_low']:.2f}-"
+            f"{row['ci_high']:.2f}; the outcome in {row['hits']} of {row['decided']} decided "
+            "continuations)")
 
 
 def _show_mapping_notes(otoks) -> None:
@@ -205,18 +216,28 @@ def _explain_one(model, vocab, result, outcome, index, *, samples, seed, groups,
                        samples=samples, seed=seed, max_groups=groups,
                        max_new_tokens=max_new_tokens,
                        progress=lambda n: bar.advance(task, n))
+    if not expl.moved:
+        console.print(f"What moved it: no history event changed the outcome of any decided "
+                      f"continuation ({expl.groups_tried} event groups left out one at a time, "
+                      f"{expl.decided} of {samples} continuations decided, p = "
+                      f"{expl.probability:.2f} with and without each). Nothing to attribute at "
+                      "this number of continuations; ask with more --samples.")
+        return
     table = Table(title=f"What moved it most (each group left out, {samples} continuations, "
                   "same random numbers)", title_justify="left")
     for col in ("history event", "times", "p without", "change", "+/- se"):
         table.add_column(col, justify="left" if col == "history event" else "right")
-    for inf in expl.influences[:top]:
-        colour = "red" if inf.delta > 0 else "green" if inf.delta < 0 else "white"
+    for inf in expl.moved[:top]:
+        colour = "red" if inf.delta > 0 else "green"
         table.add_row(escape(inf.description), str(inf.occurrences),
                       f"{inf.probability_without:.2f}", f"[{colour}]{inf.delta:+.2f}[/]",
                       f"{inf.stderr:.2f}")
     console.print(table)
-    console.print(f"{expl.groups_tried} event groups tried in {expl.seconds:.1f} s; change = "
-                  "p(full history) - p(without the events); red raised the probability.")
+    still = expl.groups_tried - len(expl.moved)
+    console.print(f"{expl.groups_tried} event groups tried in {expl.seconds:.1f} s"
+                  + (f" ({still} changed nothing)" if still else "") + "; change = "
+                  "p(full history) - p(without the events), over continuations decided both "
+                  "ways; red raised the probability.")
 
 
 def _count_groups(result, vocab, max_groups: int) -> int:
@@ -311,7 +332,14 @@ def _ask_many(model, vocab, dataset, outcome, labels: pl.DataFrame, out: Path | 
                     f"{frame['predicted_boolean_probability'].mean():.3f}")
     if frame["boolean_value"].null_count() < frame.height:
         summary.add_row("observed rate", f"{frame['boolean_value'].cast(pl.Float64).mean():.3f}")
-    summary.add_row("undecided continuations", f"{int(result.frame['truncated'].sum()):,}")
+    undecided = int(result.frame["truncated"].sum())
+    summary.add_row("undecided continuations (left out)",
+                    f"{undecided:,} of {labels.height * samples:,} "
+                    f"({undecided / max(1, labels.height * samples):.1%}; budget "
+                    f"{result.simulation.max_new_tokens} tokens)")
+    unanswered = int(result.frame["decided"].eq(0).sum())
+    if unanswered:
+        summary.add_row("patients with no decided continuation", f"{unanswered:,} (no answer)")
     summary.add_row("generation time", f"{result.simulation.seconds:.1f} s")
     summary.add_row("patients / s (generation)", f"{result.patients_per_second:.2f}")
     summary.add_row("patients / s (end to end)", f"{frame.height / elapsed:.2f}")
@@ -326,7 +354,9 @@ def prediction_frame(labels: pl.DataFrame, predicted: pl.DataFrame) -> pl.DataFr
         "subject_id": predicted["subject_id"],
         "prediction_time": predicted["prediction_time"],
         "boolean_value": truth,
-        "predicted_boolean_value": predicted["probability"] >= 0.5,
+        "predicted_boolean_value": predicted.select(  # no answer: null, not "no"
+            pl.when(pl.col("probability").is_nan()).then(None)
+            .otherwise(pl.col("probability") >= 0.5)).to_series(),
         "predicted_boolean_probability": predicted["probability"].cast(pl.Float32),
         "ci_low": predicted["ci_low"].cast(pl.Float32),
         "ci_high": predicted["ci_high"].cast(pl.Float32),

@@ -151,7 +151,7 @@ def evaluate(checkpoint_or_model, data: str | Path | MEDSDataset,
              zero_shot_samples: int = 0, mapping: CodeMapping | None = None,
              train_split: str = S.TRAIN, test_split: str = S.HELD_OUT, seed: int = 0,
              batch_size: int = 64, zero_shot_batch: int = 256,
-             zero_shot_max_tokens: int = 256, c: float = DEFAULT_C,
+             zero_shot_max_tokens: int | None = None, c: float = DEFAULT_C,
              note_encoder=None, notes: bool = True,
              trusted_public_key=None, progress: Progress | None = None) -> EvaluationResult:
     """Score zero-shot answers, few-shot probes and the count baseline on each task.
@@ -161,7 +161,8 @@ def evaluate(checkpoint_or_model, data: str | Path | MEDSDataset,
     mapping (e.g. a harmonisation map); default codes.parquet parents.
     `zero_shot_samples` 0 skips zero-shot; `zero_shot_batch` counts generated rows
     (patients x samples) per forward, `zero_shot_max_tokens` caps each generated
-    future (an undecided one counts as no outcome), `batch_size` counts histories
+    future (None: a budget read from the task's horizon and the data; an undecided
+    future is left out of its row's probability), `batch_size` counts histories
     per embedding forward. A model that reads notes (note_dim > 0) gets note
     vectors from `note_encoder`, by default the bundled MiniLM the sites use;
     `notes=False` gives it zeros instead (faster, and what a site with notes off sends).
@@ -286,7 +287,7 @@ class _ZeroShot:
     samples: int
     seed: int
     batch_size: int
-    max_tokens: int
+    max_tokens: int | None
     say: Progress
 
     def score(self, task: L.Task, test_labels: pl.DataFrame,

@@ -75,8 +75,10 @@ def evaluate_command(
     out: Path = typer.Option(Path("evaluation"), "--out", help="Report folder."),
     zero_shot_samples: int = typer.Option(8, "--zero-shot-samples", min=0,
                                           help="Generated futures per test row (0: skip)."),
-    zero_shot_max_tokens: int = typer.Option(256, "--zero-shot-max-tokens", min=1,
-                                             help="Token budget of each generated future."),
+    zero_shot_max_tokens: int = typer.Option(None, "--zero-shot-max-tokens", min=1,
+                                             help="Token budget of each generated future "
+                                             "(default: read from the task's horizon and "
+                                             "the data)."),
     ks: str = typer.Option("16,64,256,all", "--ks", help="Probe training-set sizes."),
     seeds: int = typer.Option(5, "--seeds", min=1, help="Repeats per k."),
     harmonisation: Path = typer.Option(None, "--harmonisation",

@@ -12,9 +12,16 @@ numbers: the same generator seed and the same row layout, so continuation k of
 the full history and continuation k without a group start from the same
 random draws and diverge only where the history changed the model's
 distribution. The reported standard error is that of the paired difference
-(per-continuation hit with minus without, over k). Groups are the static codes
+(per-continuation hit with minus without, over k). Continuations that ran out
+of tokens undecided (zero_shot.py) have no outcome to compare: a pair counts
+only when both of its continuations were decided. Groups are the static codes
 and the code tokens of the history window; with more groups than `max_groups`
 the most recent ones are tried.
+
+A change of exactly 0 for every group is no explanation: it happens when no
+decided continuation holds the outcome with or without any group (p = 0, a
+rare outcome at K continuations), and `Explanation.moved` is then empty; the
+caller says so instead of printing a column of zeros.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ class Influence:
     probability_without: float
     delta: float  # p(full) - p(without this group)
     stderr: float
+    pairs: int = 0  # continuation pairs decided with and without the group
 
     def words(self) -> str:
         direction = "raised" if self.delta > 0 else "lowered"
@@ -54,6 +62,12 @@ class Explanation:
     samples: int
     groups_tried: int
     seconds: float
+    decided: int = 0  # continuations of the full history that were decided
+
+    @property
+    def moved(self) -> list[Influence]:
+        """The groups whose removal changed at least one decided continuation's outcome."""
+        return [i for i in self.influences if i.delta != 0.0]
 
 
 def event_groups(tokens: np.ndarray, prefix_len: int, vocab: Vocabulary,
@@ -121,17 +135,22 @@ def explain(model, vocab: Vocabulary, prompts: Prompts, row: int, outcome: Outco
     sim = simulate(model, vocab, _stack(variants), outcome, otoks, samples=samples, seed=seed,
                    max_new_tokens=max_new_tokens, batch_rows=batch_rows,
                    progress=progress)
-    base = sim.per_sample[0].astype(np.float64)
+    hits, decided = sim.per_sample, sim.decided_per_sample
     influences = []
     for v, (tok, positions) in enumerate(groups.items(), start=1):
-        diff = base - sim.per_sample[v].astype(np.float64)
-        stderr = float(diff.std(ddof=1) / np.sqrt(samples)) if samples > 1 else float("nan")
+        both = decided[0] & decided[v]
+        n = int(both.sum())
+        diff = hits[0][both].astype(np.float64) - hits[v][both].astype(np.float64)
+        delta = float(diff.mean()) if n else 0.0
+        stderr = float(diff.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
+        p_without = float(hits[v][decided[v]].mean()) if decided[v].any() else float("nan")
         name = vocab.tokens[tok]
-        influences.append(Influence(name, index.describe(name), len(positions),
-                                    float(sim.per_sample[v].mean()), float(diff.mean()), stderr))
+        influences.append(Influence(name, index.describe(name), len(positions), p_without,
+                                    delta, stderr, n))
     influences.sort(key=lambda i: (-abs(i.delta), i.token))
-    return Explanation(float(base.mean()), influences, samples, len(groups),
-                       time.perf_counter() - started)
+    p_full = float(hits[0][decided[0]].mean()) if decided[0].any() else float("nan")
+    return Explanation(p_full, influences, samples, len(groups),
+                       time.perf_counter() - started, int(decided[0].sum()))
 
 
 def _stack(variants: list[tuple[np.ndarray, np.ndarray, float, int]]) -> Prompts:

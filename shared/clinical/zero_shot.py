@@ -11,8 +11,10 @@ What is approximate (and why), in the order it happens:
 
 * **History.** The prompt is the patient's events up to and including the
   prediction time, encoded exactly as in training (`tokenizer.encode`), as one
-  window: [BOS], static prefix (age at the window start), the most recent
-  events that fit `max_len`. Older events beyond the context are dropped.
+  window cut where every inference window is cut (`history.history_windows`,
+  `windows.window_span`): [BOS], static prefix (age at the window start), the
+  most recent events that fit `max_len`. Older events beyond the context are
+  dropped.
   Note and image vectors are not recomputed here: their marker tokens stay,
   the vectors are zero.
 * **Outcome codes.** Outcome codes are mapped to vocabulary tokens as the
@@ -30,11 +32,16 @@ What is approximate (and why), in the order it happens:
   between the last recorded event and the prediction time is known to be
   empty, but the model is not told so: generated events before the
   prediction time are ignored.
-* **Length.** A continuation stops when its window is decided (outcome seen,
-  window closed, clock past the window end) or after `max_new_tokens`; one
-  that runs out undecided counts as no outcome, and the count of those is
-  returned (`truncated`) so a too-small budget shows. A context that fills
-  `max_len` keeps [BOS] and the static prefix and drops its oldest events.
+* **Length.** A continuation stops when its window is decided: the outcome is
+  seen, the clock passes the window end, an event closes the window ("before
+  discharge"), or the timeline ends (death, [EOS]: nothing can follow). The
+  token budget is read from the data (`token_budget`: how many tokens real
+  records hold until such a window closes, at a high quantile, with a margin),
+  so that continuations reach the question's horizon. One that still runs out
+  is *undecided*: it is reported (`decided`, `truncated`) and left out of the
+  probability, which is hits / decided continuations; never counted as "no".
+  A context that fills `max_len` keeps [BOS] and the static prefix and drops
+  its oldest events.
 
 Sampling (`simulate`) follows `EHRModel.generate` token for token, but draws
 from per-continuation uniforms (see its docstring) so that answers do not
@@ -47,34 +54,29 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import torch
 
-from fedehr.shared.clinical.decoding import Decoder
+from fedehr.shared.clinical.history import PREDICTION_TIME, history_events, history_windows
 from fedehr.shared.clinical.query import Outcome
 from fedehr.shared.data import schema as S
 from fedehr.shared.data.dataset import MEDSDataset
 from fedehr.shared.errors import DataError, FedEHRError
+from fedehr.shared.model.transformer import KVCache, last_position
 from fedehr.shared.tokenizer.batch import PAD_ID
 from fedehr.shared.tokenizer.encode import encode_events
 from fedehr.shared.tokenizer.mapping import CodeMapping
 from fedehr.shared.tokenizer.vocabulary import (
-    AGE_TOKENS,
-    BOS,
     EOS,
     QUANTILE_TOKENS,
     TIME_TOKENS,
     UNK,
     Vocabulary,
-    age_bucket,
 )
 
-_US_PER_DAY = 86_400_000_000.0
-_DAYS_PER_YEAR = 365.25
 Z_95 = 1.959963984540054
 
 
@@ -89,6 +91,7 @@ class OutcomeTokens:
     stop: frozenset[int]
     notes: tuple[str, ...] = ()
     value_words: str = ""
+    terminal: frozenset[int] = frozenset()  # death, end of record: the window closes
 
 
 def time_token_days(vocab: Vocabulary) -> dict[int, float]:
@@ -170,7 +173,9 @@ def outcome_tokens(outcome: Outcome, vocab: Vocabulary, mapping: CodeMapping,
         token, _ = _token_of(code, vocab, mapping)
         if token != UNK:
             stop.add(vocab.id(token))
-    return OutcomeTokens(frozenset(ids), bins, frozenset(stop), tuple(notes), "; ".join(words))
+    terminal = {vocab.id(t) for t in (EOS, S.DEATH_CODE) if t in vocab}
+    return OutcomeTokens(frozenset(ids), bins, frozenset(stop), tuple(notes), "; ".join(words),
+                         frozenset(terminal))
 
 
 def _token_of(code: str, vocab: Vocabulary, mapping: CodeMapping) -> tuple[str, float]:
@@ -209,65 +214,89 @@ class Prompts:
         return self.tokens[i, :n].numpy().copy(), self.times[i, :n].numpy().copy()
 
 
-def read_history(dataset: MEDSDataset, subject_ids: list[int]) -> pl.DataFrame:
-    """All events of the given subjects (every split)."""
-    frame = dataset.scan().filter(pl.col(S.SUBJECT_ID).is_in(list(set(subject_ids)))).collect()
-    return frame.with_columns(pl.col(S.TIME).cast(pl.Datetime("us")))
-
-
-def build_prompts(events: pl.DataFrame, vocab: Vocabulary, mapping: CodeMapping, max_len: int,
-                  subject_ids: list[int], prediction_times: list[datetime]) -> Prompts:
-    """One history window per (subject, prediction time), up to and including that time."""
-    queries = pl.DataFrame({"_row": np.arange(len(subject_ids), dtype=np.int64),
-                            S.SUBJECT_ID: pl.Series(subject_ids, dtype=pl.Int64),
-                            "_at": pl.Series(prediction_times, dtype=pl.Datetime("us"))})
-    rows = (queries.join(events, on=S.SUBJECT_ID, how="inner")
-            .filter(pl.col(S.TIME).is_null() | (pl.col(S.TIME) <= pl.col("_at"))))
-    first = (rows.filter(pl.col(S.TIME).is_not_null() & (pl.col(S.CODE) != S.BIRTH_CODE))
-             .group_by("_row").agg(pl.col(S.TIME).min().alias("_t0"), pl.col("_at").first()))
-    encoded = encode_events(rows.drop(S.SUBJECT_ID, "_at").rename({"_row": S.SUBJECT_ID}),
-                            vocab, mapping)
-    t0 = dict(zip(first["_row"].to_list(), first["_t0"].to_list(), strict=True))
-    at = dict(zip(first["_row"].to_list(), first["_at"].to_list(), strict=True))
-    position = {int(r): i for i, r in enumerate(encoded.subject_ids)}
-
-    n = len(subject_ids)
+def build_prompts(dataset: MEDSDataset, vocab: Vocabulary, mapping: CodeMapping, max_len: int,
+                  labels: pl.DataFrame) -> Prompts:
+    """One history window per label row (subject_id, prediction_time): the events up to and
+    including that time, cut as every inference window is (`history.history_windows`)."""
+    queries = labels.select(pl.col(S.SUBJECT_ID).cast(pl.Int64),
+                            pl.col(PREDICTION_TIME).cast(pl.Datetime("us")))
+    events = history_events(dataset, queries)
+    windows = history_windows(dataset, queries, vocab, max_len=max_len, mapping=mapping,
+                              events=events)
+    n = queries.height
     tokens = torch.full((n, max_len), PAD_ID, dtype=torch.long)
     times = torch.zeros(n, max_len)
-    gap = np.zeros(n)
     prefix_len = np.ones(n, dtype=np.int64)
-    bos = vocab.id(BOS)
-    age_ids = np.array([vocab.id(t) for t in AGE_TOKENS])
-    continuation = vocab.continuation_mask()
+    gap = np.zeros(n)
+    first = (events.filter(pl.col(S.TIME).is_not_null() & (pl.col(S.CODE) != S.BIRTH_CODE))
+             .group_by(S.SUBJECT_ID).agg(pl.col(S.TIME).min()))
+    t0 = dict(first.iter_rows())
+    at = queries[PREDICTION_TIME].to_list()
+    c = windows.cache
     for r in range(n):
-        tokens[r, 0] = bos
-        i = position.get(r)
-        if i is None:
-            continue  # no history at all: the prompt is [BOS]
-        toks = encoded.patient_tokens(i).astype(np.int64)
-        tms = encoded.times[encoded.offsets[i]:encoded.offsets[i + 1]].astype(np.float64)
-        n_static = min(int(encoded.static_len[i]), max_len - 2)
-        prefix = toks[:n_static].copy()
-        body, body_t = toks[int(encoded.static_len[i]):], tms[int(encoded.static_len[i]):]
-        budget = max_len - 1 - n_static
-        start = max(0, len(body) - budget)
-        while start < len(body) and continuation[body[start]]:
-            start += 1  # never start on a quantile token or marker without its code
-        body, body_t = body[start:], body_t[start:]
-        t_start = body_t[0] if len(body) else 0.0
-        birth = float(encoded.birth[i])
-        is_age = np.isin(prefix, age_ids)
-        if is_age.any() and np.isfinite(birth) and len(body):
-            prefix[is_age] = age_ids[age_bucket((t_start - birth) / _DAYS_PER_YEAR)]
-        k = 1 + n_static + len(body)
-        tokens[r, 1:1 + n_static] = torch.from_numpy(prefix)
-        tokens[r, 1 + n_static:k] = torch.from_numpy(body)
-        times[r, 1 + n_static:k] = torch.from_numpy((body_t - t_start).astype(np.float32))
+        tok, tim, *_ = windows[r]
+        tokens[r], times[r] = tok, tim
+        start, stop, n_static = windows.window_bounds(r)
         prefix_len[r] = 1 + n_static
-        if len(body) and r in t0:
-            pred_days = (at[r] - t0[r]).total_seconds() / 86400.0
-            gap[r] = max(0.0, pred_days - body_t[-1])
+        if stop > start and r in t0:  # days from the last history event to the prediction
+            gap[r] = max(0.0, (at[r] - t0[r]).total_seconds() / 86400.0
+                         - float(c.times[stop - 1]))
     return Prompts(tokens, times, gap, prefix_len)
+
+
+# -- how many tokens a window needs ------------------------------------------------------
+
+BUDGET_QUANTILE = 0.99
+BUDGET_MARGIN = 1.5
+MIN_BUDGET = 32
+MAX_BUDGET = 4096
+BUDGET_PATIENTS = 400
+
+
+def token_budget(dataset: MEDSDataset, vocab: Vocabulary, mapping: CodeMapping,
+                 outcome: Outcome, otoks: OutcomeTokens, *, patients: int = BUDGET_PATIENTS,
+                 quantile: float = BUDGET_QUANTILE, margin: float = BUDGET_MARGIN,
+                 minimum: int = MIN_BUDGET) -> int:
+    """Tokens a continuation may need to close the outcome's window, read from the data.
+
+    From every event of (up to) `patients` records of `dataset`, count the tokens the
+    record holds until the window closes: its clock passes the horizon, or an event
+    closes it (`outcome.stop_codes`, death). The budget is the `quantile` of those
+    counts times `margin` (the model's timelines may be denser than the data's),
+    within [minimum, MAX_BUDGET]. Counts stop at a record's end, so a dataset of
+    short records gives a low budget; continuations that still run out are reported
+    as undecided, never as "no".
+    """
+    subjects = (dataset.scan().select(S.SUBJECT_ID).unique().sort(S.SUBJECT_ID)
+                .head(patients).collect()[S.SUBJECT_ID])
+    frame = dataset.scan().filter(pl.col(S.SUBJECT_ID).is_in(subjects.implode())).collect()
+    if frame.is_empty():
+        return minimum
+    encoded = encode_events(frame.with_columns(pl.col(S.TIME).cast(pl.Datetime("us"))),
+                            vocab, mapping)
+    horizon = outcome.horizon.total_seconds() / 86400.0
+    closing = np.zeros(len(vocab), dtype=bool)
+    closing[list(otoks.stop | otoks.terminal)] = True
+    starts = ~vocab.continuation_mask()
+    counts = []
+    for i in range(len(encoded)):
+        lo = int(encoded.offsets[i]) + int(encoded.static_len[i])
+        tok = encoded.tokens[lo:int(encoded.offsets[i + 1])].astype(np.int64)
+        tim = encoded.times[lo:int(encoded.offsets[i + 1])].astype(np.float64)
+        if not len(tok):
+            continue
+        pos = np.flatnonzero(starts[tok])
+        end = np.searchsorted(tim, tim[pos] + horizon, side="right")
+        close = np.flatnonzero(closing[tok])
+        if len(close):  # the first closing event after each position ends it too
+            k = np.searchsorted(close, pos, side="right")
+            nxt = np.where(k < len(close), close[np.minimum(k, len(close) - 1)] + 1, len(tok))
+            end = np.minimum(end, nxt)
+        counts.append(end - pos)
+    if not counts:
+        return minimum
+    need = float(np.quantile(np.concatenate(counts), quantile)) * margin
+    return int(min(MAX_BUDGET, max(minimum, math.ceil(need))))
 
 
 # -- simulation ----------------------------------------------------------------------------
@@ -282,6 +311,14 @@ class Simulation:
     generated_tokens: int = 0
     seconds: float = 0.0
     per_sample: np.ndarray | None = None  # bool [N, samples]: which continuations hit
+    decided_per_sample: np.ndarray | None = None  # bool [N, samples]: window closed
+    max_new_tokens: int = 0
+    reach_days: np.ndarray | None = None  # float [N, samples]: how far each clock got
+
+    @property
+    def decided(self) -> np.ndarray:
+        """int64 [N]: continuations whose window closed (outcome or not)."""
+        return self.samples - self.truncated
 
 
 @dataclass
@@ -299,6 +336,7 @@ class _Row:
     truncated: bool = False
     stop_at: float | None = None
     pending: int | None = None  # outcome code id waiting for its quantile token
+    reach: float = 0.0  # days after `base` the clock reached
 
 
 def simulate(model, vocab: Vocabulary, prompts: Prompts, outcome: Outcome, otoks: OutcomeTokens,
@@ -308,14 +346,14 @@ def simulate(model, vocab: Vocabulary, prompts: Prompts, outcome: Outcome, otoks
     """Generate `samples` continuations per prompt row and count outcome hits.
 
     The loop is `EHRModel.generate`'s (same context, clock and time-token rules),
-    run incrementally with cached keys and values (decoding.py), with one
-    difference in sampling: continuation k draws its s-th token by inverse CDF from
-    the uniform U[k, s] of one (seed)-seeded table, instead of from a generator
-    shared by the batch. So continuation k of every prompt row reads the same
-    random numbers whatever else is in the batch: answers do not depend on
-    batching, and prompts that differ in one event (explain.py) are compared
-    with common random numbers inside one batch. Each row stops as soon as its
-    window is decided.
+    run incrementally through the model's own KV cache (`EHRModel.forward` with a
+    `KVCache`), with one difference in sampling: continuation k draws its s-th
+    token by inverse CDF from the uniform U[k, s] of one (seed)-seeded table,
+    instead of from a generator shared by the batch. So continuation k of every
+    prompt row reads the same random numbers whatever else is in the batch:
+    answers do not depend on batching, and prompts that differ in one event
+    (explain.py) are compared with common random numbers inside one batch. Each
+    row stops as soon as its window is decided.
     """
     started = time.perf_counter()
     uniforms = torch.rand(samples, max_new_tokens, generator=torch.Generator().manual_seed(seed),
@@ -335,10 +373,12 @@ def simulate(model, vocab: Vocabulary, prompts: Prompts, outcome: Outcome, otoks
                                max_new_tokens, temperature)
         if progress is not None:
             progress(len(group))
-    hits = np.array([r.hit for r in rows], dtype=bool).reshape(len(prompts), samples)
-    trunc = np.array([r.truncated for r in rows], dtype=np.int64).reshape(len(prompts), samples)
-    return Simulation(hits.sum(1).astype(np.int64), samples, trunc.sum(1), total,
-                      time.perf_counter() - started, hits)
+    shape = (len(prompts), samples)
+    hits = np.array([r.hit for r in rows], dtype=bool).reshape(shape)
+    decided = ~np.array([r.truncated for r in rows], dtype=bool).reshape(shape)
+    reach = np.array([r.reach for r in rows], dtype=np.float64).reshape(shape)
+    return Simulation(hits.sum(1).astype(np.int64), samples, (~decided).sum(1).astype(np.int64),
+                      total, time.perf_counter() - started, hits, decided, max_new_tokens, reach)
 
 
 def _sample_group(model, vocab: Vocabulary, prompts: Prompts, rows: list[_Row], group: list[int],
@@ -360,49 +400,61 @@ def _sample_group(model, vocab: Vocabulary, prompts: Prompts, rows: list[_Row], 
     days_of = torch.zeros(cfg.vocab_size, dtype=torch.float64)
     for token_id, days in time_token_days(vocab).items():
         days_of[token_id] = days
-    eos = vocab.id(EOS)
     continuation = torch.from_numpy(vocab.continuation_mask())
     was_training = model.training
     model.eval()
-    decoder = Decoder(model, B)
+    cache = KVCache(cfg, B)
     everyone = torch.arange(B)
     W = int(length.max())
-    logits = decoder.prefill(everyone, tok[:, :W], tim[:, :W], length)
+    logits = _fill(model, cache, everyone, tok[:, :W], tim[:, :W])
     generated = 0
-    for _step in range(max_new_tokens):
-        live = [j for j, g in enumerate(group) if not rows[g].decided]
-        if not live:
-            break
-        full = [j for j in live if int(length[j]) >= max_len]
-        if full:  # make room, then recompute those rows' caches and next-token logits
-            for j in full:
-                _drop_oldest(rows[group[j]], tok, tim, length, j, shift_block, continuation)
-            idx = torch.tensor(full)
-            W = int(length[idx].max())
-            logits[idx] = decoder.prefill(idx, tok[idx, :W], tim[idx, :W], length[idx])
-        idx = torch.tensor(live)
-        step_logits = logits[idx].double()
-        step_logits[:, PAD_ID] = float("-inf")
-        nxt = _inverse_cdf(step_logits, temperature, uniforms, [rows[group[j]] for j in live])
-        clock = tim[idx, length[idx] - 1] + days_of[nxt]
-        tok[idx, length[idx]] = nxt
-        tim[idx, length[idx]] = clock
-        length[idx] += 1
-        generated += len(live)
-        going = []
-        for j, token, t in zip(live, nxt.tolist(), clock.tolist(), strict=True):
-            row = rows[group[j]]
-            row.generated += 1
-            _scan(row, token, t, otoks, eos)
-            if row.generated >= max_new_tokens and not row.decided:
-                row.decided = row.truncated = True
-            if not row.decided:
-                going.append(j)
-        if going:
-            idx = torch.tensor(going)
-            logits[idx] = decoder.step(idx, tok[idx, length[idx] - 1], tim[idx, length[idx] - 1])
+    with torch.no_grad():
+        for _step in range(max_new_tokens):
+            live = [j for j, g in enumerate(group) if not rows[g].decided]
+            if not live:
+                break
+            full = [j for j in live if int(length[j]) >= max_len]
+            if full:  # make room, then refill those rows' caches and next-token logits
+                for j in full:
+                    _drop_oldest(rows[group[j]], tok, tim, length, j, shift_block, continuation)
+                idx = torch.tensor(full)
+                W = int(length[idx].max())
+                cache.reset(idx)
+                logits[idx] = _fill(model, cache, idx, tok[idx, :W], tim[idx, :W])
+            idx = torch.tensor(live)
+            step_logits = logits[idx].double()
+            step_logits[:, PAD_ID] = float("-inf")
+            nxt = _inverse_cdf(step_logits, temperature, uniforms, [rows[group[j]] for j in live])
+            clock = tim[idx, length[idx] - 1] + days_of[nxt]
+            tok[idx, length[idx]] = nxt
+            tim[idx, length[idx]] = clock
+            length[idx] += 1
+            generated += len(live)
+            going = []
+            for j, token, t in zip(live, nxt.tolist(), clock.tolist(), strict=True):
+                row = rows[group[j]]
+                row.generated += 1
+                _scan(row, token, t, otoks)
+                if row.generated >= max_new_tokens and not row.decided:
+                    row.decided = row.truncated = True
+                if not row.decided:
+                    going.append(j)
+            if going:
+                idx = torch.tensor(going)
+                at = length[idx] - 1
+                hidden = model(tok[idx, at].unsqueeze(1), tim[idx, at].float().unsqueeze(1),
+                               cache=cache, rows=idx)
+                logits[idx] = model.logits(hidden[:, 0])
     model.train(was_training)
     return generated
+
+
+@torch.no_grad()
+def _fill(model, cache: KVCache, rows: torch.Tensor, tokens: torch.Tensor,
+          times: torch.Tensor) -> torch.Tensor:
+    """Feed right-padded contexts into empty cache rows; next-token logits [b, V]."""
+    hidden = model(tokens, times.float(), cache=cache, rows=rows)
+    return model.logits(last_position(hidden, tokens))
 
 
 def _inverse_cdf(logits: torch.Tensor, temperature: float, uniforms: torch.Tensor,
@@ -436,13 +488,14 @@ def _drop_oldest(row: _Row, tok: torch.Tensor, tim: torch.Tensor, length: torch.
         row.stop_at -= shift
 
 
-def _scan(row: _Row, tok: int, t_abs: float, otoks: OutcomeTokens, eos: int) -> None:
+def _scan(row: _Row, tok: int, t_abs: float, otoks: OutcomeTokens) -> None:
     """Advance one continuation by one generated token (see the module docstring)."""
     t = t_abs - row.base  # days after the last history event
+    row.reach = t
     if row.stop_at is not None and t > row.stop_at:
         row.decided = True  # the window closed at the stop event's time
         return
-    if t > row.end or tok == eos:
+    if t > row.end:
         row.decided = True
         return
     if row.pending is not None:
@@ -456,22 +509,28 @@ def _scan(row: _Row, tok: int, t_abs: float, otoks: OutcomeTokens, eos: int) -> 
         else:
             row.hit = row.decided = True
             return
+    if tok in otoks.terminal:  # death or the end of the record: nothing can follow
+        row.decided = True
+        return
     if tok in otoks.stop and t >= row.start and row.stop_at is None:
         row.stop_at = t
 
 
 # -- intervals and the public entry point -------------------------------------------------
 
-def wilson_interval(hits: np.ndarray, n: int, z: float = Z_95) -> tuple[np.ndarray, np.ndarray]:
-    """Wilson score interval for hits/n (95 % by default)."""
+def wilson_interval(hits: np.ndarray, n: np.ndarray | int,
+                    z: float = Z_95) -> tuple[np.ndarray, np.ndarray]:
+    """Wilson score interval for hits/n (95 % by default); NaN where n is 0."""
     hits = np.asarray(hits, dtype=np.float64)
-    p = hits / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    low = np.where(hits == 0, 0.0, np.clip(centre - half, 0.0, 1.0))  # exact at the ends
-    high = np.where(hits == n, 1.0, np.clip(centre + half, 0.0, 1.0))
-    return low, high
+    n = np.broadcast_to(np.asarray(n, dtype=np.float64), hits.shape)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = hits / n
+        denom = 1 + z * z / n
+        centre = (p + z * z / (2 * n)) / denom
+        half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+        low = np.where(hits == 0, 0.0, np.clip(centre - half, 0.0, 1.0))  # exact at the ends
+        high = np.where(hits == n, 1.0, np.clip(centre + half, 0.0, 1.0))
+    return np.where(n > 0, low, np.nan), np.where(n > 0, high, np.nan)
 
 
 def open_dataset(dataset: MEDSDataset | str | Path) -> MEDSDataset:
@@ -487,11 +546,12 @@ def candidate_codes(dataset: MEDSDataset, vocab: Vocabulary) -> list[str]:
 
 def predict(model, vocab: Vocabulary, dataset: MEDSDataset | str | Path, labels: pl.DataFrame,
             outcome: Outcome, *, samples: int = 32, seed: int = 0, batch_size: int = 256,
-            mapping: CodeMapping | None = None, max_new_tokens: int = 256,
+            mapping: CodeMapping | None = None, max_new_tokens: int | None = None,
             progress: Callable[[int], None] | None = None) -> pl.DataFrame:
     """Zero-shot probability of `outcome` for each (subject_id, prediction_time) of `labels`
     (MEDS label schema). Returns subject_id, prediction_time, probability, ci_low, ci_high
-    in the order of `labels`. `batch_size` counts generated rows (patients x samples)."""
+    in the order of `labels`. `batch_size` counts generated rows (patients x samples).
+    The probability is over the decided continuations (NaN when none decided)."""
     result = predict_detailed(model, vocab, dataset, labels, outcome, samples=samples,
                               seed=seed, batch_size=batch_size, mapping=mapping,
                               max_new_tokens=max_new_tokens, progress=progress)
@@ -501,7 +561,7 @@ def predict(model, vocab: Vocabulary, dataset: MEDSDataset | str | Path, labels:
 
 @dataclass
 class Prediction:
-    frame: pl.DataFrame  # + hits, samples, truncated
+    frame: pl.DataFrame  # + hits, samples, decided, truncated (undecided)
     outcome_tokens: OutcomeTokens
     simulation: Simulation
     prompts: Prompts
@@ -514,11 +574,14 @@ class Prediction:
 def predict_detailed(model, vocab: Vocabulary, dataset: MEDSDataset | str | Path,
                      labels: pl.DataFrame, outcome: Outcome, *, samples: int = 32, seed: int = 0,
                      batch_size: int = 256, mapping: CodeMapping | None = None,
-                     max_new_tokens: int = 256,
+                     max_new_tokens: int | None = None,
                      progress: Callable[[int], None] | None = None) -> Prediction:
+    """As `predict`, with the counts: `hits` of `decided` continuations (their window
+    closed), `truncated` = samples - decided (ran out of tokens; excluded from the
+    probability). `max_new_tokens` None: `token_budget` from the horizon and the data."""
     if samples < 1:
         raise FedEHRError("samples must be at least 1", where="samples", fix="use e.g. 32")
-    for col in (S.SUBJECT_ID, "prediction_time"):
+    for col in (S.SUBJECT_ID, PREDICTION_TIME):
         if col not in labels.columns:
             raise DataError(f"labels lack the column {col}", where="labels",
                             fix="give a frame in the MEDS label schema")
@@ -527,17 +590,21 @@ def predict_detailed(model, vocab: Vocabulary, dataset: MEDSDataset | str | Path
     mapping = mapping or CodeMapping.from_config(None, codes)
     otoks = outcome_tokens(outcome, vocab, mapping, candidate_codes(dataset, vocab))
     subjects = labels[S.SUBJECT_ID].cast(pl.Int64).to_list()
-    at = labels["prediction_time"].cast(pl.Datetime("us")).to_list()
-    events = read_history(dataset, subjects)
-    prompts = build_prompts(events, vocab, mapping, model.config.max_len, subjects, at)
+    at = labels[PREDICTION_TIME].cast(pl.Datetime("us")).to_list()
+    prompts = build_prompts(dataset, vocab, mapping, model.config.max_len, labels)
+    if max_new_tokens is None:
+        max_new_tokens = token_budget(dataset, vocab, mapping, outcome, otoks)
     sim = simulate(model, vocab, prompts, outcome, otoks, samples=samples, seed=seed,
                    max_new_tokens=max_new_tokens, batch_rows=batch_size, progress=progress)
-    low, high = wilson_interval(sim.hits, samples)
+    decided = sim.decided
+    low, high = wilson_interval(sim.hits, decided)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        probability = np.where(decided > 0, sim.hits / np.maximum(decided, 1), np.nan)
     frame = pl.DataFrame({
         S.SUBJECT_ID: pl.Series(subjects, dtype=pl.Int64),
-        "prediction_time": pl.Series(at, dtype=pl.Datetime("us")),
-        "probability": sim.hits / samples, "ci_low": low, "ci_high": high,
+        PREDICTION_TIME: pl.Series(at, dtype=pl.Datetime("us")),
+        "probability": probability, "ci_low": low, "ci_high": high,
         "hits": sim.hits, "samples": np.full(len(subjects), samples),
-        "truncated": sim.truncated,
-    })
+        "decided": decided, "truncated": sim.truncated,
+    }, nan_to_null=False)
     return Prediction(frame, otoks, sim, prompts)

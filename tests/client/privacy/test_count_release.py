@@ -1,4 +1,5 @@
-"""DP release of code counts and value sketches: bounding, noise, threshold, charge."""
+"""The site's DP release of code counts and value sketches: bounding, noise, threshold,
+charge (and the shared message types and post-processing the server reads)."""
 
 from __future__ import annotations
 
@@ -8,18 +9,16 @@ import numpy as np
 import polars as pl
 import pytest
 
-from fedehr.shared.errors import ConfigError
-from fedehr.shared.tokenizer.dp_counts import (
-    CountRelease,
+from fedehr.client.privacy.count_release import (
     bounded_code_counts,
     bounded_value_histograms,
-    edges_from_histogram,
-    log_grid,
     partition_delta,
     release_code_counts,
     release_value_histograms,
     threshold_for_delta,
 )
+from fedehr.shared.errors import ConfigError
+from fedehr.shared.tokenizer.dp_counts import CountRelease, edges_from_histogram, log_grid
 
 
 def _events(pairs) -> pl.DataFrame:

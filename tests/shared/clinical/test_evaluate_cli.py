@@ -30,7 +30,7 @@ def test_evaluate_writes_the_report_plots_and_numbers(trained, capsys):
     out = root / "report"
     main(["model", "evaluate", "--checkpoint", str(ckpt), "--data", str(site), "--out", str(out),
           "--tasks", "mortality,long_los,icu_transfer", "--ks", "16,all", "--seeds", "2",
-          "--zero-shot-samples", "2", "--zero-shot-max-tokens", "12",
+          "--zero-shot-samples", "2",
           "--trusted-key", str(ckpt / "signer.pub")])
     printed = capsys.readouterr().out
     assert "fedehr model evaluate" in printed and f"report: {out / 'report.md'}" in printed

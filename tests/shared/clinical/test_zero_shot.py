@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import numpy as np
+import polars as pl
 import pytest
 
 from fedehr.shared.clinical.concepts import CodeIndex
@@ -17,7 +18,7 @@ from fedehr.shared.clinical.zero_shot import (
     outcome_tokens,
     predict,
     predict_detailed,
-    read_history,
+    token_budget,
     wilson_interval,
 )
 from fedehr.shared.tokenizer.mapping import CodeMapping
@@ -73,9 +74,9 @@ def test_an_outcome_outside_the_vocabulary_is_refused():
 
 def test_prompts_hold_the_history_up_to_the_prediction_time(world):
     mapping = CodeMapping.from_config(None, world.dataset.codes())
-    events = read_history(world.dataset, [2, 3])
     at = [planted.index_time(2), planted.index_time(3) - timedelta(hours=1)]
-    prompts = build_prompts(events, world.vocab, mapping, 24, [2, 3], at)
+    labels = pl.DataFrame({"subject_id": [2, 3], "prediction_time": at})
+    prompts = build_prompts(world.dataset, world.vocab, mapping, 24, labels)
     first, _ = prompts.row(0)
     second, _ = prompts.row(1)
     names = [world.vocab.tokens[t] for t in first]
@@ -123,3 +124,34 @@ def test_explanation_names_the_index_event_that_drove_the_answer(world):
     assert top.token == "PROC//ALPHA" and top.description == "Alpha procedure"
     assert top.delta > 0.3 and top.delta > 2 * top.stderr
     assert expl.probability == pytest.approx(result.frame["probability"][0])
+
+
+def test_the_token_budget_grows_with_the_horizon(world):
+    mapping = CodeMapping.from_config(None, world.dataset.codes())
+    budgets = []
+    for text in ("cardiac arrest within 1 hour after procedure",
+                 "cardiac arrest within 90 days after procedure"):
+        outcome = ask(world, text)
+        otoks = outcome_tokens(outcome, world.vocab, mapping, [])
+        budgets.append(token_budget(world.dataset, world.vocab, mapping, outcome, otoks,
+                                    minimum=1))
+    assert budgets[0] < budgets[1]
+
+
+def test_continuations_that_run_out_of_tokens_are_undecided_not_no(world):
+    outcome = ask(world, "cardiac arrest within 90 days after procedure")
+    result = predict_detailed(world.model, world.vocab, world.dataset, planted.labels(BETA[:2]),
+                              outcome, samples=4, seed=0, max_new_tokens=1)
+    row = result.frame.row(0, named=True)
+    assert row["decided"] == 0 and row["truncated"] == 4
+    assert np.isnan(row["probability"]) and np.isnan(row["ci_low"])
+
+
+def test_death_closes_the_window_of_another_outcome():
+    from fedehr.shared.clinical.zero_shot import OutcomeTokens, _Row, _scan
+
+    death, arrest = 7, 8
+    otoks = OutcomeTokens(frozenset({arrest}), {}, frozenset(), terminal=frozenset({death}))
+    row = _Row(sample=0, base=0.0, start=0.0, end=30.0, prefix=1)
+    _scan(row, death, 2.0, otoks)
+    assert row.decided and not row.hit and not row.truncated

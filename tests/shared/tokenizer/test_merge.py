@@ -5,12 +5,8 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from fedehr.shared.tokenizer.dp_counts import (
-    CountRelease,
-    GaussianCharge,
-    log_grid,
-    release_value_histograms,
-)
+from fedehr.client.privacy.count_release import release_value_histograms
+from fedehr.shared.tokenizer.dp_counts import CountRelease, GaussianCharge, log_grid
 from fedehr.shared.tokenizer.merge import exact_code_counts, merge_vocabulary
 
 
