@@ -30,16 +30,42 @@ class SiteStartError(FedEHRError):
     """The site daemon could not join the federation."""
 
 
-def _check_data(site) -> int:
-    from fedehr.shared.data.validate import validate
-
-    errors = [p for p in validate(site.data) if p.severity == "error"]
-    if errors:
-        raise SiteStartError(f"the MEDS data has {len(errors)} error(s), first: {errors[0]}",
-                             where=str(site.data), fix=f"run `fedehr data validate {site.data}`")
+def _preflight(config: Path, site) -> int:
+    """`fedehr site check` at start: a red line stops the daemon, amber ones are logged.
+    Returns the number of patients."""
+    from fedehr.client.preflight import site_checks
     from fedehr.shared.data.dataset import MEDSDataset
 
-    return MEDSDataset.open(site.data).subject_splits().height
+    checks = site_checks(config, at_start=True)
+    red = [c for c in checks if c.level == "red"]
+    if red:
+        raise SiteStartError(f"{len(red)} pre-flight check(s) red, first: {red[0].name}: "
+                             f"{red[0].message}", where=str(config),
+                             fix=f"{red[0].fix}; see `fedehr site check --config {config}`")
+    for check in checks:
+        if check.level == "amber":
+            say.warn(check.line())
+    return MEDSDataset.open(site.data).subject_splits().height  # valid: no red line
+
+
+@app.command("check")
+def check(config: Path = CONFIG) -> None:
+    """Pre-flight check: everything that would make the first run fail or mislead.
+
+    One line per check, green, amber or red, with the fix: site.yaml and its
+    paths, the MEDS data, the privacy budget left, certificates and site key,
+    approval settings, the SuperLink over TLS, disk space, metrics address.
+    Exit code 0 all green, 1 any red, 2 amber only. Writes nothing.
+
+    Example: fedehr site check --config site.yaml
+    """
+    from fedehr.client.preflight import site_checks
+    from fedehr.shared.preflight import exit_code, render
+
+    checks = site_checks(config)
+    for line in render(checks):
+        console.print(line, highlight=False, soft_wrap=True)
+    raise typer.Exit(exit_code(checks))
 
 
 def _last_lines(path: Path, n: int = 3) -> str:
@@ -76,7 +102,7 @@ def start(config: Path = CONFIG,
                              fix=f"use one of: {', '.join(ISOLATIONS)}")
     exit_on_sigterm()
     site = load_site_config(config)
-    patients = _check_data(site)
+    patients = _preflight(config, site)
     ledger = open_ledger(site)
     say.print(f"site [bold]{site.name}[/]: {patients:,} patients in {site.data}; epsilon "
               f"{ledger.spent():.3f} of {site.privacy.epsilon:g} spent (delta "
