@@ -12,7 +12,7 @@ import os
 import socket
 import ssl
 import threading
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -142,11 +142,10 @@ def test_a_missing_ledger_after_releases_is_red(site, tmp_path):
 
 
 def test_a_ca_expiring_within_30_days_is_amber_and_an_expired_one_red(pki):
-    ten_years = datetime.now(UTC) + timedelta(days=3650)
-    soon, _ = certificate_check("ca", pki / "ca.pem", fix="renew",
-                                now=ten_years - timedelta(days=3))
-    gone, _ = certificate_check("ca", pki / "ca.pem", fix="renew",
-                                now=ten_years + timedelta(days=3))
+    _, ca = certificate_check("ca", pki / "ca.pem", fix="renew")
+    end = ca.not_valid_after_utc
+    soon, _ = certificate_check("ca", pki / "ca.pem", fix="renew", now=end - timedelta(days=3))
+    gone, _ = certificate_check("ca", pki / "ca.pem", fix="renew", now=end + timedelta(days=3))
     assert (soon.level, gone.level) == ("amber", "red")
     assert "within 30 days" in soon.message and "expired" in gone.message
 
