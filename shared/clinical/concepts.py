@@ -15,9 +15,15 @@ Matching is deliberately simple and explainable, not NLP:
    with such a parent;
 2. otherwise a few clinical synonyms are expanded ("mortality" -> death,
    "readmission" -> hospital admission, "ICU transfer" -> ICU admission), and a
-   code matches when every word of the phrase occurs in its description (or
-   its code). Matches are ranked: description starts with the phrase, contains
-   it as a phrase, contains all its words;
+   code matches when the phrase names what its description is about: the
+   description starts with the phrase, or its *head* holds the phrase (or all
+   its words), or the code itself does. The head is the description up to its
+   first qualifier (a comma, "with", "without", "due to", "following", ...),
+   parenthesised words left out: "Chronic systolic (congestive) heart failure"
+   is heart failure, but "Concussion with loss of consciousness ... with death
+   due to brain injury" is a concussion, not a death. Matches are ranked:
+   description starts with the phrase, head contains it as a phrase, head
+   contains all its words, then the code's own words;
 3. matches are grouped into *families* (one ICD-10 category, one LOINC test,
    one drug, one event kind such as ``HOSPITAL_ADMISSION``). Only the families
    of the best rank are kept; when more than one family is kept the phrase is
@@ -55,10 +61,21 @@ _STOP_WORDS = {"a", "an", "the", "of", "in", "any", "new", "level", "levels", "v
 # "code:X", anything with a slash and no space, or an upper-case name with underscores
 _CODE_LIKE = re.compile(r"^code:\S+$|^[^\s/]+/\S*$|^[A-Z0-9]+(?:_[A-Z0-9]+)+$")
 _ICD_CATEGORY = re.compile(r"^(ICD(?:9|10)CM/[A-Z0-9]{3})")
+# where a description's head (what the code is about) ends and its qualifiers begin
+_QUALIFIER = re.compile(r"[,;:]|\b(?:with|without|due to|following|complicating|secondary to|"
+                        r"after|except|excluding|not elsewhere)\b", re.I)
+_BRACKETED = re.compile(r"\([^)]*\)|\[[^\]]*\]")
 
 
 def words(text: str) -> list[str]:
     return [w for w in re.findall(r"[a-z0-9]+", text.lower()) if w not in _STOP_WORDS]
+
+
+def head_words(description: str) -> list[str]:
+    """The words of what a description is about: before its first qualifier, without
+    parenthesised or bracketed words (see the module docstring, step 2)."""
+    text = _BRACKETED.sub(" ", description)
+    return words(_QUALIFIER.split(text, maxsplit=1)[0])
 
 
 def family_of(code: str, parents: Iterable[str] = ()) -> str:
@@ -166,11 +183,36 @@ class CodeIndex:
         for child in self._by_parent.get(base, ()):  # a standard token: a child's words
             if self.description.get(child):
                 return self.description[child]
+        if _ICD_CATEGORY.match(base):  # a folded ICD token: the words its subcodes share
+            shared = self._category_words(base)
+            if shared:
+                return shared
         if code.startswith("AGE//"):
             return f"age {code.split('//', 1)[1]}"
         if code.startswith("GENDER//"):
             return {"F": "female", "M": "male"}.get(code.split("//", 1)[1], "sex unknown")
         return code
+
+    def _category_words(self, token: str) -> str:
+        """Clinical words for an ICD token that codes fold into (``ICD9CM/E849`` from
+        ``ICD9CM/E849.7``...): the common start of its subcodes' descriptions, or the first
+        one's words and how many more."""
+        found = sorted({self.description[c] for parent, children in self._by_parent.items()
+                        if parent.startswith(f"{token}.") for c in children
+                        if self.description.get(c)})
+        if not found:
+            return ""
+        if len(found) == 1:
+            return found[0]
+        common = []
+        for parts in zip(*(d.split() for d in found), strict=False):
+            if len(set(parts)) > 1:
+                break
+            common.append(parts[0])
+        start = " ".join(common).rstrip(" ,;:")
+        if len(common) >= 2:
+            return f"{start} (any of {len(found)})"
+        return f"{found[0]} or {len(found) - 1} related"
 
     # -- resolving -----------------------------------------------------------------
     def resolve(self, phrase: str) -> Concept:
@@ -216,14 +258,15 @@ class CodeIndex:
         return [c for r in sorted(ranked) for c in ranked[r].get(family, [])]
 
     def _rank(self, code: str, target: list[str], phrase_text: str) -> int | None:
-        desc_words = words(self.description.get(code, ""))
+        description = self.description.get(code, "")
+        desc_words = words(description)
+        head = head_words(description)
         code_words = words(code.replace("_", " "))
-        desc_text = " ".join(desc_words)
-        if desc_words and desc_text.startswith(phrase_text):
+        if desc_words and f"{' '.join(desc_words)} ".startswith(f"{phrase_text} "):
             return 0
-        if desc_words and f" {phrase_text} " in f" {desc_text} ":
+        if head and f" {phrase_text} " in f" {' '.join(head)} ":
             return 1
-        if all(w in desc_words for w in target):
+        if head and all(w in head for w in target):
             return 2
         if " ".join(code_words).startswith(phrase_text):
             return 3

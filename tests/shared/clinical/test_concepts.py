@@ -85,3 +85,36 @@ def test_descriptions_name_codes_and_vocabulary_tokens(index):
     assert index.describe("RxNorm/4603").startswith("furosemide")  # the synthetic catalogue
     assert index.describe("AGE//65-69") == "age 65-69"
     assert index.describe("NO_SUCH_CODE") == "NO_SUCH_CODE"
+
+
+def test_an_outcome_resolves_to_the_codes_that_mean_it_not_to_qualifiers():
+    # as on the MIMIC-IV demo: two brain-injury diagnoses mention death in a qualifier
+    table = pl.concat([CODES, pl.DataFrame({
+        "code": ["DIAGNOSIS//ICD//10//S060X7A", "DIAGNOSIS//ICD//10//S062X7A"],
+        "description": [
+            "Concussion with loss of consciousness of any duration with death due to brain "
+            "injury prior to regaining consciousness, initial encounter",
+            "Diffuse traumatic brain injury with loss of consciousness of any duration with "
+            "death due to brain injury prior to regaining consciousness, initial encounter"],
+        "parent_codes": [["ICD10CM/S06.0X7A"], ["ICD10CM/S06.2X7A"]],
+    }, schema_overrides={"parent_codes": pl.List(pl.String)})])
+    from fedehr.shared.clinical.prompt import parse_prompt, resolve_prompt
+
+    resolved = resolve_prompt(parse_prompt("death within 30 days after discharge"),
+                              CodeIndex.for_dataset(table))
+    assert resolved.outcome.codes == ("MEDS_DEATH",)
+    assert resolved.index.codes == ("HOSPITAL_DISCHARGE//HOME",)
+    # the diagnosis itself is still found by what it is about
+    assert CodeIndex.for_dataset(table).resolve("concussion").codes == (
+        "DIAGNOSIS//ICD//10//S060X7A",)
+
+
+def test_a_folded_icd_token_is_described_by_its_subcodes_words():
+    table = pl.DataFrame({
+        "code": ["DIAGNOSIS//ICD//9//E8497", "DIAGNOSIS//ICD//9//E8490"],
+        "description": ["Accidents occurring in residential institution",
+                        "Accidents occurring in home"],
+        "parent_codes": [["ICD9CM/E849.7"], ["ICD9CM/E849.0"]],
+    }, schema_overrides={"parent_codes": pl.List(pl.String)})
+    assert CodeIndex.for_dataset(table).describe("ICD9CM/E849") == \
+        "Accidents occurring in (any of 2)"
