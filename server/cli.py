@@ -120,6 +120,27 @@ def serve_metrics(cfg, health, port: int | None = None):
                             service=f"server {cfg.name}").start()
 
 
+@server_app.command("check")
+def server_check(config: Path = CONFIG) -> None:
+    """Pre-flight check of the operator's side, before or while the server runs.
+
+    One line per check, green, amber or red, with the fix: federation.yaml and
+    its paths, the PKI (CA, SuperLink certificate signed by it, naming the host,
+    not expiring within 30 days; every site's key; the bundle key), ports free
+    (before start) or SuperLink and registry answering over TLS (while running),
+    disk space. Exit code 0 all green, 1 any red, 2 amber only. Writes nothing.
+
+    Example: fedehr server check --config federation.yaml
+    """
+    from fedehr.server.preflight import server_checks
+    from fedehr.shared.preflight import exit_code, render
+
+    checks = server_checks(config)
+    for line in render(checks):
+        console.print(line, highlight=False, soft_wrap=True)
+    raise typer.Exit(exit_code(checks))
+
+
 @server_app.command("stop")
 def server_stop(config: Path = CONFIG) -> None:
     """Stop a server started from this federation.yaml (e.g. in another terminal)."""

@@ -2,16 +2,14 @@
 first run fail or mislead, each with its fix (issue 17). Exit 0 green, 1 red, 2 amber.
 
 The site is real (a synthetic MEDS export, a consortium PKI from fedehr.shared.pki);
-the SuperLink's TLS endpoint is a TLS server on loopback holding the consortium's
-superlink.pem, which is all of the SuperLink the check talks to.
+the SuperLink is tests.server.tls_endpoint, a TLS server holding the consortium's
+superlink.pem: all of the SuperLink the check talks to.
 """
 
 from __future__ import annotations
 
 import os
 import socket
-import ssl
-import threading
 from datetime import timedelta
 from pathlib import Path
 
@@ -26,6 +24,7 @@ from fedehr.shared.data.synth import synthesize
 from fedehr.shared.pki import init_ca, issue_server_cert, issue_site_key
 from fedehr.shared.pki.bundle_signing import create_bundle_key
 from fedehr.shared.preflight import certificate_check, exit_code
+from tests.server.tls_endpoint import tls_endpoint
 
 
 @pytest.fixture(scope="module")
@@ -40,27 +39,8 @@ def pki(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def superlink(pki):
-    """A TLS endpoint on loopback with the consortium's SuperLink certificate."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(pki / "superlink.pem", pki / "superlink.key")
-    context.set_alpn_protocols(["h2"])
-    server = socket.create_server(("127.0.0.1", 0))
-
-    def serve():
-        while True:
-            try:
-                conn, _ = server.accept()
-            except OSError:
-                return
-            try:
-                with context.wrap_socket(conn, server_side=True):
-                    pass
-            except (ssl.SSLError, OSError):
-                conn.close()
-
-    threading.Thread(target=serve, daemon=True).start()
-    yield f"localhost:{server.getsockname()[1]}"
-    server.close()
+    with tls_endpoint(pki) as port:
+        yield f"localhost:{port}"
 
 
 @pytest.fixture
