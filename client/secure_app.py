@@ -63,7 +63,8 @@ class SiteClient(NumPyClient):
         update = [state[name].double().numpy() - np.asarray(p, dtype=np.float64)
                   for name, p in zip(arrays, parameters, strict=True)]
         clip = float(config.get(M.SECAGG_CLIPPING_RANGE, np.inf)) * max_weight / patients
-        reply = {**metrics, M.SITE_NAME: site.name,
+        reply = {**metrics, M.SITE_NAME: site.name,  # legacy metrics: scalars, so JSON
+                 M.LEDGER_HISTORY: json.dumps(metrics.get(M.LEDGER_HISTORY, [])),
                  M.SECAGG_CLIPPED: clipped_fraction(update, clip)}
         return update, patients, reply
 

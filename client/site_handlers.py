@@ -215,6 +215,8 @@ def train_round(site: SiteConfig, arrays: dict[str, torch.Tensor], config: dict
         M.DELTA: float(site.privacy.delta),
         M.NOISE_MULTIPLIER: float(noise),
         M.STEPS: float(result.steps),
+        M.ACCOUNTANT: float(M.ACCOUNTANTS.index(ledger.accountant)),
+        M.LEDGER_HISTORY: [float(v) for charge in ledger.history for v in charge],
     }
     if site.privacy.release_metrics == "public":  # the time depends on the batch sizes
         metrics[M.TRAIN_SECONDS] = float(result.seconds)

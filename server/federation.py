@@ -266,10 +266,13 @@ class Federation:
         self.status.update(message=f"round {rnd}: evaluating at the sites")
         site_losses = self._evaluate_sites(grid, rnd, model, vocab)
         for site, metrics in trained.site_metrics.items():
+            accountant, history = M.ledger_history(metrics)
             state.privacy[site] = {
                 "epsilon": float(metrics[M.EPSILON]), "delta": float(metrics[M.DELTA]),
-                "epsilon_budget": float(metrics[M.EPSILON_BUDGET]), "accountant": "site ledger",
-                "noise_multiplier": float(metrics[M.NOISE_MULTIPLIER])}
+                "epsilon_budget": float(metrics[M.EPSILON_BUDGET]),
+                "accountant": accountant or "site ledger",
+                "noise_multiplier": float(metrics[M.NOISE_MULTIPLIER]),
+                "history": history}  # the site's charges: `fedehr audit privacy` recomputes
         entry = {
             "round": rnd, "anchor_loss": self._anchor_loss(model, vocab),
             "anchor_steps": anchor_steps,

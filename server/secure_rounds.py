@@ -132,6 +132,8 @@ class SumOnly(FedAvg):
             site = str(metrics.pop(M.SITE_NAME, f"node-{proxy.node_id}"))
             self.site_metrics[site] = {k: float(v) for k, v in metrics.items()
                                        if isinstance(v, int | float)}
+            if isinstance(metrics.get(M.LEDGER_HISTORY), str):  # the site's ledger, as JSON
+                self.site_metrics[site][M.LEDGER_HISTORY] = metrics[M.LEDGER_HISTORY]
         return results[0][1].parameters, {}
 
 

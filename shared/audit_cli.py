@@ -1,4 +1,5 @@
-"""`fedehr audit`: check and read a hash-chained audit log (fedehr.shared.audit).
+"""`fedehr audit`: check and read a hash-chained audit log (fedehr.shared.audit), and
+recompute a checkpoint's privacy from its model card (`fedehr audit privacy`).
 
 The server's log is `<workdir>/audit.jsonl`; a site's is `<state_dir>/audit.jsonl`.
 """
@@ -19,6 +20,40 @@ app = typer.Typer(help="Check and read the hash-chained audit logs of the server
                   no_args_is_help=True)
 
 _SHOWN_ELSEWHERE = {"seq", "time", "event", "prev", "hash"}
+
+
+@app.command("privacy")
+def privacy_command(
+    checkpoint: Path = typer.Argument(..., help="A checkpoint folder (or its model_card.json)."),
+) -> None:
+    """Recompute every site's epsilon from the model card with the RDP and PRV accountants;
+    exit 1 if a reported epsilon is below its recomputation (or cannot be checked).
+
+    Example: fedehr audit privacy federation/checkpoints/round-3
+    """
+    from fedehr.shared.checkpoint.card import ModelCard
+    from fedehr.shared.checkpoint.format import CARD
+    from fedehr.shared.errors import DataError
+    from fedehr.shared.privacy.card_audit import audit_card
+
+    path = checkpoint / CARD if checkpoint.is_dir() else checkpoint
+    if not path.is_file():
+        raise DataError("no model card here", where=str(checkpoint),
+                        fix="pass a checkpoint folder (it holds model_card.json)")
+    card = ModelCard.from_json(path.read_bytes(), where=str(path))
+    audits = audit_card(card.privacy)
+    table = Table(title=f"privacy of {checkpoint} (recomputed from the card)")
+    for column in ("site", "delta", "accountant", "reported", "RDP", "PRV", "verdict"):
+        table.add_column(column, justify="left" if column in ("site", "verdict") else "right")
+    for a in audits:
+        table.add_row(a.site, f"{a.delta:g}", a.accountant, f"{a.reported:.4f}",
+                      "-" if a.rdp is None else f"{a.rdp:.4f}",
+                      "-" if a.prv is None else f"{a.prv:.4f}", a.problem or "ok")
+    Console(width=160).print(table)
+    if not audits:
+        typer.echo("no site spent privacy on this checkpoint (public data only)")
+    if any(not a.ok for a in audits):
+        raise typer.Exit(1)
 
 
 @app.command("verify")

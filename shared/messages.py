@@ -31,6 +31,8 @@ metrics, and DP-noised, thresholded counts.
 
 from __future__ import annotations
 
+import json
+
 ARRAYS = "arrays"
 CONFIG = "config"
 METRICS = "metrics"
@@ -70,4 +72,24 @@ DELTA = "delta"
 NOISE_MULTIPLIER = "noise-multiplier"
 STEPS = "steps"
 TRAIN_SECONDS = "train-seconds"  # optional, likewise
+# The site's whole ledger, so that the model card lets a reader recompute epsilon:
+LEDGER_HISTORY = "ledger-history"  # [noise, sample_rate, steps] * charges, flattened
+ACCOUNTANT = "accountant-index"  # index in ACCOUNTANTS of the site ledger's accountant
+ACCOUNTANTS = ("rdp", "prv")  # as fedehr.shared.privacy.accounting.ACCOUNTANTS
+
+
+def ledger_history(metrics: dict) -> tuple[str | None, list[list[float]]]:
+    """(accountant, [[noise, sample_rate, steps], ...]) from a train reply's metrics.
+
+    The secure path carries the flattened history as a JSON string (Flower's
+    legacy metrics hold scalars only); a site of an older fedehr sends neither.
+    """
+    flat = metrics.get(LEDGER_HISTORY)
+    if isinstance(flat, str):
+        flat = json.loads(flat)
+    index = metrics.get(ACCOUNTANT)
+    accountant = ACCOUNTANTS[int(index)] if index is not None else None
+    values = [float(v) for v in (flat or [])]
+    return accountant, [[values[i], values[i + 1], int(values[i + 2])]
+                        for i in range(0, len(values) - 2, 3)]
 SECAGG_CLIPPED = "secagg-clipped-fraction"  # share of update values SecAgg+ clipped

@@ -261,7 +261,8 @@ class PrivacyLedger:
         """What the model card records for this site."""
         return {"epsilon": self.spent(), "delta": self._delta, "accountant": self._accountant,
                 "epsilon_budget": self._budget, "charges": len(self._entries),
-                "steps": sum(e.steps for e in self._entries)}
+                "steps": sum(e.steps for e in self._entries),
+                "history": [list(h) for h in self.history]}  # to recompute epsilon
 
     def noise_for_budget(self, sample_rate: float, steps: int, *,
                          target_epsilon: float | None = None, tolerance: float = 0.01) -> float:

@@ -10,7 +10,11 @@ using a model (`fedehr model verify`). Fields:
     vocab_hash          Vocabulary.hash (SHA-256 of its canonical JSON)
     files               {"model.safetensors": sha256, "vocab.json": sha256}
     training            free-form summary (steps, examples, tokens, losses, ...)
-    privacy             {site: {"epsilon", "delta", "accountant", ...}}; a site
+    privacy             {site: {"epsilon", "delta", "accountant", "history", ...}}:
+                        "history" is the site ledger's every charge as
+                        [noise_multiplier, sample_rate, steps] (vocabulary
+                        releases and DP-SGD rounds alike), so a reader recomputes
+                        epsilon at delta (`fedehr audit privacy`); a site
                         trained without DP (the public anchor) is simply absent
     data_fingerprints   {dataset name: fingerprint}
     rounds              federated rounds completed (0 for local training)

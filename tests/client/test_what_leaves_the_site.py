@@ -23,6 +23,7 @@ from fedehr.shared import messages as M
 from fedehr.shared.data.dataset import MEDSDataset
 from fedehr.shared.data.synth import synthesize
 from fedehr.shared.model import EHRModel, ModelConfig
+from fedehr.shared.privacy.accounting import epsilon_of
 from fedehr.shared.tokenizer.vocabulary import Vocabulary
 
 
@@ -50,12 +51,15 @@ def _request(site: SiteConfig) -> tuple[dict, dict]:
     return EHRModel(cfg).state_dict(), config
 
 
-def test_by_default_a_training_reply_carries_no_loss_no_count_and_no_timing(meds, tmp_path):
+def test_a_training_reply_carries_its_ledger_but_by_default_no_loss_count_or_timing(meds,
+                                                                                   tmp_path):
     site = _site(meds, tmp_path)
     _, metrics = H.train_round(site, *_request(site))
     assert M.TRAIN_LOSS not in metrics and M.TRAIN_SECONDS not in metrics
     assert metrics[M.NUM_EXAMPLES] == 1.0  # an equal FedAvg weight, not the patient count
-    assert metrics[M.EPSILON] > 0
+    accountant, history = M.ledger_history(metrics)  # what the server copies to the card
+    assert epsilon_of(history, delta=1e-5, accountant=accountant) == pytest.approx(
+        metrics[M.EPSILON], rel=1e-9)
 
 
 def test_by_default_an_evaluation_request_touches_no_patient_and_sends_no_loss(meds, tmp_path):
