@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 from fedehr.client import activity
 from fedehr.client.cli import app
 from fedehr.client.preflight import site_checks
+from fedehr.shared.cli import build_app
 from fedehr.shared.data.synth import synthesize
 from fedehr.shared.pki import init_ca, issue_server_cert, issue_site_key
 from fedehr.shared.pki.bundle_signing import create_bundle_key
@@ -66,7 +67,8 @@ def _line(checks, name: str):
 
 
 def _run(config: Path):
-    return CliRunner().invoke(app, ["check", "--config", str(config)], env={"COLUMNS": "300"})
+    return CliRunner().invoke(build_app(), ["site", "check", "--config", str(config)],
+                              env={"COLUMNS": "300"})
 
 
 def test_a_ready_site_is_all_green_and_exits_zero(site):

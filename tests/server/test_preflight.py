@@ -13,8 +13,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from fedehr.server.cli import server_app
 from fedehr.server.preflight import server_checks
+from fedehr.shared.cli import build_app
 from fedehr.shared.pki import init_ca, issue_server_cert, issue_site_key
 from fedehr.shared.pki.bundle_signing import create_bundle_key
 from fedehr.shared.processes import free_port
@@ -57,7 +57,7 @@ def _line(checks, name):
 
 
 def test_a_consortium_ready_to_start_is_all_green_and_exits_zero(federation):
-    result = CliRunner().invoke(server_app, ["check", "--config", str(federation())],
+    result = CliRunner().invoke(build_app(), ["server", "check", "--config", str(federation())],
                                 env={"COLUMNS": "300"})
     assert result.exit_code == 0, result.output
     assert all(line.startswith("green") for line in result.output.splitlines())

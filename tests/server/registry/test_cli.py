@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from fedehr.server.registry.cli import app, pidfile
+from fedehr.server.registry.cli import pidfile
+from fedehr.shared.cli import build_app
 from tests.shared.registry.consortium import make_pki
 
 FEDEHR = str(Path(sys.executable).parent / "fedehr")
@@ -46,11 +47,11 @@ def test_ctrl_c_stops_the_registry_in_order(registry):
 
 def test_registry_stop_ends_a_registry_started_elsewhere(registry):
     proc, workdir = registry
-    result = CliRunner().invoke(app, ["stop", "--workdir", str(workdir)])
+    result = CliRunner().invoke(build_app(), ["registry", "stop", "--workdir", str(workdir)])
     assert result.exit_code == 0 and "stopped: the registry" in result.output
     assert proc.wait(timeout=30) == 0
 
 
 def test_registry_stop_with_nothing_running_says_so(tmp_path):
-    result = CliRunner().invoke(app, ["stop", "--workdir", str(tmp_path)])
+    result = CliRunner().invoke(build_app(), ["registry", "stop", "--workdir", str(tmp_path)])
     assert result.exit_code == 0 and "nothing was running" in result.output
