@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import hashlib
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -42,6 +43,15 @@ from fedehr.shared.errors import DataError
 MALFORMED_ROW = "malformed CSV row (wrong number of fields)"
 SUFFIXES = (".csv", ".csv.gz")
 BLOCK_BYTES = 1 << 20
+
+
+def stable_subject_id(patient_key: str) -> int:
+    """A source's patient identifier (a Synthea UUID, a FHIR Patient.id) as a MEDS
+    subject_id: ``int.from_bytes(sha256(key.strip().lower())[:8], "big") & (2**63 - 1)``, a
+    positive int64 that is the same on every run and machine, and the same for one patient
+    whether it comes from Synthea's CSV or its FHIR export."""
+    digest = hashlib.sha256(patient_key.strip().lower().encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") & (2**63 - 1)
 
 
 @dataclass(frozen=True)

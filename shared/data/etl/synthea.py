@@ -38,7 +38,6 @@ Dirty input is counted in `ImportSummary.rows_dropped` under
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections import Counter
@@ -58,6 +57,7 @@ from fedehr.shared.data.etl.source import (
     find_table,
     finish_summary,
     resolve,
+    stable_subject_id,
 )
 from fedehr.shared.data.etl.summary import DUPLICATE_EVENTS, ImportSummary
 from fedehr.shared.data.writer import MEDSWriter
@@ -107,8 +107,7 @@ _KEY = "_patient_key"
 
 def subject_id_for(patient_uuid: str) -> int:
     """The MEDS subject_id of a Synthea patient UUID (see the module docstring)."""
-    digest = hashlib.sha256(patient_uuid.strip().lower().encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") & (2**63 - 1)
+    return stable_subject_id(patient_uuid)
 
 
 # -- table layouts ------------------------------------------------------------------
