@@ -47,11 +47,15 @@ class PrivacyConfig:
     # reproducibility checks (the same weights from the same start).
     noise_seed_file: Path | None = None
     # What the site tells the server about its patients besides the DP-SGD update
-    # (docs/site.md, "What leaves the site"). Losses: "none" (default: not sent) or
-    # "public" (the exact train and held-out losses; declare this only if the
-    # consortium accepts that they leak membership). Counts: false (default: every
-    # site weighs 1 in FedAvg and no patient count is sent) or true (exact counts).
-    release_metrics: Literal["none", "public"] = "none"
+    # (docs/site.md, "What leaves the site"). Losses: "none" (default: not sent),
+    # "noised" (the held-out loss, clipped to [0, metric_loss_bound], Gaussian-noised
+    # and charged to the ledger for each evaluation; no training loss) or "public"
+    # (the exact train and held-out losses; declare this only if the consortium
+    # accepts that they leak membership). Counts: false (default: every site weighs
+    # 1 in FedAvg and no patient count is sent) or true (exact counts).
+    release_metrics: Literal["none", "noised", "public"] = "none"
+    metric_loss_bound: float = 20.0  # per-patient loss clip of a noised release (nats)
+    metric_noise_multiplier: float = 5.0  # Gaussian noise of a noised loss, in sensitivities
     public_counts: bool = False
     # A missing ledger at a site that has released before (its activity log says so)
     # stops training; an operator who knows why sets this to start a new ledger.
@@ -66,8 +70,10 @@ class PrivacyConfig:
             raise ValueError("max_grad_norm: clipping bound and minimum noise must be > 0")
         if self.vocab_noise_multiplier <= 0 or self.vocab_max_codes_per_patient < 1:
             raise ValueError("vocab_noise_multiplier: must be > 0 (and the code bound >= 1)")
-        if self.release_metrics not in ("none", "public"):
-            raise ValueError("release_metrics: use none (default) or public")
+        if self.release_metrics not in ("none", "noised", "public"):
+            raise ValueError("release_metrics: use none (default), noised or public")
+        if self.metric_loss_bound <= 0 or self.metric_noise_multiplier <= 0:
+            raise ValueError("metric_noise_multiplier: must be > 0 (and metric_loss_bound > 0)")
 
 
 @dataclass

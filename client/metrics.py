@@ -65,7 +65,8 @@ class SiteCollector(Collector):
                           "(site.yaml privacy.epsilon).", budget)
         family = CounterMetricFamily("fedehr_site_releases", "Releases charged to the privacy "
                                      "ledger, by kind (dp-sgd: a trained update; "
-                                     "vocab-release: noised counts or value histograms).",
+                                     "vocab-release: noised counts or value histograms; "
+                                     "metric-release: a noised held-out loss).",
                                      labels=["site", "kind"])
         for kind, count in releases.items():
             family.add_metric([self.site.name, kind], count)

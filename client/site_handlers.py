@@ -41,6 +41,7 @@ from fedehr.client.privacy import PrivacyLedger
 from fedehr.client.privacy.budget import check_release, noise_for_rounds_left
 from fedehr.client.privacy.count_release import release_code_counts, release_value_histograms
 from fedehr.client.privacy.dp_sgd import DPConfig, train_dp
+from fedehr.client.privacy.metric_release import noised_mean_loss
 from fedehr.client.privacy.noise import derived_key, fresh_key, numpy_generator
 from fedehr.client.site_data import site_mapping
 from fedehr.client.warm_state import site_data
@@ -52,6 +53,7 @@ from fedehr.shared.errors import FedEHRError
 from fedehr.shared.model import EHRModel, ModelConfig
 from fedehr.shared.tokenizer.vocabulary import Vocabulary
 from fedehr.shared.training import evaluate
+from fedehr.shared.training.trainer import per_example_losses
 
 log = logging.getLogger("fedehr.site")
 
@@ -233,10 +235,13 @@ def train_round(site: SiteConfig, arrays: dict[str, torch.Tensor], config: dict
 
 def evaluate_round(site: SiteConfig, arrays: dict[str, torch.Tensor], config: dict
                    ) -> dict[str, float]:
-    if site.privacy.release_metrics != "public":  # nothing to send: touch no patient
+    p = site.privacy
+    if p.release_metrics == "none":  # nothing to send: touch no patient
         activity.record(site.state_dir, "evaluate", round_id=str(config.get(M.ROUND_ID)),
                         released=False)
         return released_metrics(site, patients=0, loss=float("nan"), loss_key=M.EVAL_LOSS)
+    if p.release_metrics == "noised":
+        return _noised_evaluation(site, arrays, config)
     torch.set_num_threads(site.training.threads)
     setup = _setup(site, arrays, config)
     cfg = setup.model.config
@@ -249,13 +254,44 @@ def evaluate_round(site: SiteConfig, arrays: dict[str, torch.Tensor], config: di
                             loss_key=M.EVAL_LOSS)
 
 
+def _noised_evaluation(site: SiteConfig, arrays: dict[str, torch.Tensor], config: dict
+                       ) -> dict[str, float]:
+    """The held-out loss clipped, noised and charged; the same request gets the stored
+    reply (same weights, same round: same release, no new cost)."""
+    p = site.privacy
+    key = f"{config.get(M.ROUND_ID)}:eval:{_arrays_digest(arrays)}"
+    if (stored := _stored_json(site, key)) is not None:
+        return stored
+    ledger = open_ledger(site)
+    check_release(ledger, p.metric_noise_multiplier, 1.0, 1)  # before the data
+    torch.set_num_threads(site.training.threads)
+    setup = _setup(site, arrays, config)
+    cfg = setup.model.config
+    data = site_data(site, setup.vocab, max_len=cfg.max_len, note_dim=cfg.note_dim,
+                     image_dim=cfg.image_dim)
+    losses = per_example_losses(setup.model, data.held_out, batch_size=64,
+                                device=_device(site))
+    release = noised_mean_loss(losses.numpy(), bound=p.metric_loss_bound,
+                               noise_multiplier=p.metric_noise_multiplier,
+                               rng=numpy_generator(noise_seed(site, key), "metrics"))
+    ledger.charge(release.charge.noise_multiplier, release.charge.sample_rate,
+                  release.charge.steps, purpose="metric-release", round_id=key)
+    payload = {**released_metrics(site, patients=len(data.held_out), loss=float("nan"),
+                                  loss_key=M.EVAL_LOSS), M.EVAL_LOSS: release.mean}
+    write_text(_reply_path(site, key, ".json"), json.dumps(payload))
+    activity.record(site.state_dir, "evaluate", round_id=str(config.get(M.ROUND_ID)),
+                    released="noised", epsilon=ledger.spent())
+    return payload
+
+
 def released_metrics(site: SiteConfig, *, patients: int, loss: float, loss_key: str
                      ) -> dict[str, float]:
     """The patient-derived numbers a reply may carry, as site.yaml allows.
 
     The patient count goes out only when ``privacy.public_counts`` is true;
     otherwise the FedAvg weight is 1 (every site counts the same). The exact
-    loss goes out only when ``privacy.release_metrics`` is "public".
+    loss goes out only when ``privacy.release_metrics`` is "public" (a noised
+    held-out loss, "noised", is made by `_noised_evaluation`).
     """
     p = site.privacy
     out = {M.NUM_EXAMPLES: float(patients) if p.public_counts else 1.0}

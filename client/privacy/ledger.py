@@ -60,7 +60,7 @@ from fedehr.shared.privacy.accounting import (  # noqa: F401  (re-exported)
 
 FORMAT = "fedehr-privacy-ledger"
 VERSION = 1
-PURPOSES = ("dp-sgd", "vocab-release")
+PURPOSES = ("dp-sgd", "vocab-release", "metric-release")
 
 @dataclass(frozen=True)
 class LedgerEntry:

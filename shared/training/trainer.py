@@ -85,6 +85,17 @@ def evaluate(model: nn.Module, dataset: Dataset, batch_size: int, *,
     Runs under `torch.no_grad()` in eval mode (so it never disturbs Opacus'
     hooks), and restores the model's previous mode.
     """
+    losses = per_example_losses(model, dataset, batch_size, num_threads=num_threads,
+                                device=device)
+    loss = float(losses.double().mean())
+    return loss, math.exp(min(loss, 700.0))
+
+
+@torch.no_grad()
+def per_example_losses(model: nn.Module, dataset: Dataset, batch_size: int, *,
+                       num_threads: int | None = None,
+                       device: str | torch.device = "cpu") -> torch.Tensor:
+    """Each example's loss over `dataset`, in order (eval mode, restored afterwards)."""
     if num_threads is not None:
         torch.set_num_threads(int(num_threads))
     if len(dataset) == 0:  # type: ignore[arg-type]
@@ -92,16 +103,12 @@ def evaluate(model: nn.Module, dataset: Dataset, batch_size: int, *,
                         fix="check the tuning split of the data")
     was_training = model.training
     model.eval()
-    total, count = 0.0, 0
     try:
-        for parts in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-            losses = model.per_example_loss(Batch.from_tuple(parts).to(device))
-            total += float(losses.double().sum())
-            count += int(losses.shape[0])
+        return torch.cat([model.per_example_loss(Batch.from_tuple(parts).to(device)).cpu()
+                          for parts in DataLoader(dataset, batch_size=batch_size,
+                                                  shuffle=False)])
     finally:
         model.train(was_training)
-    loss = total / count
-    return loss, math.exp(min(loss, 700.0))
 
 
 # -- non-private ---------------------------------------------------------------

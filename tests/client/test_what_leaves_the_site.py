@@ -100,3 +100,13 @@ def test_a_new_site_starts_a_fresh_ledger(meds, tmp_path):
     site = _site(meds, tmp_path)
     activity.record(site.state_dir, "evaluate", round_id="fed/0", released=False)
     assert isinstance(H.open_ledger(site), PrivacyLedger)
+
+
+def test_a_noised_held_out_loss_is_charged_once_per_request(meds, tmp_path):
+    site = _site(meds, tmp_path, release_metrics="noised", metric_loss_bound=15.0)
+    arrays, config = _request(site)
+    first = H.evaluate_round(site, arrays, config)
+    again = H.evaluate_round(site, arrays, config)
+    assert first == again and 0.0 <= first[M.EVAL_LOSS] <= 15.0
+    assert first[M.NUM_EXAMPLES] == 1.0
+    assert [e.purpose for e in H.open_ledger(site).entries] == ["metric-release"]
