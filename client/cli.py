@@ -262,6 +262,38 @@ def daemon_line(site, config: Path) -> str:
     return f"daemon: running{since} (pid {state.pid}); {link}"
 
 
+@app.command("patients")
+def patients(data: Path = typer.Option(..., "--data", help="The hospital's MEDS root (site.yaml "
+                                       "data:)."),
+             subject_id: int = typer.Option(None, "--id", help="Show this subject_id only."),
+             code: str = typer.Option(None, "--code", help="Patients with an event whose code "
+                                      "matches this regular expression."),
+             description: str = typer.Option(None, "--description", help="Patients with an "
+                                             "event whose code description contains these "
+                                             "words (metadata/codes.parquet)."),
+             split: str = typer.Option(None, "--split", help="train, tuning or held_out."),
+             limit: int = typer.Option(20, "--limit", min=1, help="Most rows shown.")) -> None:
+    """Find patients for `fedehr model ask --patient`: by id or by a cohort predicate.
+
+    Lists subject_id, split, number of events, first and last event time (and
+    the matching events with --code/--description). Run it at the hospital, as
+    someone allowed to see its records: the output names real patients.
+
+    Example: fedehr site patients --data /srv/fedehr/meds --description creatinine
+    --split held_out
+    """
+    from fedehr.client.patients import find_patients
+
+    found = find_patients(data, subject_id=subject_id, code=code, description=description,
+                          split=split, limit=limit)
+    table = Table(title=f"{found.height} patient(s) (at most {limit}) in {data}")
+    for col in found.columns:
+        table.add_column(col)
+    for row in found.iter_rows():
+        table.add_row(*("-" if v is None else str(v) for v in row))
+    console.print(table)
+
+
 def _activity_table(site, last: int) -> Table:
     """What the site sent or refused, newest last (from state_dir/activity.jsonl)."""
     from datetime import UTC, datetime
