@@ -33,6 +33,8 @@ class SiteStartError(FedEHRError):
 def _preflight(config: Path, site) -> int:
     """`fedehr site check` at start: a red line stops the daemon, amber ones are logged.
     Returns the number of patients."""
+    from rich.markup import escape
+
     from fedehr.client.preflight import site_checks
     from fedehr.shared.data.dataset import MEDSDataset
 
@@ -44,7 +46,7 @@ def _preflight(config: Path, site) -> int:
                              fix=f"{red[0].fix}; see `fedehr site check --config {config}`")
     for check in checks:
         if check.level == "amber":
-            say.warn(check.line())
+            say.warn(escape(check.line()))
     return MEDSDataset.open(site.data).subject_splits().height  # valid: no red line
 
 
@@ -83,7 +85,11 @@ def start(config: Path = CONFIG,
                    "bundles with the installed fedehr, warm between messages. subprocess: "
                    "Flower's fresh flwr-clientapp per message, no approval check "
                    "(for comparison only).")) -> None:
-    """Join the federation: check the data and budget, then run the SuperNode and worker.
+    """Join the federation: run the pre-flight checks, then the SuperNode and worker.
+
+    The checks are those of `fedehr site check`: a red one stops the start,
+    amber ones are logged (a SuperLink not yet reachable is amber here; the
+    SuperNode keeps trying).
 
     Stays in the foreground (systemd runs it as a service) and restarts the
     SuperNode and the site worker if they crash. The privacy ledger lives in

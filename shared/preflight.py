@@ -49,8 +49,10 @@ def exit_code(checks: list[Check]) -> int:
 
 def render(checks: list[Check]) -> list[str]:
     """Rich-markup lines, coloured by level (amber as yellow)."""
+    from rich.markup import escape
+
     colour = {"green": "green", "amber": "yellow", "red": "red"}
-    return [f"[{colour[c.level]}]{c.line()}[/]" for c in checks]
+    return [f"[{colour[c.level]}]{escape(c.line())}[/]" for c in checks]
 
 
 def certificate_check(name: str, path: Path | None, *, fix: str,

@@ -8,6 +8,7 @@ superlink.pem: all of the SuperLink the check talks to.
 
 from __future__ import annotations
 
+import io
 import os
 import socket
 from datetime import timedelta
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from rich.console import Console
 from typer.testing import CliRunner
 
 from fedehr.client import activity
@@ -24,7 +26,7 @@ from fedehr.shared.cli import build_app
 from fedehr.shared.data.synth import synthesize
 from fedehr.shared.pki import init_ca, issue_server_cert, issue_site_key
 from fedehr.shared.pki.bundle_signing import create_bundle_key
-from fedehr.shared.preflight import certificate_check, exit_code
+from fedehr.shared.preflight import Check, certificate_check, exit_code, render
 from tests.server.tls_endpoint import tls_endpoint
 
 
@@ -179,3 +181,11 @@ def test_site_start_refuses_to_start_on_a_red_check(site, tmp_path):
     assert result.exit_code != 0
     assert "pre-flight check(s) red, first: approval" in str(result.exception)
     assert not (tmp_path / "state" / "site.pid").exists()
+
+
+def test_a_message_in_brackets_is_printed_as_written():
+    out = io.StringIO()
+    console = Console(file=out, width=200)
+    for line in render([Check("superlink", "red", "[SSL: WRONG_VERSION_NUMBER] closed")]):
+        console.print(line)
+    assert "[SSL: WRONG_VERSION_NUMBER]" in out.getvalue()
