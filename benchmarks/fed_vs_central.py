@@ -336,7 +336,14 @@ def _num(x) -> float | None:
 def zero_shot_vs_probe(model, vocab, hospital: Hospital, probe_preds: dict, args,
                        workdir: Path) -> dict:
     """Zero-shot AUROC of `model` on a seeded subset of the test rows of each task, and the
-    k=all probe's AUROC on exactly those rows."""
+    k=all probe's AUROC on exactly those rows.
+
+    Each row's probability is over its decided continuations (the window closed:
+    outcome, horizon, closing event, death); `truncated_share` is the share of
+    continuations left undecided (out of tokens), `unanswered_rows` the rows with
+    none decided (left out of both AUROCs). `budget` is the token budget the
+    question's horizon and the data gave, `reach_days` quantiles of how far the
+    continuations' clocks got, against the window's `horizon_days`."""
     import numpy as np
     import polars as pl
     from sklearn.metrics import roc_auc_score
@@ -352,6 +359,7 @@ def zero_shot_vs_probe(model, vocab, hospital: Hospital, probe_preds: dict, args
     all_labels = L.extract_many(dataset, tasks, pred_path)
     subjects = np.concatenate([lab[L.SUBJECT_ID].to_numpy() for lab in all_labels])
     _, test_ids, _ = subject_split(dataset, subjects)
+    max_tokens = getattr(args, "zero_shot_max_tokens", None)
     out = {}
     for task, lab in zip(tasks, all_labels, strict=True):
         test = lab.filter(pl.col(L.SUBJECT_ID).is_in(list(test_ids)))
@@ -374,22 +382,38 @@ def zero_shot_vs_probe(model, vocab, hospital: Hospital, probe_preds: dict, args
         t0 = time.perf_counter()
         answer = zero_shot.predict_detailed(model, vocab, dataset, subset, outcome,
                                             samples=args.zero_shot_samples, seed=0,
-                                            batch_size=256, mapping=mapping)
-        frame = answer.frame
+                                            batch_size=256, mapping=mapping,
+                                            max_new_tokens=max_tokens)
+        frame, sim = answer.frame, answer.simulation
         prob = frame["probability"].cast(pl.Float64).to_numpy()
         if task.label_negated:  # as evaluate does: the label window asks the complement
             prob = 1.0 - prob
-        zs = float(roc_auc_score(y[rows], prob))
-        constant = bool(np.ptp(prob) == 0)
-        probe = float(roc_auc_score(y[rows], np.asarray(p_probe)[rows]))
+        answered = ~np.isnan(prob)
+        y_rows, p_rows = y[rows][answered], np.asarray(p_probe)[rows][answered]
+        both = 0 < y_rows.sum() < len(y_rows)
+        zs = float(roc_auc_score(y_rows, prob[answered])) if both else float("nan")
+        probe = float(roc_auc_score(y_rows, p_rows)) if both else float("nan")
+        reach = sim.reach_days
         out[task.name] = {"rows": int(len(rows)), "positives": int(n_pos),
-                          "samples": args.zero_shot_samples, "zero_shot_auroc": round(zs, 4),
-                          "constant": constant,
-                          "probe_all_auroc_same_rows": round(probe, 4),
-                          "ratio": round(zs / probe, 4) if probe > 0 else None,
-                          # continuations that hit max_new_tokens undecided count as "no"
+                          "samples": args.zero_shot_samples,
+                          "zero_shot_auroc": _num(zs),
+                          "constant": bool(np.ptp(prob[answered]) == 0) if answered.any()
+                          else True,
+                          "probe_all_auroc_same_rows": _num(probe),
+                          "ratio": round(zs / probe, 4) if both and probe > 0 else None,
+                          # continuations that ran out of tokens before their window
+                          # closed: reported, left out of the probability
                           "truncated_share": round(float(frame["truncated"].sum())
                                                    / (len(rows) * args.zero_shot_samples), 4),
+                          "unanswered_rows": int((~answered).sum()),
+                          "budget": sim.max_new_tokens,
+                          "horizon_days": round(outcome.horizon.total_seconds() / 86400, 2),
+                          "reach_days": {q: round(float(np.quantile(reach, f)), 2)
+                                         for q, f in (("p10", 0.1), ("p50", 0.5),
+                                                      ("p90", 0.9))},
+                          "mean_probability": _num(float(np.nanmean(prob))),
+                          "observed_rate": round(float(y[rows].mean()), 4),
+                          "generated_tokens": sim.generated_tokens,
                           "seconds": round(time.perf_counter() - t0, 1)}
     return out
 
