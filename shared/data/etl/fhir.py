@@ -269,9 +269,8 @@ class _Import:
             "DocumentReference": self.document,
         }
 
-    def where(self, path: Path, place: str) -> str:
-        name = path.relative_to(self.root) if path.is_relative_to(self.root) else path
-        return f"{name}:{place}"
+    def label(self, path: Path) -> str:
+        return str(path.relative_to(self.root) if path.is_relative_to(self.root) else path)
 
     # passes -------------------------------------------------------------------------
     def run(self, files: list[Path]) -> None:
@@ -289,6 +288,7 @@ class _Import:
 
     def read_file(self, path: Path, first: bool) -> None:
         ndjson = path.name.endswith((".ndjson", ".ndjson.gz"))
+        label = self.label(path)
         try:
             with _open(path) as fh:
                 if ndjson:
@@ -297,48 +297,49 @@ class _Import:
                             continue
                         if first != bool(_RESOURCE_TYPE.search(line)):
                             continue  # the other pass reads it
-                        self.read_line(path, number, line, first)
+                        self.read_line(label, number, line, first)
                 else:
-                    self.read_json(path, fh.read(), first)
+                    self.read_json(path, label, fh.read(), first)
         except (EOFError, zlib.error, gzip.BadGzipFile, OSError) as exc:
             # NDJSON: the lines before the cut are imported (by both passes); a bundle is
             # skipped whole. Counted once, in the first pass.
             if first:
                 log.warning("%s: %s", path, exc)
-                self.summary.drop_in("file", TRUNCATED, where=self.where(path, "end"))
+                self.summary.drop_in("file", TRUNCATED, where=f"{label}:end")
                 if not ndjson:
                     self.bad_files.add(path)
 
-    def read_line(self, path: Path, number: int, line: bytes, first: bool) -> None:
+    def read_line(self, label: str, number: int, line: bytes, first: bool) -> None:
         self.summary.rows_read += 1
         try:
             resource = json.loads(line)
         except (json.JSONDecodeError, UnicodeDecodeError):
-            self.summary.drop_in("file", BAD_JSON, where=self.where(path, str(number)))
+            self.summary.drop_in("file", BAD_JSON, where=f"{label}:{number}")
             return
         for entry in _entries(resource):
-            self.resource(entry, self.where(path, str(number)), first)
+            self.resource(entry, label, number, first)
 
-    def read_json(self, path: Path, data: bytes, first: bool) -> None:
+    def read_json(self, path: Path, label: str, data: bytes, first: bool) -> None:
         try:
             document = json.loads(data)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             if first:
                 self.bad_files.add(path)
                 line = getattr(exc, "lineno", 1)
-                self.summary.drop_in("file", BAD_JSON, where=self.where(path, str(line)))
+                self.summary.drop_in("file", BAD_JSON, where=f"{label}:{line}")
             return
         for i, entry in enumerate(_entries(document)):
             kind = entry.get("resourceType") if isinstance(entry, dict) else None
             if first == (kind in ("Patient", "Medication")):
                 self.summary.rows_read += 1
-                self.resource(entry, self.where(path, f"entry {i}"), first)
+                self.resource(entry, label, f"entry {i}", first)
 
     # one resource -------------------------------------------------------------------
-    def resource(self, resource: object, where: str, first: bool) -> None:
+    def resource(self, resource: object, label: str, place: int | str, first: bool) -> None:
+        """Map one resource; `label` and `place` (line or bundle entry) say where it is."""
         kind = resource.get("resourceType") if isinstance(resource, dict) else None
         if not isinstance(kind, str) or not kind:
-            self.summary.drop_in("resource", NOT_A_RESOURCE, where=where)
+            self.summary.drop_in("resource", NOT_A_RESOURCE, where=f"{label}:{place}")
             return
         try:
             if first:
@@ -350,7 +351,7 @@ class _Import:
                     raise _Bad(f"{NOT_IMPORTED} ({kind})")
                 events = handler(resource)
         except _Bad as bad:
-            self.summary.drop_in(kind, bad.reason, where=where)
+            self.summary.drop_in(kind, bad.reason, where=f"{label}:{place}")
             return
         self.summary.tables[kind] = self.summary.tables.get(kind, 0) + 1
         if events:
