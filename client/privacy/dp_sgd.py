@@ -40,6 +40,7 @@ from __future__ import annotations
 import logging
 import types
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -99,12 +100,15 @@ def train_dp(model: nn.Module, dataset: Dataset, *, steps: int, batch_size: int,
              round_id: str | None = None, seed: int = 0,
              progress: Progress | None = None, weight_decay: float = 0.0,
              proximal_mu: float = 0.0, num_threads: int | None = None,
-             device: str | torch.device = "cpu") -> TrainResult:
+             device: str | torch.device = "cpu",
+             before_noise: Callable[[], None] | None = None) -> TrainResult:
     """Train `model` in place with DP-SGD for `steps` optimizer steps (AdamW) and report.
 
     `ledger` is the site's `PrivacyLedger` (None only for experiments that
     account for themselves: then `dp.delta` is required). `proximal_mu` > 0
     adds FedProx's pull towards the starting weights (Li et al. 2020).
+    `before_noise` is for white-box privacy audits only (`one_run_audit`): it
+    runs at every step after clipping and before the noise is added.
     """
     from opacus import PrivacyEngine
     from opacus.data_loader import DPDataLoader
@@ -164,7 +168,7 @@ def train_dp(model: nn.Module, dataset: Dataset, *, steps: int, batch_size: int,
         model.train(was_training)
         raise ConfigError(f"the model cannot be trained with DP-SGD: {exc}", where="trainer",
                           fix="build a DP-ready model (opacus ModuleValidator.fix)") from exc
-    use_keyed_noise(optimizer, GaussianNoise(seed, "dp-sgd"))
+    use_keyed_noise(optimizer, GaussianNoise(seed, "dp-sgd"), before_noise)
     # Opacus derives q = 1/len(loader) = 1/floor(n/batch_size); use the exact q instead.
     optimizer.expected_batch_size = sample_rate * n
     optimizer.attach_step_hook(engine.accountant.get_optimizer_hook_fn(sample_rate=sample_rate))
@@ -231,7 +235,8 @@ def train_dp(model: nn.Module, dataset: Dataset, *, steps: int, batch_size: int,
                        empty_steps=tally.empty)
 
 
-def use_keyed_noise(optimizer, source: GaussianNoise) -> None:
+def use_keyed_noise(optimizer, source: GaussianNoise,
+                    before_noise: Callable[[], None] | None = None) -> None:
     """Make an Opacus DPOptimizer draw its Gaussian noise from `source`.
 
     Mirrors ``DPOptimizer.add_noise`` (noise of std noise_multiplier x
@@ -241,6 +246,8 @@ def use_keyed_noise(optimizer, source: GaussianNoise) -> None:
     from opacus.optimizers.optimizer import _check_processed_flag, _mark_as_processed
 
     def add_noise(self) -> None:
+        if before_noise is not None:
+            before_noise()
         std = getattr(self, "_adjusted_noise_multiplier", self.noise_multiplier) \
             * self.max_grad_norm
         for p in self.params:
