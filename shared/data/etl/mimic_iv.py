@@ -11,7 +11,9 @@ dirty value never stops an import); polars turns each chunk into events, and the
 `MEDSWriter` spills them to a staging folder that replaces `dest` only when the whole
 import succeeded. Only three things are held in memory: the patients and admissions
 tables (small; diagnoses need an admission's discharge time) and the distinct codes
-seen, which become ``metadata/codes.parquet`` together with the d_* dictionaries.
+seen, which become ``metadata/codes.parquet`` together with the d_* dictionaries. A lab's
+LOINC parent is ``d_labitems.loinc_code``, else the shipped itemid -> LOINC table
+(`etl.lab_loinc`; the demo 2.2 export and 3.x have no loinc_code).
 """
 
 from __future__ import annotations
