@@ -152,6 +152,9 @@ class CodeMapping:
             parts = code.split("//")
             if len(parts) >= 3:
                 return normalise_unit(parts[-1])
+        elif code.startswith(self.standard_prefixes) and "//" in code:
+            # a standard code with its unit, as the Synthea and FHIR ETLs write numeric labs
+            return normalise_unit(code.rsplit("//", 1)[1])
         return None
 
     def map_code(self, code: str) -> MappedCode:

@@ -162,3 +162,16 @@ def test_data_import_from_fhir_prints_each_drop_reason_with_where(tmp_path):
     assert result.exit_code == 0, result.output
     assert "Observation: malformed date" in result.output
     assert "Observation.ndjson:4" in result.output
+
+
+def test_fhir_labs_map_to_the_unit_bearing_loinc_tokens_of_the_anchor(mii, tmp_path):
+    from fedehr.shared.tokenizer.mapping import CodeMapping
+
+    _, _, dest = mii
+    mapping = CodeMapping.from_config(None, MEDSDataset.open(dest).codes())
+    assert mapping.map_code("LOINC/2160-0//mg/dL").code == "LOINC/2160-0//mg/dL"
+    assert mapping.map_code("LOINC/2823-3//mmol/L").code == "LOINC/2823-3//mmol/L"
+    umol = CodeMapping(parents={"LOINC/2160-0//umol/L": ["LOINC/2160-0"]})
+    converted = umol.map_code("LOINC/2160-0//umol/L")
+    assert converted.code == "LOINC/2160-0//mg/dL"
+    assert converted.factor == pytest.approx(1 / 88.42)
