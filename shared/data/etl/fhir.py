@@ -83,6 +83,12 @@ ENCOUNTER_CLASSES = {"IMP": "inpatient", "ACUTE": "inpatient", "NONAC": "inpatie
                      "HH": "home", "VR": "virtual", "PRENC": "pre-admission",
                      "OBSENC": "observation"}
 ADMISSION_CLASSES = ("inpatient",)
+# ICU stays: a department (DKG Fachabteilungsschluessel 36xx, Intensivmedizin, as the MII
+# Encounter profile carries it in serviceType) or a location whose physicalType is the
+# v3 RoleCode ICU.
+ICU_DEPARTMENT_SYSTEM = "fachabteilungsschluessel"
+ICU_DEPARTMENT_PREFIX = "36"
+ICU_ROLE_CODE = "ICU"
 # LOINC document types that are discharge letters -> the note code the model knows.
 DISCHARGE_LETTERS = {"18842-5", "11490-0", "34105-7", "34745-0"}
 DISCHARGE_NOTE = "NOTE//DISCHARGE_SUMMARY"
@@ -415,7 +421,15 @@ class _Import:
         raw = str(cls_coding.get("code") or UNKNOWN)
         cls = ENCOUNTER_CLASSES.get(raw.upper(), raw.lower())
         end = _first_time(r, "period.end") if (r.get("period") or {}).get("end") else None
-        events: list[Event] = [(sid, start, f"ENCOUNTER//{cls}", None, None)]
+        events: list[Event] = []
+        unit = _icu_unit(r)
+        if unit is not None:
+            events.append((sid, start, f"ICU_ADMISSION//{unit}", None, None))
+            if end is not None:
+                events.append((sid, end, f"ICU_DISCHARGE//{unit}", None, None))
+        if r.get("partOf"):
+            return events  # a department or ward contact inside a stay: only its ICU events
+        events.append((sid, start, f"ENCOUNTER//{cls}", None, None))
         if end is not None:
             events.append((sid, end, f"ENCOUNTER_END//{cls}", None, None))
         if cls in ADMISSION_CLASSES:
@@ -559,6 +573,20 @@ class _Import:
         if rows:
             self.writer.add_codes(list(rows), [v[0] for v in rows.values()],
                                   [[v[1]] if v[1] else None for v in rows.values()])
+
+
+def _icu_unit(r: dict) -> str | None:
+    """The ICU an Encounter took place in (see `ICU_DEPARTMENT_SYSTEM`), or None."""
+    concepts = [r.get("serviceType")]
+    concepts += [loc.get("physicalType") for loc in r.get("location") or ()
+                 if isinstance(loc, dict)]
+    for cc in concepts:
+        for c in (cc.get("coding") or ()) if isinstance(cc, dict) else ():
+            code, system = str(c.get("code") or ""), str(c.get("system") or "").lower()
+            if (ICU_DEPARTMENT_SYSTEM in system and code.startswith(ICU_DEPARTMENT_PREFIX)) \
+                    or code == ICU_ROLE_CODE:
+                return str(c.get("display") or code)
+    return None
 
 
 def _has_value(r: dict) -> bool:

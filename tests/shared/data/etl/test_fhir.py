@@ -65,6 +65,17 @@ def test_labs_keep_their_ucum_unit_and_their_loinc_parent(mii):
     assert events.filter(pl.col(S.CODE) == local).height == 1
 
 
+def test_an_intensive_care_department_contact_is_an_icu_stay(mii):
+    _, _, dest = mii
+    icu = _events(dest).filter(pl.col(S.CODE).str.starts_with("ICU_"))
+    assert sorted(zip(icu[S.CODE], icu[S.TIME].cast(pl.String), strict=True)) == [
+        ("ICU_ADMISSION//Intensivmedizin", "2023-01-11 01:00:00.000000"),
+        ("ICU_DISCHARGE//Intensivmedizin", "2023-01-12 13:00:00.000000")]
+    # the ICU contact is part of the stay, not a second admission
+    admissions = _events(dest).filter(pl.col(S.CODE) == "HOSPITAL_ADMISSION//inpatient")
+    assert admissions.height == 1
+
+
 def test_the_german_discharge_letter_reaches_text_value_as_a_note(mii):
     _, _, dest = mii
     notes = _events(dest).filter(pl.col(S.CODE) == fhir.DISCHARGE_NOTE)
