@@ -314,8 +314,12 @@ def _activity_table(site, last: int) -> Table:
         if event["kind"] == "train":
             details = (f"{event['steps']} DP steps, {event['patients']} patients, "
                        f"epsilon now {event['epsilon']:.3f}")
-        elif event["kind"] == "evaluate":
+        elif event["kind"] == "evaluate" and "loss" in event:
             details = f"held-out loss {event['loss']:.3f} on {event['patients']} patients"
+        elif event["kind"] == "evaluate" and event.get("released") == "noised":
+            details = f"noised held-out loss, epsilon now {event.get('epsilon', 0):.3f}"
+        elif event["kind"] == "evaluate":
+            details = "no loss released (privacy.release_metrics: none)"
         elif event["kind"] == "refusal":
             details = str(event.get("reason", ""))[:120]
         else:

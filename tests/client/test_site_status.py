@@ -34,6 +34,15 @@ def test_status_lists_ledger_charges_and_recent_messages(tmp_path):
     assert "20 DP steps, 300 patients" in result.output and "budget spent" in result.output
 
 
+def test_status_lists_evaluations_that_released_no_loss(tmp_path):
+    config = _site(tmp_path)
+    activity.record(tmp_path / "state", "evaluate", round_id="fed/round-1", released=False)
+    activity.record(tmp_path / "state", "evaluate", round_id="fed/round-2", released="noised",
+                    epsilon=0.25)
+    output = _status(config)
+    assert "no loss released" in output and "noised held-out loss, epsilon now 0.250" in output
+
+
 def _site(tmp_path, superlink: str = "127.0.0.1:9093"):
     config = tmp_path / "site.yaml"
     config.write_text(yaml.safe_dump({"name": "hospital_a", "data": "meds", "state_dir": "state",
