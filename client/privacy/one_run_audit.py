@@ -60,7 +60,8 @@ class DiracCanaries:
     """m gradient canaries on distinct parameter coordinates, each in with probability 1/2."""
 
     def __init__(self, model: nn.Module, *, m: int, sample_rate: float, clip: float,
-                 rng: np.random.Generator, within: str | None = None):
+                 rng: np.random.Generator, within: str | None = None,
+                 rows: list[int] | None = None):
         self.params = [p for p in model.parameters() if p.requires_grad]
         sizes = [p.numel() for p in self.params]
         offsets = np.cumsum([0, *sizes])
@@ -68,6 +69,9 @@ class DiracCanaries:
         if within is not None:  # white-box: the auditor picks where data gradients are rare
             index = [n for n, p in model.named_parameters() if p.requires_grad].index(within)
             pool = pool[offsets[index]:offsets[index + 1]]
+            if rows is not None:  # e.g. embedding rows of codes this site never has
+                width = self.params[index][0].numel()
+                pool = pool.reshape(-1, width)[np.asarray(rows)].reshape(-1)
         if m > len(pool):
             raise ConfigError(f"{m} canaries need {m} coordinates; there are {len(pool)}",
                               where="privacy audit", fix="use fewer canaries")
@@ -113,13 +117,13 @@ def judge(scores: np.ndarray, included: np.ndarray, k: int, confidence: float = 
 def audit_dp_sgd(model: nn.Module, dataset, *, dp: dp_sgd.DPConfig, steps: int,
                  batch_size: int, lr: float, canaries: int, k: int, seed: int = 0,
                  ledger=None, confidence: float = 0.95, num_threads: int | None = None,
-                 within: str | None = None) -> AuditResult:
+                 within: str | None = None, rows: list[int] | None = None) -> AuditResult:
     """One `train_dp` run of `model` on `dataset` with `canaries` Dirac canaries (on the
-    parameter named `within`, or anywhere); the audit's own randomness (which canaries
-    are in, when they are sampled) is `seed`'s."""
+    parameter named `within`, restricted to its `rows`, or anywhere); the audit's own
+    randomness (which canaries are in, when they are sampled) is `seed`'s."""
     rng = np.random.default_rng(seed)
     planted = DiracCanaries(model, m=canaries, sample_rate=batch_size / len(dataset),
-                            clip=dp.max_grad_norm, rng=rng, within=within)
+                            clip=dp.max_grad_norm, rng=rng, within=within, rows=rows)
     start = planted.flat()
     result = dp_sgd.train_dp(model, dataset, dp=dp, ledger=ledger, steps=steps,
                              batch_size=batch_size, lr=lr, seed=seed,
