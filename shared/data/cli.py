@@ -22,7 +22,7 @@ app = typer.Typer(help="Import, synthesize, validate and inspect MEDS datasets."
 # Piped output (CI logs, `make demo | tee`) gets a wide page instead of rich's 80 columns.
 console = Console(width=None if sys.stdout.isatty() else 140)
 
-SOURCES = ("mimic-iv", "synthea", "fhir")
+SOURCES = ("mimic-iv", "synthea", "fhir", "omop")
 
 
 def progress_bar() -> Progress:
@@ -35,8 +35,9 @@ def progress_bar() -> Progress:
 def import_(
     source_format: str = typer.Option(..., "--from", help=f"Source format: {', '.join(SOURCES)}."),
     src: Path = typer.Argument(..., help="Folder of the raw export (MIMIC-IV's root with "
-                                         "hosp/ and icu/, Synthea's csv/ folder, or a folder "
-                                         "of FHIR bundles or NDJSON bulk export files)."),
+                                         "hosp/ and icu/, Synthea's csv/ folder, a folder of "
+                                         "FHIR bundles or NDJSON bulk export files, or an "
+                                         "OMOP CDM 5.4 CSV export)."),
     dest: Path = typer.Argument(..., help="Where to write the MEDS dataset (must not exist)."),
     overwrite: bool = typer.Option(False, help="Replace DEST if it exists."),
     seed: int = typer.Option(0, help="Seed of the train/tuning/held_out split."),
@@ -53,6 +54,8 @@ def import_(
         from fedehr.shared.data.etl.synthea import convert
     elif source_format == "fhir":
         from fedehr.shared.data.etl.fhir import convert
+    elif source_format == "omop":
+        from fedehr.shared.data.etl.omop import convert
     else:
         raise ConfigError(f"unknown source format '{source_format}'", where="--from",
                           fix=f"use one of: {', '.join(SOURCES)}")
