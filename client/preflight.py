@@ -1,7 +1,8 @@
 """`fedehr site check`: what would make this hospital's first run fail or mislead.
 
 The checks hospital IT wants before joining (issue 17): site.yaml parses and
-its paths resolve; the MEDS data validates; the privacy budget left (the
+its paths resolve; the MEDS data validates and how much of it the consortium's
+vocabulary covers (after the first vocabulary round); the privacy budget left (the
 ledger is read, never written); the consortium CA and the site key; the
 approval settings; the SuperLink reachable over TLS from this host with a
 certificate the CA accepts; disk space for the state folder; where metrics
@@ -41,7 +42,9 @@ def site_checks(config: Path, *, at_start: bool = False, disk_red: int = DISK_RE
         return [Check("config", "red", exc.message, exc.fix or f"edit {config}")]
     checks = [Check("config", "green", f"{config} parses"), *path_checks(site)]
     if site.data.is_dir():
-        checks.append(data_check(site))
+        checks.append(data := data_check(site))
+        if data.level != "red" and not at_start:
+            checks.append(vocabulary_check(site))
     checks += [budget_check(site), *certificate_checks(site), approval_check(site),
                superlink_check(site, at_start=at_start),
                disk_check("disk", site.state_dir, red_below=disk_red, amber_below=disk_amber),
@@ -85,6 +88,33 @@ def data_check(site: SiteConfig) -> Check:
         return Check("data", "amber", f"{patients:,} patients; {len(problems)} warning(s), "
                      f"first: {problems[0].message}", fix)
     return Check("data", "green", f"valid MEDS, {patients:,} patients in {site.data}")
+
+
+def vocabulary_check(site: SiteConfig) -> Check:
+    """Share of the site's events (all, and labs) inside the consortium's vocabulary: the
+    newest one a vocabulary round left in state_dir/vocab (fedehr.shared.data.stats)."""
+    from fedehr.client.site_data import site_mapping
+    from fedehr.shared.data.dataset import MEDSDataset
+    from fedehr.shared.data.stats import vocabulary_coverage
+    from fedehr.shared.tokenizer.vocabulary import Vocabulary
+
+    kept = sorted((site.state_dir / "vocab").glob("*.json"), key=lambda p: p.stat().st_mtime)
+    if not kept:
+        return Check("vocabulary", "green", "no vocabulary round yet: measure coverage of the "
+                     f"anchor's with `fedehr data stats {site.data}`")
+    try:
+        mapping = site_mapping(site, MEDSDataset.open(site.data))
+        cov = vocabulary_coverage(site.data, Vocabulary.from_json(kept[-1]), str(kept[-1]),
+                                  mapping=mapping, top=1)
+    except FedEHRError as exc:
+        return Check("vocabulary", "red", exc.message, exc.fix or "")
+    text = f"{cov.share:.1%} of events, {cov.lab_share:.1%} of lab events inside the " \
+        "consortium's vocabulary"
+    if cov.warnings:
+        return Check("vocabulary", "amber", text + " (below 80 %: the rest reach the model "
+                     "as unknown)", "map local codes to standard ones in the harmonisation "
+                     f"file (code_map); `fedehr data stats {site.data}` lists the top ones")
+    return Check("vocabulary", "green", text)
 
 
 def budget_check(site: SiteConfig) -> Check:

@@ -23,10 +23,13 @@ from fedehr.client import activity
 from fedehr.client.cli import app
 from fedehr.client.preflight import site_checks
 from fedehr.shared.cli import build_app
+from fedehr.shared.data.dataset import MEDSDataset
 from fedehr.shared.data.synth import synthesize
 from fedehr.shared.pki import init_ca, issue_server_cert, issue_site_key
 from fedehr.shared.pki.bundle_signing import create_bundle_key
 from fedehr.shared.preflight import Check, certificate_check, exit_code, render
+from fedehr.shared.tokenizer.mapping import CodeMapping
+from fedehr.shared.tokenizer.vocabulary import Vocabulary
 from tests.server.tls_endpoint import tls_endpoint
 
 
@@ -76,7 +79,7 @@ def _run(config: Path):
 def test_a_ready_site_is_all_green_and_exits_zero(site):
     result = _run(site())
     assert result.exit_code == 0, result.output
-    assert [line.split()[0] for line in result.output.splitlines()] == ["green"] * 10
+    assert [line.split()[0] for line in result.output.splitlines()] == ["green"] * 11
     assert "CA matches" in result.output and "20 patients" in result.output
 
 
@@ -99,6 +102,28 @@ def test_meds_errors_are_red_and_warnings_amber(site):
     next(site.data.glob("data/**/*.parquet")).write_bytes(b"not parquet")
     data = _line(site_checks(site()), "data")
     assert data.level == "red" and "fedehr data validate" in data.fix
+
+
+def _keep_vocabulary(site_root: Path, codes: list[str]) -> None:
+    vocab = Vocabulary.build({code: 100 for code in codes}, min_count=1)
+    vocab.to_json(site_root / "state" / "vocab" / f"{vocab.hash}.json")
+
+
+def test_low_coverage_by_the_consortium_vocabulary_is_amber(site, tmp_path):
+    config = site()
+    _keep_vocabulary(tmp_path, ["GENDER//F"])
+    vocabulary = _line(site_checks(config), "vocabulary")
+    assert vocabulary.level == "amber" and "code_map" in vocabulary.fix
+
+
+def test_full_coverage_by_the_consortium_vocabulary_is_green(site, tmp_path):
+    config = site()
+    data = MEDSDataset.open(site.data)
+    mapping = CodeMapping.from_config(None, data.codes(), where="codes.parquet")
+    local = data.scan().select("code").unique().collect()["code"].to_list()
+    _keep_vocabulary(tmp_path, [mapping.map_code(code).code for code in local])
+    vocabulary = _line(site_checks(config), "vocabulary")
+    assert vocabulary.level == "green" and vocabulary.message.startswith("100.0% of events")
 
 
 def test_budget_is_read_without_writing_the_ledger(site, tmp_path):
