@@ -154,6 +154,8 @@ def _confirm(yes: bool) -> None:
 
 def _ask_one(model, vocab, dataset, outcome, resolved, index, patient, at, *, samples, seed,
              explain_groups, top, max_new_tokens) -> None:
+    import numpy as np
+
     from fedehr.shared.clinical.zero_shot import predict_detailed
 
     when = _prediction_time(dataset, patient, resolved, at)
@@ -175,12 +177,20 @@ def _ask_one(model, vocab, dataset, outcome, resolved, index, patient, at, *, sa
     answer.add_row("decided", f"{row['decided']} of {samples} continuations reached the end "
                    f"of the window (budget {sim.max_new_tokens} tokens each)")
     if row["truncated"]:
+        undecided = ~sim.decided_per_sample[0]
+        reached = float(np.median(sim.reach_days[0][undecided]))
+        window = outcome.horizon.total_seconds() / 86400 + float(result.prompts.gap_days[0])
         answer.add_row("undecided", f"{row['truncated']} ran out of tokens before the window "
-                       "closed; left out of the probability (raise --max-new-tokens)")
+                       f"closed (their clocks reached a median {reached:.1f} of {window:.1f} "
+                       "days); left out of the probability. A model whose continuations "
+                       "advance time slowly needs more tokens (--max-new-tokens) or training")
     answer.add_row("history used", f"{history} tokens (context {model.config.max_len})")
     answer.add_row("time", f"{sim.seconds:.1f} s, {sim.generated_tokens:,} tokens generated")
     console.print(answer)
-    if explain_groups:
+    if explain_groups and not row["decided"]:
+        console.print("No explanation: no continuation was decided, so there is no answer "
+                      "to attribute.")
+    elif explain_groups:
         _explain_one(model, vocab, result, outcome, index, samples=samples, seed=seed,
                      groups=explain_groups, top=top, max_new_tokens=sim.max_new_tokens)
 

@@ -40,6 +40,16 @@ def test_one_patient_gets_resolved_codes_a_probability_and_an_explanation(world,
     assert "What moved it most" in out and "Alpha procedure" in out.split("What moved")[1]
 
 
+def test_an_answer_with_no_decided_continuation_says_undecided_not_zero(world, capsys):
+    code, out, err = run(capsys, *base(world), "--patient", "3", "--yes", "--explain", "2",
+                         "--max-new-tokens", "1",
+                         "--prompt", "cardiac arrest within 90 days after beta procedure")
+    assert code == 0, err
+    assert "undecided" in out and "none of 8 continuations reached the end" in out
+    assert "0 of 8 continuations reached the end of the window" in out
+    assert "0.00" not in out and "No explanation" in out
+
+
 def test_cohort_from_a_patient_list_writes_the_label_schema_plus_probability(world, capsys,
                                                                              tmp_path):
     listed = planted.labels([2, 3, 4]).with_columns(
