@@ -301,9 +301,12 @@ class _Import:
                     for number, line in enumerate(fh, start=1):
                         if not line.strip():
                             continue
-                        if first != bool(_RESOURCE_TYPE.search(line)):
-                            continue  # the other pass reads it
-                        self.read_line(label, number, line, first)
+                        # Only lines naming a Patient or Medication can hold one: the first
+                        # pass parses just those; the second parses every line.
+                        named = bool(_RESOURCE_TYPE.search(line))
+                        if first and not named:
+                            continue
+                        self.read_line(label, number, line, first, seen_before=named and not first)
                 else:
                     self.read_json(path, label, fh.read(), first)
         except (EOFError, zlib.error, gzip.BadGzipFile, OSError) as exc:
@@ -315,15 +318,18 @@ class _Import:
                 if not ndjson:
                     self.bad_files.add(path)
 
-    def read_line(self, label: str, number: int, line: bytes, first: bool) -> None:
-        self.summary.rows_read += 1
+    def read_line(self, label: str, number: int, line: bytes, first: bool,
+                  seen_before: bool) -> None:
+        """One NDJSON line; `seen_before`: the first pass parsed it (and counted any error)."""
         try:
-            resource = json.loads(line)
+            document = json.loads(line)
         except (json.JSONDecodeError, UnicodeDecodeError):
-            self.summary.drop_in("file", BAD_JSON, where=f"{label}:{number}")
+            if not seen_before:
+                self.summary.rows_read += 1
+                self.summary.drop_in("file", BAD_JSON, where=f"{label}:{number}")
             return
-        for entry in _entries(resource):
-            self.resource(entry, label, number, first)
+        for entry in _entries(document):
+            self.dispatch(entry, label, number, first)
 
     def read_json(self, path: Path, label: str, data: bytes, first: bool) -> None:
         try:
@@ -332,13 +338,18 @@ class _Import:
             if first:
                 self.bad_files.add(path)
                 line = getattr(exc, "lineno", 1)
+                self.summary.rows_read += 1
                 self.summary.drop_in("file", BAD_JSON, where=f"{label}:{line}")
             return
         for i, entry in enumerate(_entries(document)):
-            kind = entry.get("resourceType") if isinstance(entry, dict) else None
-            if first == (kind in ("Patient", "Medication")):
-                self.summary.rows_read += 1
-                self.resource(entry, label, f"entry {i}", first)
+            self.dispatch(entry, label, f"entry {i}", first)
+
+    def dispatch(self, entry: object, label: str, place: int | str, first: bool) -> None:
+        """Hand `entry` to `resource` in its pass: Patient and Medication in the first."""
+        kind = entry.get("resourceType") if isinstance(entry, dict) else None
+        if first == (kind in ("Patient", "Medication")):
+            self.summary.rows_read += 1
+            self.resource(entry, label, place, first)
 
     # one resource -------------------------------------------------------------------
     def resource(self, resource: object, label: str, place: int | str, first: bool) -> None:

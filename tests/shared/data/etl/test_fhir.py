@@ -186,3 +186,16 @@ def test_fhir_labs_map_to_the_unit_bearing_loinc_tokens_of_the_anchor(mii, tmp_p
     converted = umol.map_code("LOINC/2160-0//umol/L")
     assert converted.code == "LOINC/2160-0//mg/dL"
     assert converted.factor == pytest.approx(1 / 88.42)
+
+
+def test_a_bundle_on_an_ndjson_line_imports_its_patient_and_its_events(tmp_path):
+    _, fhir_dir = write_synthea_pair(tmp_path / "src")
+    bundles = [json.loads(p.read_text()) for p in sorted(fhir_dir.glob("*.json"))]
+    (tmp_path / "lines").mkdir()
+    (tmp_path / "lines" / "Bundle.ndjson").write_text(
+        "".join(json.dumps(b) + "\n" for b in bundles))
+    fhir.convert(fhir_dir, tmp_path / "from-files")
+    fhir.convert(tmp_path / "lines", tmp_path / "from-lines")
+    order = [S.SUBJECT_ID, S.TIME, S.CODE]
+    assert _events(tmp_path / "from-lines").sort(order, nulls_last=True).equals(
+        _events(tmp_path / "from-files").sort(order, nulls_last=True))
