@@ -318,7 +318,9 @@ class _ZeroShot:
             on=[L.SUBJECT_ID, L.PREDICTION_TIME], how="left", maintain_order="left")
         prob = joined["probability"].cast(pl.Float64).to_numpy()
         if np.isnan(prob).any():
-            return f"zero-shot answered {int((~np.isnan(prob)).sum())} of {len(prob)} test rows"
+            return (f"zero-shot answered {int((~np.isnan(prob)).sum())} of {len(prob)} test "
+                    "rows (the others had no continuation that reached the end of its window; "
+                    "not scored)")
         if task.label_negated:  # the label window asks the complement (see labels.py)
             prob = 1.0 - prob
         return MethodResult("zero-shot", None, [score(y_test, prob)], y_test, prob)
