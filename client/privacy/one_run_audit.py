@@ -11,8 +11,9 @@ probability q, before the noise is added (`train_dp(before_noise=...)`), so it
 is one more Poisson-sampled patient to the mechanism.
 
 After training, canary i's score is how far its coordinate moved against its
-gradient. The audit guesses "included" for the k highest scores and "excluded"
-for the k lowest, and counts the right guesses W out of r = 2k. If the run is
+gradient. The audit guesses "included" for the k_in highest scores and
+"excluded" for the k_out lowest (abstaining on the rest), and counts the right
+guesses W out of r = k_in + k_out. If the run is
 epsilon-DP, W is stochastically dominated by Binomial(r, e^eps / (1 + e^eps))
 (the paper's Theorem 3.1); the lower bound is the largest epsilon that this
 rejects at the given confidence. The bound ignores delta (the paper's
@@ -98,26 +99,39 @@ class DiracCanaries:
 @dataclass(frozen=True)
 class AuditResult:
     canaries: int
-    guesses: int
+    guesses: int  # k_in + k_out
     correct: int
     epsilon_lower_bound: float
-    best_certifiable: float
+    best_certifiable: float  # the bound if every guess were right
     epsilon_ledger: float  # what the accountant charged for this run
 
 
-def judge(scores: np.ndarray, included: np.ndarray, k: int, confidence: float = 0.95
-          ) -> tuple[int, int, float, float]:
-    """(guesses, correct, lower bound, best certifiable) for top-k / bottom-k guesses."""
-    order = np.argsort(scores, kind="stable")
-    correct = int(included[order[-k:]].sum() + (~included[order[:k]]).sum())
-    return (2 * k, correct, epsilon_lower_bound(correct, 2 * k, confidence),
-            epsilon_lower_bound(2 * k, 2 * k, confidence))
+@dataclass(frozen=True)
+class AuditRun:
+    """One audited training run: the canaries' scores and who was in."""
+
+    scores: np.ndarray
+    included: np.ndarray
+    epsilon_ledger: float
+
+    def judge(self, k_in: int, k_out: int, confidence: float = 0.95) -> AuditResult:
+        """Guess "in" for the k_in highest scores and "out" for the k_out lowest (abstain
+        on the rest); fix k_in and k_out before looking, or split the confidence."""
+        order = np.argsort(self.scores, kind="stable")
+        chosen_in = order[len(order) - k_in:] if k_in else order[:0]
+        correct = int(self.included[chosen_in].sum() + (~self.included[order[:k_out]]).sum())
+        guesses = k_in + k_out
+        return AuditResult(canaries=len(self.scores), guesses=guesses, correct=correct,
+                           epsilon_lower_bound=epsilon_lower_bound(correct, guesses,
+                                                                   confidence),
+                           best_certifiable=epsilon_lower_bound(guesses, guesses, confidence),
+                           epsilon_ledger=self.epsilon_ledger)
 
 
 def audit_dp_sgd(model: nn.Module, dataset, *, dp: dp_sgd.DPConfig, steps: int,
-                 batch_size: int, lr: float, canaries: int, k: int, seed: int = 0,
-                 ledger=None, confidence: float = 0.95, num_threads: int | None = None,
-                 within: str | None = None, rows: list[int] | None = None) -> AuditResult:
+                 batch_size: int, lr: float, canaries: int, seed: int = 0,
+                 ledger=None, num_threads: int | None = None,
+                 within: str | None = None, rows: list[int] | None = None) -> AuditRun:
     """One `train_dp` run of `model` on `dataset` with `canaries` Dirac canaries (on the
     parameter named `within`, restricted to its `rows`, or anywhere); the audit's own
     randomness (which canaries are in, when they are sampled) is `seed`'s."""
@@ -128,11 +142,8 @@ def audit_dp_sgd(model: nn.Module, dataset, *, dp: dp_sgd.DPConfig, steps: int,
     result = dp_sgd.train_dp(model, dataset, dp=dp, ledger=ledger, steps=steps,
                              batch_size=batch_size, lr=lr, seed=seed,
                              num_threads=num_threads, before_noise=planted)
-    guesses, correct, bound, best = judge(planted.scores(start, planted.flat()),
-                                          planted.included, k, confidence)
-    return AuditResult(canaries=canaries, guesses=guesses, correct=correct,
-                       epsilon_lower_bound=bound, best_certifiable=best,
-                       epsilon_ledger=result.epsilon_run)
+    return AuditRun(scores=planted.scores(start, planted.flat()), included=planted.included,
+                    epsilon_ledger=result.epsilon_run)
 
 
 @contextlib.contextmanager

@@ -11,9 +11,9 @@ import torch
 
 from fedehr.client.privacy.dp_sgd import DPConfig
 from fedehr.client.privacy.one_run_audit import (
+    AuditRun,
     audit_dp_sgd,
     epsilon_lower_bound,
-    judge,
     noise_silently_off,
 )
 
@@ -25,8 +25,9 @@ DP = DPConfig(max_grad_norm=1.0, noise_multiplier=8.0, delta=1e-5)
 
 def _audit():
     torch.manual_seed(0)  # 16 tokens in the data, 256 rows: canaries where data rarely is
-    return audit_dp_sgd(TinyLM(vocab=256), token_dataset(32), dp=DP, steps=20, batch_size=16,
-                        lr=1e-2, canaries=200, k=40, seed=3, within="emb.weight")
+    run = audit_dp_sgd(TinyLM(vocab=256), token_dataset(32), dp=DP, steps=20, batch_size=16,
+                       lr=1e-2, canaries=200, seed=3, within="emb.weight")
+    return run.judge(k_in=40, k_out=40)
 
 
 def test_the_lower_bound_follows_the_binomial_tail():
@@ -37,8 +38,9 @@ def test_the_lower_bound_follows_the_binomial_tail():
 
 def test_perfect_scores_give_perfect_guesses():
     included = np.array([True, False] * 50)
-    guesses, correct, bound, best = judge(included.astype(float), included, k=20)
-    assert (guesses, correct) == (40, 40) and bound == best
+    result = AuditRun(included.astype(float), included, epsilon_ledger=1.0).judge(20, 20)
+    assert (result.guesses, result.correct) == (40, 40)
+    assert result.epsilon_lower_bound == result.best_certifiable
 
 
 def test_an_honest_run_stays_within_its_ledger_epsilon():
