@@ -5,8 +5,8 @@ Mironov, Talwar, Zhang 2019) by default, PRV (Gopi, Lee, Wutschitz 2021) as
 an option. A history is a list of ``(noise_multiplier, sample_rate, steps)``
 triples, the form Opacus' accountants compose; a Gaussian release of counts is
 one step with ``sample_rate=1.0``. The site's persisted ledger
-(`fedehr.client.privacy.ledger`) and the one training loop
-(`fedehr.shared.training`) both build on these functions.
+(`fedehr.client.privacy.ledger`), DP-SGD (`fedehr.client.privacy.dp_sgd`) and
+the model card's audit (`fedehr.shared.privacy.card_audit`) build on these.
 """
 
 from __future__ import annotations
