@@ -76,6 +76,7 @@ from fedehr.shared.tokenizer.vocabulary import (
     UNK,
     Vocabulary,
 )
+from fedehr.shared.tokenizer.windows import window_span
 
 Z_95 = 1.959963984540054
 
@@ -400,7 +401,7 @@ def _sample_group(model, vocab: Vocabulary, prompts: Prompts, rows: list[_Row], 
     days_of = torch.zeros(cfg.vocab_size, dtype=torch.float64)
     for token_id, days in time_token_days(vocab).items():
         days_of[token_id] = days
-    continuation = torch.from_numpy(vocab.continuation_mask())
+    continuation = vocab.continuation_mask()
     was_training = model.training
     model.eval()
     cache = KVCache(cfg, B)
@@ -469,13 +470,13 @@ def _inverse_cdf(logits: torch.Tensor, temperature: float, uniforms: torch.Tenso
 
 
 def _drop_oldest(row: _Row, tok: torch.Tensor, tim: torch.Tensor, length: torch.Tensor, j: int,
-                 block: int, continuation: torch.Tensor) -> None:
-    """Make room in a full context: keep [BOS]+static, drop the oldest `block` events' tokens,
-    re-time from the first kept token (as generate and the training windows do)."""
+                 block: int, continuation: np.ndarray) -> None:
+    """Make room in a full context: keep [BOS]+static and the latest events that leave
+    `block` tokens free (cut by `window_span`, as every window), re-timed from the first
+    kept token (as generate and the training windows do)."""
     n, p = int(length[j]), row.prefix
-    cut = min(p + block, n - 1)
-    while cut < n - 1 and bool(continuation[tok[j, cut]]):
-        cut += 1  # never keep a value token without its code
+    cut, _, _ = window_span(tok[j].numpy(), 1, n, p - 1, n - block, continuation)
+    cut = min(cut, n - 1)  # keep at least the last token
     shift = float(tim[j, cut])
     body_tok = tok[j, cut:n].clone()
     body_tim = tim[j, cut:n] - shift
