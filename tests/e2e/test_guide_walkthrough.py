@@ -3,9 +3,11 @@ each typing only the `fedehr` commands docs/ teaches, as separate programs.
 
 Consortium from nothing (PKI), hospital data into MEDS, the server with JSON
 logs, two site daemons, one federated round, the researcher's list, pull,
-verify and card, the operator's registry and revocation commands, the audit
-log, and orderly shutdown. tests/test_guides.py checks that every command the
-guides show is run by some test; most of them are run here.
+verify and card, a patient found as docs/ask.md says and asked about, the
+operator's registry (started and stopped) and revocation commands, the audit
+log, and orderly shutdown; the pre-flight checks of both sides on the way.
+tests/test_guides.py checks that every command the guides show is run by some
+test; most of them are run here.
 """
 
 from __future__ import annotations
@@ -59,13 +61,10 @@ def wait_for_line(log: Path, needle: str, proc: subprocess.Popen, timeout: float
     raise AssertionError(f"{needle!r} never appeared in {log}:\n{log.read_text()}")
 
 
-def _discharged_patient(data: str) -> int:
-    import polars as pl
-
-    events = pl.scan_parquet(str(Path(data) / "data" / "**" / "*.parquet"))
-    first = (events.filter(pl.col("code").str.starts_with("HOSPITAL_DISCHARGE"))
-             .select("subject_id").head(1).collect())
-    return int(first["subject_id"][0])
+def _first_patient(listing: str) -> int:
+    """The first subject_id in `fedehr site patients`' table (docs/ask.md)."""
+    cells = (line.split("│")[1].strip() for line in listing.splitlines() if "│" in line)
+    return int(next(cell for cell in cells if cell.isdigit()))
 
 
 def write_federation(root: Path, anchor: Path) -> dict:
@@ -118,6 +117,10 @@ def test_the_guides_from_an_empty_folder(tmp_path, anchor):
     for name, data, approval in zip(SITES, synth, approvals, strict=True):
         write_site(root, name, Path(data.path), ports["superlink"], approval)
 
+    # -- both sides: the pre-flight checks (docs/federation.md, docs/site.md) ----------
+    # exit 2 (amber only) is allowed: free disk on a test machine is not ours to decide
+    assert fedehr("server", "check", "--config", "federation.yaml", cwd=root,
+                  check=False).returncode in (0, 2)
     server_log, procs = root / "server.out", []
     try:
         # -- operator: the server, JSON logs for the log shipper -----------------------
@@ -135,16 +138,20 @@ def test_the_guides_from_an_empty_folder(tmp_path, anchor):
                                 f"{name}.yaml", cwd=root, log=root / f"{name}.out"))
         for name, proc in zip(SITES, procs[1:], strict=True):
             wait_for_line(root / f"{name}.out", "SuperNode started", proc)
+        checked = fedehr("site", "check", "--config", "hospital_a.yaml", cwd=root,
+                         check=False)
+        assert checked.returncode in (0, 2) and "CA matches" in checked.stdout, checked.stdout
         site_lines = (root / "hospital_b.out").read_text().splitlines()
         assert all(json.loads(x)["logger"] == "fedehr.site" for x in site_lines if x.strip())
 
         # -- operator: one run, watched to the end --------------------------------------
         run = fedehr("run", "start", "--config", "federation.yaml", cwd=root, timeout=600)
-        assert "finished" in run.stdout
+        assert "finished" in run.stdout and "round 1 done: sites" in run.stdout
         assert "finished" in fedehr("run", "status", "--config", "federation.yaml",
                                     cwd=root).stdout
         site_status = fedehr("site", "status", "--config", "hospital_a.yaml", cwd=root).stdout
-        assert "dp-sgd" in site_status
+        assert "dp-sgd" in site_status and "daemon: running since" in site_status
+        assert "its SuperNode is connected to" in site_status
 
         # -- researcher: list, pull, verify, card (docs/researchers.md) ----------------
         registry = f"127.0.0.1:{ports['registry']}"
@@ -157,7 +164,11 @@ def test_the_guides_from_an_empty_folder(tmp_path, anchor):
         fedehr("model", "verify", "ckpt", "--trusted-key", "pki/signing/consortium.pub",
                cwd=root)
         assert "epsilon" in fedehr("model", "card", "ckpt", cwd=root).stdout.lower()
-        patient = _discharged_patient(synth[0].path)
+        # docs/ask.md: a held-out patient (never trained on) who was discharged
+        listing = fedehr("site", "patients", "--data", synth[0].path, "--code",
+                         "^HOSPITAL_DISCHARGE", "--split", "held_out", "--limit", "1",
+                         cwd=root).stdout
+        patient = _first_patient(listing)
         answer = fedehr("model", "ask", "--checkpoint", "ckpt", "--data", synth[0].path,
                         "--patient", patient, "--prompt", "death within 30 days after discharge",
                         "--samples", "8", "--explain", "2", "--trusted-key",
@@ -187,6 +198,8 @@ def test_the_guides_from_an_empty_folder(tmp_path, anchor):
                          check=False)
         assert refused.returncode != 0 and "revoked" in refused.stderr
         assert "Traceback" not in refused.stderr
+        fedehr("registry", "stop", "--workdir", "federation", cwd=root)
+        assert standalone.wait(timeout=60) == 0
 
         # -- operator: audit, a late joiner, a run stopped early ------------------------
         fedehr("audit", "verify", "federation/audit.jsonl", cwd=root)
