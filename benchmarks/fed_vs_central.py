@@ -405,6 +405,10 @@ def zero_shot_vs_probe(model, vocab, hospital: Hospital, probe_preds: dict, args
                           # closed: reported, left out of the probability
                           "truncated_share": round(float(frame["truncated"].sum())
                                                    / (len(rows) * args.zero_shot_samples), 4),
+                          # continuations with a discharge, death or the outcome before
+                          # the prediction time (against the history): left out too
+                          "rejected_share": round(float(frame["rejected"].sum())
+                                                  / (len(rows) * args.zero_shot_samples), 4),
                           "unanswered_rows": int((~answered).sum()),
                           "budget": sim.max_new_tokens,
                           "horizon_days": round(outcome.horizon.total_seconds() / 86400, 2),

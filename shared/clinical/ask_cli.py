@@ -176,6 +176,9 @@ def _ask_one(model, vocab, dataset, outcome, resolved, index, patient, at, *, sa
     answer.add_row("probability", answer_words(row))
     answer.add_row("decided", f"{row['decided']} of {samples} continuations reached the end "
                    f"of the window (budget {sim.max_new_tokens} tokens each)")
+    if row["rejected"]:
+        answer.add_row("rejected", f"{row['rejected']} put a discharge, death or the outcome "
+                       "before the prediction time, against the history; left out")
     if row["truncated"]:
         undecided = ~sim.decided_per_sample[0]
         reached = float(np.median(sim.reach_days[0][undecided]))

@@ -31,7 +31,7 @@ What is approximate (and why), in the order it happens:
   bucket by 1.5 years). Events less than 5 minutes apart share a time. Time
   between the last recorded event and the prediction time is known to be
   empty, but the model is not told so: generated events before the
-  prediction time are ignored.
+  prediction time are ignored, except those that contradict it (below).
 * **Length.** A continuation stops when its window is decided: the outcome is
   seen, the clock passes the window end, an event closes the window ("before
   discharge"), or the timeline ends (death, [EOS]: nothing can follow). The
@@ -40,6 +40,10 @@ What is approximate (and why), in the order it happens:
   so that continuations reach the question's horizon. One that still runs out
   is *undecided*: it is reported (`decided`, `truncated`) and left out of the
   probability, which is hits / decided continuations; never counted as "no".
+  A continuation that puts a discharge, a death or the outcome itself before the
+  prediction time contradicts the history (nothing happened between its last
+  event and the prediction time; the patient was, e.g., still in hospital and
+  alive at 24 hours) and is *rejected*: counted (`rejected`), left out too.
   A context that fills `max_len` keeps [BOS] and the static prefix and drops
   its oldest events.
 
@@ -315,11 +319,13 @@ class Simulation:
     decided_per_sample: np.ndarray | None = None  # bool [N, samples]: window closed
     max_new_tokens: int = 0
     reach_days: np.ndarray | None = None  # float [N, samples]: how far each clock got
+    rejected: np.ndarray | None = None  # int64 [N]: contradicted the known history
 
     @property
     def decided(self) -> np.ndarray:
         """int64 [N]: continuations whose window closed (outcome or not)."""
-        return self.samples - self.truncated
+        rejected = 0 if self.rejected is None else self.rejected
+        return self.samples - self.truncated - rejected
 
 
 @dataclass
@@ -338,6 +344,8 @@ class _Row:
     stop_at: float | None = None
     pending: int | None = None  # outcome code id waiting for its quantile token
     reach: float = 0.0  # days after `base` the clock reached
+    known: float = 0.0  # days after `base` known to be empty (up to the prediction time)
+    rejected: bool = False
 
 
 def simulate(model, vocab: Vocabulary, prompts: Prompts, outcome: Outcome, otoks: OutcomeTokens,
@@ -366,7 +374,7 @@ def simulate(model, vocab: Vocabulary, prompts: Prompts, outcome: Outcome, otoks
         last = float(prompts.row(i)[1][-1])
         gap = float(prompts.gap_days[i])
         rows.extend(_Row(k, last, gap + offset_days, gap + horizon_days,
-                         int(prompts.prefix_len[i])) for k in range(samples))
+                         int(prompts.prefix_len[i]), known=gap) for k in range(samples))
     total = 0
     for lo in range(0, len(rows), batch_rows):
         group = list(range(lo, min(lo + batch_rows, len(rows))))
@@ -376,10 +384,12 @@ def simulate(model, vocab: Vocabulary, prompts: Prompts, outcome: Outcome, otoks
             progress(len(group))
     shape = (len(prompts), samples)
     hits = np.array([r.hit for r in rows], dtype=bool).reshape(shape)
-    decided = ~np.array([r.truncated for r in rows], dtype=bool).reshape(shape)
+    truncated = np.array([r.truncated for r in rows], dtype=bool).reshape(shape)
+    rejected = np.array([r.rejected for r in rows], dtype=bool).reshape(shape)
     reach = np.array([r.reach for r in rows], dtype=np.float64).reshape(shape)
-    return Simulation(hits.sum(1).astype(np.int64), samples, (~decided).sum(1).astype(np.int64),
-                      total, time.perf_counter() - started, hits, decided, max_new_tokens, reach)
+    return Simulation(hits.sum(1).astype(np.int64), samples, truncated.sum(1).astype(np.int64),
+                      total, time.perf_counter() - started, hits, ~(truncated | rejected),
+                      max_new_tokens, reach, rejected.sum(1).astype(np.int64))
 
 
 def _sample_group(model, vocab: Vocabulary, prompts: Prompts, rows: list[_Row], group: list[int],
@@ -493,6 +503,11 @@ def _scan(row: _Row, tok: int, t_abs: float, otoks: OutcomeTokens) -> None:
     """Advance one continuation by one generated token (see the module docstring)."""
     t = t_abs - row.base  # days after the last history event
     row.reach = t
+    if t < row.known and (tok in otoks.stop or tok in otoks.terminal or tok in otoks.codes):
+        # a discharge, death or the outcome before the prediction time contradicts the
+        # history (nothing happened between its last event and the prediction time)
+        row.rejected = row.decided = True
+        return
     if row.stop_at is not None and t > row.stop_at:
         row.decided = True  # the window closed at the stop event's time
         return
@@ -606,6 +621,6 @@ def predict_detailed(model, vocab: Vocabulary, dataset: MEDSDataset | str | Path
         PREDICTION_TIME: pl.Series(at, dtype=pl.Datetime("us")),
         "probability": probability, "ci_low": low, "ci_high": high,
         "hits": sim.hits, "samples": np.full(len(subjects), samples),
-        "decided": decided, "truncated": sim.truncated,
+        "decided": decided, "truncated": sim.truncated, "rejected": sim.rejected,
     }, nan_to_null=False)
     return Prediction(frame, otoks, sim, prompts)
