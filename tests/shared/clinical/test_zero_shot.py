@@ -155,3 +155,14 @@ def test_death_closes_the_window_of_another_outcome():
     row = _Row(sample=0, base=0.0, start=0.0, end=30.0, prefix=1)
     _scan(row, death, 2.0, otoks)
     assert row.decided and not row.hit and not row.truncated
+
+
+def test_a_discharge_before_the_prediction_time_contradicts_the_history():
+    from fedehr.shared.clinical.zero_shot import OutcomeTokens, _Row, _scan
+
+    discharge = 9
+    otoks = OutcomeTokens(frozenset({discharge}), {}, frozenset({discharge}))
+    # the last event was 0.7 days before the prediction time, known to be empty since
+    row = _Row(sample=0, base=0.0, start=0.7, end=6.7, prefix=1, known=0.7)
+    _scan(row, discharge, 0.3, otoks)
+    assert row.rejected and row.decided and not row.hit
