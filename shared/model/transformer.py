@@ -243,9 +243,11 @@ class EHRModel(nn.Module):
                 raise ValueError(f"a cached row would exceed max_len={self.config.max_len}; "
                                  "reset it and feed a shorter context")
         x = self.tok_emb(tokens) + self.pos_emb(positions) + self.time_emb(times)
-        if self.note_proj is not None:
+        # with a cache, absent note/image vectors are zeros: the projections have no bias,
+        # so they add nothing (generated positions carry no vectors)
+        if self.note_proj is not None and not (cache is not None and note_emb is None):
             x = x + self.note_proj(self._side_input(note_emb, "note_emb", self.config.note_dim))
-        if self.image_proj is not None:
+        if self.image_proj is not None and not (cache is not None and image_emb is None):
             x = x + self.image_proj(self._side_input(image_emb, "image_emb",
                                                      self.config.image_dim))
         x = self.drop(x)

@@ -58,3 +58,15 @@ def test_a_reset_row_is_refilled_from_scratch():
     refilled = model(shorter, shorter_times, cache=cache, rows=torch.tensor([1]))
     torch.testing.assert_close(refilled, model(shorter, shorter_times), atol=1e-5, rtol=0)
     assert cache.length.tolist() == [6, 4]
+
+
+@torch.no_grad()
+def test_a_model_with_notes_decodes_without_note_vectors_as_zeros():
+    torch.manual_seed(0)
+    config = ModelConfig(vocab_size=40, d_model=32, n_layers=1, n_heads=4, max_len=16,
+                         dropout=0.0, note_dim=8, image_dim=4, pro_dim=0)
+    model = EHRModel(config).eval()
+    tokens, times = _prompts([5], 5)
+    cached = model(tokens, times, cache=KVCache(config, 1))
+    full = model(tokens, times, torch.zeros(1, 5, 8), torch.zeros(1, 5, 4))
+    torch.testing.assert_close(cached, full, atol=1e-5, rtol=0)
