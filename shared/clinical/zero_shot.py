@@ -37,7 +37,12 @@ What is approximate (and why), in the order it happens:
   discharge"), or the timeline ends (death, [EOS]: nothing can follow). The
   token budget is read from the data (`token_budget`: how many tokens real
   records hold until such a window closes, at a high quantile, with a margin),
-  so that continuations reach the question's horizon. One that still runs out
+  so that continuations reach the question's horizon. A model whose clock runs
+  slower than the data's (it emits few or short time tokens) leaves many
+  continuations undecided under that budget; when more than 5 % are, the
+  budget is re-derived from the model's own pace (`model_budget`: how far the
+  undecided clocks got), at most 8x and 4096 tokens, and all continuations
+  are sampled again once with it. One that still runs out
   is *undecided*: it is reported (`decided`, `truncated`) and left out of the
   probability, which is hits / decided continuations; never counted as "no".
   A continuation that puts a discharge, a death or the outcome itself before the
@@ -256,6 +261,8 @@ BUDGET_MARGIN = 1.5
 MIN_BUDGET = 32
 MAX_BUDGET = 4096
 BUDGET_PATIENTS = 400
+UNDECIDED_TOLERANCE = 0.05  # above this share, a second pass at the model's own pace
+MAX_WIDEN = 8
 
 
 def token_budget(dataset: MEDSDataset, vocab: Vocabulary, mapping: CodeMapping,
@@ -304,6 +311,28 @@ def token_budget(dataset: MEDSDataset, vocab: Vocabulary, mapping: CodeMapping,
     return int(min(MAX_BUDGET, max(minimum, math.ceil(need))))
 
 
+def model_budget(sim: Simulation, prompts: Prompts, outcome: Outcome, *,
+                 tolerance: float = UNDECIDED_TOLERANCE, widen: int = MAX_WIDEN) -> int:
+    """A second budget from the model's own pace, when more than `tolerance` of the
+    continuations ran out of tokens under the data's budget.
+
+    An undecided continuation's clock reached `reach` days of its window's `end`
+    after `budget` tokens; at that pace it needs budget * end / reach. The budget
+    is the 90th percentile of that over the undecided continuations, at most
+    `widen` times the first budget and MAX_BUDGET; 0 when no second pass is due.
+    """
+    undecided = sim.truncated.sum() / max(1, sim.per_sample.size)
+    if undecided <= tolerance or sim.max_new_tokens >= MAX_BUDGET:
+        return 0
+    horizon = outcome.horizon.total_seconds() / 86400.0
+    end = (prompts.gap_days + horizon)[:, None].repeat(sim.samples, 1)
+    out_of_tokens = sim.truncated_per_sample
+    pace = sim.max_new_tokens * end[out_of_tokens] / np.maximum(
+        sim.reach_days[out_of_tokens], 1e-3)
+    need = float(np.quantile(pace, 0.9))
+    return int(min(MAX_BUDGET, widen * sim.max_new_tokens, math.ceil(need)))
+
+
 # -- simulation ----------------------------------------------------------------------------
 
 @dataclass
@@ -320,6 +349,7 @@ class Simulation:
     max_new_tokens: int = 0
     reach_days: np.ndarray | None = None  # float [N, samples]: how far each clock got
     rejected: np.ndarray | None = None  # int64 [N]: contradicted the known history
+    truncated_per_sample: np.ndarray | None = None  # bool [N, samples]: out of tokens
 
     @property
     def decided(self) -> np.ndarray:
@@ -389,7 +419,7 @@ def simulate(model, vocab: Vocabulary, prompts: Prompts, outcome: Outcome, otoks
     reach = np.array([r.reach for r in rows], dtype=np.float64).reshape(shape)
     return Simulation(hits.sum(1).astype(np.int64), samples, truncated.sum(1).astype(np.int64),
                       total, time.perf_counter() - started, hits, ~(truncated | rejected),
-                      max_new_tokens, reach, rejected.sum(1).astype(np.int64))
+                      max_new_tokens, reach, rejected.sum(1).astype(np.int64), truncated)
 
 
 def _sample_group(model, vocab: Vocabulary, prompts: Prompts, rows: list[_Row], group: list[int],
@@ -608,10 +638,16 @@ def predict_detailed(model, vocab: Vocabulary, dataset: MEDSDataset | str | Path
     subjects = labels[S.SUBJECT_ID].cast(pl.Int64).to_list()
     at = labels[PREDICTION_TIME].cast(pl.Datetime("us")).to_list()
     prompts = build_prompts(dataset, vocab, mapping, model.config.max_len, labels)
-    if max_new_tokens is None:
+    derived = max_new_tokens is None
+    if derived:
         max_new_tokens = token_budget(dataset, vocab, mapping, outcome, otoks)
     sim = simulate(model, vocab, prompts, outcome, otoks, samples=samples, seed=seed,
                    max_new_tokens=max_new_tokens, batch_rows=batch_size, progress=progress)
+    if derived:  # the model's clock may run slower than the data's: measure it, once
+        wider = model_budget(sim, prompts, outcome)
+        if wider > max_new_tokens:
+            sim = simulate(model, vocab, prompts, outcome, otoks, samples=samples, seed=seed,
+                           max_new_tokens=wider, batch_rows=batch_size, progress=progress)
     decided = sim.decided
     low, high = wilson_interval(sim.hits, decided)
     with np.errstate(divide="ignore", invalid="ignore"):
