@@ -51,7 +51,7 @@ def privacy_command(
                       "-" if a.prv is None else f"{a.prv:.4f}", a.problem or "ok")
     Console(width=160).print(table)
     if not audits:
-        typer.echo("no site spent privacy on this checkpoint (public data only)")
+        typer.echo("no site's privacy spend is recorded on this card (no DP round yet)")
     if any(not a.ok for a in audits):
         raise typer.Exit(1)
 
