@@ -47,6 +47,8 @@ def secure(tmp_path_factory, hospitals, anchor):
     root = tmp_path_factory.mktemp("secure-federation")
     fed = make_federation(root, hospitals, anchor,
                           federation={"rounds": 2, "min_sites": 2, "secure_aggregation": True},
+                          # patient-weighted sums: what SecAgg+'s max_weight scaling is for
+                          site={"privacy": {"public_counts": True}},
                           env={"FEDEHR_SECAGG_DROP": "hospital_c:2"})
     fed.clientapp = DROPOUT_APP
     fed.serverapp = RECORDER
