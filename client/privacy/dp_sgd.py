@@ -49,10 +49,17 @@ from torch.utils.data import Dataset
 
 from fedehr.client.privacy.ledger import PrivacyLedger
 from fedehr.client.privacy.noise import GaussianNoise, sampling_seed
-from fedehr.shared.errors import ConfigError, DataError
+from fedehr.shared.errors import ConfigError
 from fedehr.shared.privacy.accounting import ACCOUNTANTS, epsilon_of, noise_multiplier_for
 from fedehr.shared.tokenizer.batch import Batch
-from fedehr.shared.training.trainer import Progress, Proximal, Tally, TrainResult, forever
+from fedehr.shared.training.trainer import (
+    Progress,
+    Proximal,
+    Tally,
+    TrainResult,
+    check_run,
+    forever,
+)
 
 GRAD_SAMPLE_MODES = ("hooks", "ghost")
 
@@ -115,15 +122,7 @@ def train_dp(model: nn.Module, dataset: Dataset, *, steps: int, batch_size: int,
     from opacus.utils.fast_gradient_clipping_utils import DPTensorFastGradientClipping
     from opacus.validators.errors import UnsupportedModuleError
 
-    if num_threads is not None:
-        torch.set_num_threads(int(num_threads))
-    n = len(dataset)  # type: ignore[arg-type]
-    if n == 0:
-        raise DataError("the training dataset is empty", where="trainer",
-                        fix="check the data folder and the tokenizer settings")
-    if steps < 1 or batch_size < 1:
-        raise ConfigError(f"steps and batch_size must be >= 1 (got {steps}, {batch_size})",
-                          where="trainer", fix="pass positive numbers")
+    n = check_run(dataset, steps=steps, batch_size=batch_size, num_threads=num_threads)
     sample_rate = batch_size / n
     if sample_rate > 1:
         raise ConfigError(f"batch_size {batch_size} is larger than the dataset ({n} examples)",

@@ -59,6 +59,18 @@ def train(model: nn.Module, dataset: Dataset, *, steps: int, batch_size: int, lr
         raise ConfigError("the plain trainer does not train on private data",
                           where="trainer", fix="call fedehr.client.privacy.dp_sgd.train_dp "
                           "for DP-SGD, or pass dp=None and no ledger for public data")
+    check_run(dataset, steps=steps, batch_size=batch_size, num_threads=num_threads)
+    torch.manual_seed(seed)
+    model.to(device)
+    prox = Proximal(model, proximal_mu * lr) if proximal_mu > 0 else None
+    return _train_plain(model, dataset, steps=steps, batch_size=batch_size, lr=lr,
+                        seed=seed, progress=progress, weight_decay=weight_decay,
+                        device=device, prox=prox)
+
+
+def check_run(dataset: Dataset, *, steps: int, batch_size: int,
+              num_threads: int | None) -> int:
+    """Checks every training loop makes before it starts; sets the threads; returns len(dataset)."""
     if num_threads is not None:
         torch.set_num_threads(int(num_threads))
     n = len(dataset)  # type: ignore[arg-type]
@@ -68,12 +80,7 @@ def train(model: nn.Module, dataset: Dataset, *, steps: int, batch_size: int, lr
     if steps < 1 or batch_size < 1:
         raise ConfigError(f"steps and batch_size must be >= 1 (got {steps}, {batch_size})",
                           where="trainer", fix="pass positive numbers")
-    torch.manual_seed(seed)
-    model.to(device)
-    prox = Proximal(model, proximal_mu * lr) if proximal_mu > 0 else None
-    return _train_plain(model, dataset, steps=steps, batch_size=batch_size, lr=lr,
-                        seed=seed, progress=progress, weight_decay=weight_decay,
-                        device=device, prox=prox)
+    return n
 
 
 @torch.no_grad()
