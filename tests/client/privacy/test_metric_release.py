@@ -21,7 +21,7 @@ def test_a_noised_mean_is_close_to_the_true_mean_for_many_patients():
 
 def test_one_patient_with_a_huge_loss_moves_the_mean_at_most_by_the_bound():
     release = _release([1e9], noise_multiplier=1e-6)  # almost no noise: clipping shows
-    assert release.mean == pytest.approx(10.0)
+    assert release.mean == pytest.approx(10.0, abs=1e-3)  # noise std 1e-5: clipping, not noise
 
 
 def test_the_release_costs_one_gaussian_step_at_its_noise_multiplier():
