@@ -16,16 +16,24 @@ resumed federation continues exactly.
 from __future__ import annotations
 
 import numpy as np
+from flwr.app import MetricRecord, RecordDict
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedMedian, FedProx, FedTrimmedAvg, Strategy
 
 from fedehr.server.config import StrategyConfig
 from fedehr.shared import messages as M
 
 
+def per_site_metrics_only(replies: list[RecordDict], weighting_key: str) -> MetricRecord:
+    """No cross-site mean of training metrics: the server reads each site's own (its
+    ledger history is a list whose length differs between sites, which Flower's
+    element-wise mean cannot take, and a mean of histories would mean nothing)."""
+    return MetricRecord()
+
+
 def build_strategy(cfg: StrategyConfig, min_sites: int) -> Strategy:
     common = dict(fraction_train=1.0, fraction_evaluate=1.0, min_train_nodes=min_sites,
                   min_evaluate_nodes=min_sites, min_available_nodes=min_sites,
-                  weighted_by_key=M.NUM_EXAMPLES)
+                  weighted_by_key=M.NUM_EXAMPLES, train_metrics_aggr_fn=per_site_metrics_only)
     if cfg.name == "fedavg":
         return FedAvg(**common)
     if cfg.name == "fedprox":
