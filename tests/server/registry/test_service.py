@@ -217,4 +217,6 @@ def test_pulls_reach_the_audit_log_and_the_server_metrics(tmp_path):
     assert value(m, "fedehr_registry_pulls_total", researcher="alice", complete="true") == 1
     assert value(m, "fedehr_registry_pulls_total", researcher="alice", complete="false") == 1
     sent = value(m, "fedehr_registry_pull_bytes_total", researcher="alice")
-    assert full.size + 2048 <= sent <= 2 * full.size
+    # the cut-off stream counts what the server had sent when gRPC noticed the cut: at
+    # least a chunk, not necessarily all the client read (it raced under two workers)
+    assert full.size + 1024 <= sent <= 2 * full.size
