@@ -12,9 +12,12 @@ Example (all relative paths are relative to this file):
     superlink: 127.0.0.1:9093
     ca_certificate: pki/ca.pem
     auth_key: pki/sites/hospital_a.key
-    privacy:
-      epsilon: 8.0
+    privacy:                            # required: epsilon, delta, accountant
+      epsilon: 8.0                      # lifetime budget of these patients
       delta: 1.0e-5
+      accountant: rdp
+      epsilon_per_run: 2.0              # optional: one run's most (default epsilon / 4)
+      trial: false                      # true: a sandbox ledger, marked TRIAL everywhere
     approval:                           # which bundles run here (docs/site.md)
       bundle_public_key: pki/signing/bundle.pub
     harmonisation: hospital_c.harmonisation.yaml   # optional
@@ -27,16 +30,37 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import yaml
+
 from fedehr.shared.config import load_config
+from fedehr.shared.errors import ConfigError
 
 NAME_PATTERN = re.compile(r"^[a-z0-9_-]{1,40}$")
 
 
+# The three settings a site must write itself (no silent default): the key, why, and
+# a value to suggest in the error that names the missing one.
+REQUIRED_PRIVACY = (
+    ("epsilon", "the lifetime epsilon budget of this site's patients", "8.0"),
+    ("delta", "the delta every epsilon is reported at", "1.0e-5"),
+    ("accountant", "how releases compose (rdp, or the tighter prv)", "rdp"),
+)
+
+
 @dataclass
 class PrivacyConfig:
-    epsilon: float = 8.0  # total budget over the site's lifetime in this federation
+    # Required in site.yaml (`load_site_config`, REQUIRED_PRIVACY); these defaults serve
+    # only code that builds a SiteConfig in Python (tests, benchmarks).
+    epsilon: float = 8.0  # total budget over the site's lifetime, all runs together
     delta: float = 1e-5
     accountant: Literal["rdp", "prv"] = "rdp"
+    # The most one run (everything released under one federation name, resumes
+    # included) may raise the lifetime epsilon by; default a quarter of `epsilon`,
+    # so a first try cannot spend the lifetime budget (docs/site.md, "Before you start").
+    epsilon_per_run: float | None = None
+    # A sandbox ledger (state_dir/privacy-ledger.trial.json): its spending never
+    # touches the real one, every message says TRIAL and the model card marks it.
+    trial: bool = False
     max_grad_norm: float = 1.0  # per-patient clipping bound of DP-SGD
     min_noise_multiplier: float = 0.5  # never train with less noise than this
     vocab_max_codes_per_patient: int = 32  # contribution bound of the vocabulary release
@@ -61,6 +85,12 @@ class PrivacyConfig:
     # stops training; an operator who knows why sets this to start a new ledger.
     new_ledger: bool = False
 
+    @property
+    def run_budget(self) -> float:
+        """The most one run may raise the lifetime epsilon by."""
+        share = self.epsilon / 4 if self.epsilon_per_run is None else self.epsilon_per_run
+        return min(share, self.epsilon)
+
     def validate(self) -> None:
         if not 0 < self.epsilon <= 100:
             raise ValueError("epsilon: must be in (0, 100]; a usual budget is 1 to 10")
@@ -74,6 +104,9 @@ class PrivacyConfig:
             raise ValueError("release_metrics: use none (default), noised or public")
         if self.metric_loss_bound <= 0 or self.metric_noise_multiplier <= 0:
             raise ValueError("metric_noise_multiplier: must be > 0 (and metric_loss_bound > 0)")
+        if self.epsilon_per_run is not None and not 0 < self.epsilon_per_run <= self.epsilon:
+            raise ValueError(f"epsilon_per_run: must be in (0, epsilon={self.epsilon:g}]; e.g. "
+                             f"{self.epsilon / 4:g}, a quarter of the lifetime budget")
 
 
 @dataclass
@@ -151,7 +184,9 @@ class SiteConfig:
     # Files the site keeps under state_dir.
     @property
     def ledger_path(self) -> Path:
-        return self.state_dir / "privacy-ledger.json"
+        """The real ledger, or the trial one with ``privacy.trial: true``."""
+        name = "privacy-ledger.trial.json" if self.privacy.trial else "privacy-ledger.json"
+        return self.state_dir / name
 
     @property
     def cache_dir(self) -> Path:
@@ -163,4 +198,22 @@ class SiteConfig:
 
 
 def load_site_config(path: str | Path) -> SiteConfig:
-    return load_config(path, SiteConfig)
+    """site.yaml, checked; the privacy settings of REQUIRED_PRIVACY must be written in it."""
+    site = load_config(path, SiteConfig)  # syntax, unknown keys and types first
+    require_privacy_settings(Path(path))
+    return site
+
+
+def require_privacy_settings(path: Path) -> None:
+    """A ConfigError naming the file, the first missing privacy key and a value to use."""
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return  # load_config reports an unreadable or malformed file
+    privacy = raw.get("privacy") if isinstance(raw, dict) else None
+    privacy = privacy if isinstance(privacy, dict) else {}
+    for key, why, value in REQUIRED_PRIVACY:
+        if privacy.get(key) is None:
+            raise ConfigError(f"'privacy.{key}' is required ({why}); there is no default",
+                              where=str(path), fix=f"add `{key}: {value}` under `privacy:` "
+                              "(docs/site.md, \"Before you start\")")

@@ -87,12 +87,16 @@ class LocalFederation:
                    "state_dir": f"../site-state/{h.name}", "superlink": f"127.0.0.1:{port}",
                    "ca_certificate": "../pki/ca.pem", "auth_key": f"../pki/sites/{h.name}.key",
                    "port": free_port(),
+                   "privacy": {"epsilon": 8.0, "delta": 1e-5, "accountant": "rdp"},
                    "approval": {"bundle_public_key": f"../pki/signing/{bundle_pub.name}"}}
             if metrics:
                 cfg["metrics_port"] = free_port()
             if h.harmonisation:
                 cfg["harmonisation"] = str(Path(h.harmonisation).resolve())
             _deep_update(cfg, site or {})
+            # A local federation is a test or a demo: one run may use the whole budget
+            # unless the caller says otherwise (sites' default is a quarter of it).
+            cfg["privacy"].setdefault("epsilon_per_run", cfg["privacy"]["epsilon"])
             path = root / "sites" / f"{h.name}.yaml"
             write_text(path, yaml.safe_dump(cfg, sort_keys=False))
             site_yamls[h.name] = path

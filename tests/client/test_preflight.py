@@ -57,10 +57,12 @@ def site(tmp_path, pki, superlink):
     raw = {"name": "hospital_a", "data": os.path.relpath(summary.path, tmp_path),
            "state_dir": "state", "superlink": superlink,
            "ca_certificate": str(pki / "ca.pem"), "auth_key": str(pki / "sites/hospital_a.key"),
-           "approval": {"bundle_public_key": str(pki / "signing/bundle.pub")}}
+           "approval": {"bundle_public_key": str(pki / "signing/bundle.pub")},
+           "privacy": {"epsilon": 8.0, "delta": 1e-5, "accountant": "rdp"}}
 
     def write(**changes) -> Path:
-        config.write_text(yaml.safe_dump({**raw, **changes}))
+        privacy = {**raw["privacy"], **changes.pop("privacy", {})}  # the required ones stay
+        config.write_text(yaml.safe_dump({**raw, **changes, "privacy": privacy}))
         return config
 
     write.raw, write.data = raw, Path(summary.path)

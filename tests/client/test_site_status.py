@@ -15,11 +15,14 @@ from typer.testing import CliRunner
 from fedehr.client import activity
 from fedehr.client.cli import app
 
+PRIVACY = {"epsilon": 8.0, "delta": 1e-5, "accountant": "rdp"}  # required in every site.yaml
+
 
 def test_status_lists_ledger_charges_and_recent_messages(tmp_path):
     config = tmp_path / "site.yaml"
     config.write_text(yaml.safe_dump({"name": "hospital_a", "data": "meds", "state_dir": "state",
-                                      "insecure": True, "privacy": {"epsilon": 4.0}}))
+                                      "insecure": True, "privacy": {"epsilon": 4.0, "delta": 1e-5,
+                                                                  "accountant": "rdp"}}))
     from fedehr.client.config import load_site_config
     from fedehr.client.site_handlers import open_ledger
 
@@ -46,7 +49,8 @@ def test_status_lists_evaluations_that_released_no_loss(tmp_path):
 def _site(tmp_path, superlink: str = "127.0.0.1:9093"):
     config = tmp_path / "site.yaml"
     config.write_text(yaml.safe_dump({"name": "hospital_a", "data": "meds", "state_dir": "state",
-                                      "insecure": True, "superlink": superlink}))
+                                      "insecure": True, "superlink": superlink,
+                                      "privacy": PRIVACY}))
     return config
 
 

@@ -85,6 +85,7 @@ def write_site(root: Path, name: str, data: Path, superlink_port: int, approval:
     site = {"name": name, "data": str(data), "state_dir": f"state/{name}",
             "superlink": f"127.0.0.1:{superlink_port}", "ca_certificate": "pki/ca.pem",
             "auth_key": f"pki/sites/{name}.key", "port": free_port(),
+            "privacy": {"epsilon": 8.0, "delta": 1e-5, "accountant": "rdp"},
             "training": {"threads": 1}, "approval": approval}
     (root / f"{name}.yaml").write_text(yaml.safe_dump(site))
 

@@ -3,6 +3,7 @@ never to the working directory (issue 17, defect 6; shared/config.py resolves th
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import typing
 from pathlib import Path
@@ -30,8 +31,8 @@ def _path_fields(schema, prefix: str = "") -> list[str]:
     return found
 
 
-def _nested(dotted: list[str], value: str) -> dict:
-    raw: dict = {}
+def _nested(dotted: list[str], value: str, base: dict) -> dict:
+    raw: dict = copy.deepcopy(base)
     for key in dotted:
         *parents, leaf = key.split(".")
         node = raw
@@ -53,7 +54,8 @@ def test_the_lists_below_name_every_path_field_of_both_schemas():
 
 
 @pytest.mark.parametrize(("loader", "keys", "required"), [
-    (load_site_config, SITE_PATHS, {"name": "hospital_a"}),
+    (load_site_config, SITE_PATHS, {"name": "hospital_a", "privacy": {
+        "epsilon": 8.0, "delta": 1e-5, "accountant": "rdp"}}),
     (load_federation_config, FEDERATION_PATHS, {"name": "demo"}),
 ])
 def test_relative_paths_resolve_against_the_file_not_the_working_directory(
@@ -61,7 +63,7 @@ def test_relative_paths_resolve_against_the_file_not_the_working_directory(
     folder = tmp_path / "configs" / "here"
     folder.mkdir(parents=True)
     config = folder / "file.yaml"
-    config.write_text(yaml.safe_dump({**required, **_nested(keys, "../shared/thing")}))
+    config.write_text(yaml.safe_dump(_nested(keys, "../shared/thing", required)))
     monkeypatch.chdir(tmp_path)
     loaded = loader(Path("configs/here/file.yaml"))
     for key in keys:
