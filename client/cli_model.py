@@ -65,7 +65,9 @@ def train_local(
     from fedehr.client.privacy.dp_sgd import DPConfig, train_dp
     from fedehr.client.privacy.noise import fresh_key
     from fedehr.shared import __version__
+    from fedehr.shared.atomic import check_output
     from fedehr.shared.checkpoint import ModelCard, generate_signing_key, load_signing_key, save
+    from fedehr.shared.checkpoint.format import KIND as CHECKPOINT_KIND
     from fedehr.shared.checkpoint.signing import fingerprint
     from fedehr.shared.data.dataset import MEDSDataset
     from fedehr.shared.model import EHRModel, ModelConfig
@@ -77,9 +79,8 @@ def train_local(
     from fedehr.shared.training import evaluate, train
     from fedehr.shared.training.device import resolve_device
 
-    if out.exists() and not overwrite:
-        raise ConfigError("the output folder exists", where=str(out),
-                          fix="choose a new --out or pass --overwrite")
+    inputs = (data, vocab_path, ledger_path, signing_key, cache_dir)
+    check_output(out, kind=CHECKPOINT_KIND, overwrite=overwrite, inputs=inputs)  # before work
     dataset = MEDSDataset.open(data)
     fingerprint_data = dataset.fingerprint()
     codes = dataset.codes()
@@ -168,7 +169,7 @@ def train_local(
         privacy={"local": ledger.summary()} if ledger is not None else {},
         data_fingerprints={"local": fingerprint_data}, rounds=0,
         software_version=__version__)
-    save(out, model, vocab, card, key, overwrite=overwrite)
+    save(out, model, vocab, card, key, overwrite=overwrite, inputs=inputs)
 
     table = Table(title=f"fedehr model train-local -> {out}")
     table.add_column("")

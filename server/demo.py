@@ -48,6 +48,7 @@ def demo(
     """
     started = time.monotonic()
     out = out.resolve()
+    _claim(out)
     for stale in ("federation", "site-state", "pki", "sites", "report"):
         shutil.rmtree(out / stale, ignore_errors=True)
     summaries, anchor = _data(out, sites, patients, seed, anchor_source)
@@ -130,6 +131,30 @@ def _federate(fed: LocalFederation) -> tuple[dict, Path]:
         return result, cfg.workdir / "logs" / f"run-{run_id}.log"
     finally:
         fed.stop()
+
+
+DEMO_KIND = "demo output"
+
+
+def _claim(out: Path) -> None:
+    """Old demo state is replaced only in a folder a demo made: never in a home folder or
+    a project that happens to hold a `sites/` or `pki/`."""
+    import json
+
+    from fedehr.shared.atomic import OUTPUT_MARKER, write_text
+    from fedehr.shared.errors import DataError
+
+    marker = out / OUTPUT_MARKER
+    if out.is_dir() and any(out.iterdir()):
+        try:
+            kind = json.loads(marker.read_text(encoding="utf-8")).get("kind")
+        except (OSError, ValueError, AttributeError):
+            kind = None
+        if kind != DEMO_KIND:
+            raise DataError("the folder is not empty and was not made by `fedehr demo`; the "
+                            "demo would replace its sites/, pki/ and report/", where=str(out),
+                            fix="choose a new or empty --out folder")
+    write_text(marker, json.dumps({"kind": DEMO_KIND}))
 
 
 def _researcher(fed: LocalFederation) -> None:

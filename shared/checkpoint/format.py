@@ -38,6 +38,7 @@ CARD = "model_card.json"
 SIGNATURE = "signature.ed25519"
 SIGNER = "signer.pub"
 SIGNED_FILES = (WEIGHTS, VOCAB, CARD)
+KIND = "checkpoint"  # the output marker an --overwrite recognises (atomic.check_output)
 
 
 def plain_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -50,15 +51,19 @@ def plain_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save(path: str | os.PathLike, model: nn.Module, vocab: Any, card: ModelCard,
-         signing_key: Ed25519PrivateKey, *, overwrite: bool = False) -> ModelCard:
+         signing_key: Ed25519PrivateKey, *, overwrite: bool = False,
+         inputs: tuple[str | os.PathLike | None, ...] = ()) -> ModelCard:
     """Write a signed checkpoint folder at `path`; returns the card as written.
+
+    `path` may not overlap `inputs` (the files the run read); an existing `path` is
+    replaced only with `overwrite` and only if it is a checkpoint fedehr wrote.
 
     `vocab` is a `fedehr.shared.tokenizer.vocabulary.Vocabulary` (anything with
     ``to_json(path)`` and a ``hash`` property).
     """
     from safetensors.torch import save_file
 
-    with staged_directory(path, overwrite=overwrite) as stage:
+    with staged_directory(path, overwrite=overwrite, kind=KIND, inputs=inputs) as stage:
         save_file(plain_state_dict(model), str(stage / WEIGHTS), metadata={"format": "pt"})
         vocab.to_json(stage / VOCAB)
         card.vocab_file = VOCAB

@@ -95,6 +95,8 @@ def ask(
     if modes != 1:
         raise ConfigError("choose one of --patient, --cohort and --patients", where="ask",
                           fix="e.g. --patient 10000029")
+    if patient is None:  # found out before the model loads, not after the work
+        _check_out(out, inputs=(data, checkpoint, prompt_file, patients_file, trusted_key))
     dataset = open_dataset(data)
     model, vocab, card = load(checkpoint, trusted_public_key=trusted_key)
     index = CodeIndex.for_dataset(dataset.codes(), extra_codes=vocab.tokens)
@@ -314,14 +316,23 @@ def _file_labels(path: Path, dataset, resolved, at: datetime | None) -> pl.DataF
                               pl.col("prediction_time").cast(pl.Datetime("us")))
 
 
+def _check_out(out: Path | None, inputs: tuple) -> None:
+    from fedehr.shared.atomic import refuse_overlap
+
+    if out is None:
+        raise ConfigError("cohort mode writes a parquet file", where="ask",
+                          fix="pass --out predictions.parquet")
+    if out.is_dir():
+        raise ConfigError("is a folder, not a file to write", where=str(out),
+                          fix="pass a file name, e.g. --out predictions.parquet")
+    refuse_overlap(out, inputs)
+
+
 def _ask_many(model, vocab, dataset, outcome, labels: pl.DataFrame, out: Path | None, *,
               samples, seed, batch_size, max_new_tokens) -> None:
     from fedehr.shared.atomic import write_bytes
     from fedehr.shared.clinical.zero_shot import predict_detailed
 
-    if out is None:
-        raise ConfigError("cohort mode writes a parquet file", where="ask",
-                          fix="pass --out predictions.parquet")
     columns = (TextColumn("zero-shot"), BarColumn(), TextColumn("{task.completed}/{task.total} "
                "continuations"), TimeElapsedColumn())
     started = time.perf_counter()

@@ -95,9 +95,14 @@ def evaluate_command(
 ) -> None:
     import torch
 
+    from fedehr.shared.atomic import refuse_overlap
     from fedehr.shared.clinical.evaluate import evaluate
     from fedehr.shared.clinical.report import summary_rows, write_report
 
+    if out.exists() and not out.is_dir():  # found out now, not after the work
+        raise ConfigError("is a file, not a report folder", where=str(out),
+                          fix="choose a folder, e.g. --out evaluation")
+    refuse_overlap(out, (checkpoint, data), inside_only=True)  # never write into them
     if threads:
         torch.set_num_threads(threads)
     task_list = [t.strip() for t in tasks.split(",") if t.strip()]

@@ -61,6 +61,9 @@ def assign_splits(
     return out
 
 
+DATASET_KIND = "MEDS dataset"  # the marker an --overwrite recognises
+
+
 class MEDSWriter:
     """Collects event chunks and code metadata, then writes a complete MEDS dataset."""
 
@@ -75,6 +78,7 @@ class MEDSWriter:
         subjects_per_shard: int = 10_000,
         overwrite: bool = False,
         extra_metadata: dict | None = None,
+        inputs: tuple[Path, ...] = (),
     ):
         self.dest = Path(dest)
         self.dataset_name = dataset_name
@@ -83,7 +87,8 @@ class MEDSWriter:
         self.seed = seed
         self.subjects_per_shard = subjects_per_shard
         self.extra_metadata = extra_metadata or {}
-        self._stage = staged_directory(self.dest, overwrite=overwrite)
+        self._stage = staged_directory(self.dest, overwrite=overwrite, kind=DATASET_KIND,
+                                       inputs=inputs)
         self.root: Path | None = None
         self._chunks = 0
         self.rows_written = 0

@@ -88,6 +88,7 @@ def pull(target: str, *, ca: str | os.PathLike, cert: str | os.PathLike,
         raise RegistryError.of(exc, target) from None
     finally:
         channel.close()
+        _drop_if_empty(partial, meta_path)
     actual = sha256_file(partial)
     if actual != sha:
         _discard(partial, meta_path)
@@ -96,7 +97,7 @@ def pull(target: str, *, ca: str | os.PathLike, cert: str | os.PathLike,
                             where=str(partial),
                             fix="the partial download was deleted; pull again")
     try:
-        with staged_directory(out) as stage:
+        with staged_directory(out, kind=ckpt.KIND) as stage:
             extract(partial, stage, allowed=CHECKPOINT_FILES)
             card = verify(stage, trusted_public_key=trusted_public_key)
     except (StreamError, CheckpointError) as exc:
@@ -146,6 +147,13 @@ def _read_meta(path: Path) -> dict | None:
         return meta if {"round", "sha256"} <= set(meta) else None
     except (OSError, ValueError):
         return None
+
+
+def _drop_if_empty(partial: Path, meta_path: Path) -> None:
+    """A pull that failed before its first byte (refused, unreachable) leaves nothing."""
+    with contextlib.suppress(FileNotFoundError):
+        if partial.stat().st_size == 0:
+            _discard(partial, meta_path)
 
 
 def _discard(*paths: Path) -> None:

@@ -631,7 +631,7 @@ def convert(
     summary = ImportSummary(source=str(src), dest=str(dest))
     root = src if src.is_dir() else src.parent
     with MEDSWriter(dest, dataset_name="fhir", etl_name=ETL_NAME, seed=seed,
-                    overwrite=overwrite,
+                    overwrite=overwrite, inputs=(src,),
                     extra_metadata={"source_format": "FHIR R4 JSON (bundles / NDJSON)",
                                     "subject_id_mapping": "sha256(lower(Patient.id))[:8] & "
                                                           "(2^63-1)"}) as writer:

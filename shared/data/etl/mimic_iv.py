@@ -114,7 +114,7 @@ def convert(
     files = _locate(src)  # checks every header before anything is written
     version = _guess_version(src, files)
     with MEDSWriter(dest, dataset_name="MIMIC-IV", etl_name=ETL_NAME,
-                    dataset_version=version, seed=seed, overwrite=overwrite,
+                    dataset_version=version, seed=seed, overwrite=overwrite, inputs=(src,),
                     extra_metadata={"source_layout": "MIMIC-IV CSV (hosp/, icu/)"}) as writer:
         run = _Import(files, writer, summary, reader)
         run.all()

@@ -318,7 +318,7 @@ def convert(
         if not found.empty:
             tables[spec.name] = found
     with MEDSWriter(dest, dataset_name="omop", etl_name=ETL_NAME, seed=seed,
-                    overwrite=overwrite,
+                    overwrite=overwrite, inputs=(src,),
                     extra_metadata={"source_format": "OMOP CDM 5.4 CSV"}) as writer:
         _Import(tables, writer, summary, reader).run()
         rows_given = writer.rows_written

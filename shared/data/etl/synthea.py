@@ -389,7 +389,7 @@ def convert(
     patients, others = _discover(src)  # every header is checked before anything is written
     run = _Run(summary, Counter())
     with MEDSWriter(dest, dataset_name="synthea", etl_name=ETL_NAME, seed=seed,
-                    overwrite=overwrite,
+                    overwrite=overwrite, inputs=(src,),
                     extra_metadata={"source_format": "synthea-csv",
                                     "subject_id_mapping": "sha256(lower(uuid))[:8] & (2^63-1)"},
                     ) as writer:

@@ -7,6 +7,7 @@ import time
 import pytest
 
 from fedehr.server.registry.service import RegistryService, build_server
+from fedehr.shared.atomic import OUTPUT_MARKER
 from fedehr.shared.checkpoint import format as ckpt
 from fedehr.shared.checkpoint import generate_signing_key, verify
 from fedehr.shared.pki import revoke
@@ -43,7 +44,7 @@ def test_pull_over_tls_gives_a_verified_checkpoint_and_reports_who_pulled(consor
     card = verify(tmp_path / "got", trusted_public_key=consortium.paths.signing_pub)
     assert card.rounds == 2
     assert sorted(p.name for p in (tmp_path / "got").iterdir()) == sorted(
-        [*ckpt.SIGNED_FILES, ckpt.SIGNATURE, ckpt.SIGNER])
+        [*ckpt.SIGNED_FILES, ckpt.SIGNATURE, ckpt.SIGNER, OUTPUT_MARKER])
     assert not any(p.exists() for p in partial_paths(tmp_path / "got"))
     assert pulls_reported(consortium, 1) == [("alice", 2, result.size, True)]
 
@@ -61,6 +62,7 @@ def test_no_client_certificate_is_refused(consortium, tmp_path):
         pull(consortium.target, out=tmp_path / "got", ca=consortium.paths.ca_cert,
              cert=None, key=None, timeout=10)
     assert not (tmp_path / "got").exists()
+    assert not any(p.exists() for p in partial_paths(tmp_path / "got")), "no empty .partial"
 
 
 def test_a_certificate_from_another_ca_is_refused(consortium, tmp_path):

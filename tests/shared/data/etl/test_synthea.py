@@ -239,8 +239,8 @@ def test_missing_required_column_is_a_data_error_naming_file_and_column(tmp_path
 def test_failed_import_leaves_the_destination_untouched(tmp_path, monkeypatch):
     fx = sf.write_synthea_fixture(tmp_path / "src")
     dest = tmp_path / "meds"
-    dest.mkdir()
-    (dest / "keep.txt").write_text("old dataset")
+    synthea.convert(fx.root, dest)  # the old dataset
+    before = sorted(p.name for p in dest.iterdir())
 
     def boom(frame, run):
         raise RuntimeError("disk full")
@@ -249,7 +249,7 @@ def test_failed_import_leaves_the_destination_untouched(tmp_path, monkeypatch):
     monkeypatch.setitem(synthea._CONVERTERS, "observations", (time_col, needed, boom))
     with pytest.raises(RuntimeError):
         synthea.convert(fx.root, dest, overwrite=True)
-    assert [p.name for p in dest.iterdir()] == ["keep.txt"]
+    assert sorted(p.name for p in dest.iterdir()) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["meds", "src"], "no staging left"
 
 
