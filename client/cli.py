@@ -101,13 +101,19 @@ def start(config: Path = CONFIG,
     from fedehr.client.config import load_site_config
     from fedehr.client.site_handlers import open_ledger
     from fedehr.client.supernode import ISOLATIONS, new_worker_secret, start_supernode
-    from fedehr.shared.processes import ProcessError, Supervisor, exit_on_sigterm
+    from fedehr.shared.processes import (
+        ProcessError,
+        Supervisor,
+        exit_on_sigterm,
+        hold_daemon_lock,
+    )
 
     if isolation not in ISOLATIONS:
         raise SiteStartError(f"unknown isolation {isolation!r}", where="--isolation",
                              fix=f"use one of: {', '.join(ISOLATIONS)}")
     exit_on_sigterm()
     site = load_site_config(config)
+    hold_daemon_lock(site.state_dir / "site.pid", f"the daemon of site {site.name}")  # first
     patients = _preflight(config, site)
     ledger = open_ledger(site)
     say.print(f"site [bold]{site.name}[/]: {patients:,} patients in {site.data}; epsilon "

@@ -69,11 +69,12 @@ def server_start(config: Path = CONFIG) -> None:
     """
     from fedehr.server.config import load_federation_config
     from fedehr.server.superlink import start_superlink
-    from fedehr.shared.processes import Supervisor, exit_on_sigterm
+    from fedehr.shared.processes import Supervisor, exit_on_sigterm, hold_daemon_lock
 
     exit_on_sigterm()
     say = DaemonConsole("fedehr.server", console)
     cfg = load_federation_config(config)
+    hold_daemon_lock(cfg.workdir / "server.pid", "the server")  # before touching anything
     pki = _pki(cfg)
     supervisor = Supervisor(pidfile=cfg.workdir / "server.pid")
     monitor = registry = None
@@ -179,6 +180,9 @@ def run_start(config: Path = CONFIG,
     from fedehr.shared.processes import Supervisor
 
     cfg = load_federation_config(config)
+    console.print("privacy budget per site, before the run starts:")
+    for line in runs.budget_preview(cfg, resume=resume):
+        console.print(f"  {line}", highlight=False, markup=False)
     run_id = runs.launch(cfg, config, resume=resume)
     shipped = json.loads(runs.run_file(cfg).read_text())
     console.print(f"run [bold]{run_id}[/] started{' (resuming)' if resume else ''}; bundle "

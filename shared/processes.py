@@ -3,6 +3,12 @@
 Every child is started in its own process group, logs to a file, and is
 recorded in a PID file, so that Ctrl-C, normal exit, a later `stop` command
 or a test's teardown can stop all of it; no stray SuperLink is left behind.
+
+PIDs are reused (after a crash, a reboot), so a PID file also records what
+identifies each process (its start time and command line), and a `stop`
+signals only a process that still matches. A daemon holds an exclusive lock
+beside its PID file for as long as it runs, so a second start is refused at
+once, naming the holder, before it touches anything.
 """
 
 from __future__ import annotations
@@ -68,6 +74,79 @@ def wait_for_port(host: str, port: int, timeout: float, proc: subprocess.Popen |
 
 
 DAEMON = "daemon"  # the PID file's entry for the supervising process itself
+IDENTITIES = "identities"  # the PID file's entry: name -> what identifies that process
+
+_held_locks: dict[Path, int] = {}  # lock file -> open descriptor, kept for the process's life
+
+
+def hold_daemon_lock(pidfile: Path, what: str) -> None:
+    """Take the exclusive lock of the daemon whose PID file is `pidfile`, for good.
+
+    A second daemon on the same state folder is refused at once, with the holder's
+    PID; the lock ends with the process, however it ends (no stale lock after -9).
+    """
+    import fcntl
+
+    lock = pidfile.with_suffix(".lock")
+    if lock in _held_locks:
+        return
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise ProcessError(f"{what} already runs on this state folder (pid {holder})",
+                           where=str(lock.parent),
+                           fix="stop it first, or use another state folder") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    _held_locks[lock] = fd
+
+
+def process_identity(pid: int) -> dict | None:
+    """What tells process `pid` apart from a later one with the same PID: its start time
+    (clock ticks since boot) and command line; None when it is not running. Linux /proc;
+    elsewhere ``{}`` for a running process (nothing to compare)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            cmdline = fh.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return {} if _running(pid) else None
+    if fields[0] == "Z":
+        return None
+    return {"start": fields[19], "cmdline": cmdline[:500]}
+
+
+def same_process(pid: int, recorded: dict | None) -> bool:
+    """True when `pid` runs and is still the process `recorded` described. A record
+    without identity (an old PID file) matches nothing where /proc could have told."""
+    now = process_identity(pid)
+    if now is None:
+        return False
+    if not now:  # no /proc here: liveness is all anyone can know
+        return True
+    return bool(recorded) and recorded.get("start") == now["start"] \
+        and recorded.get("cmdline") == now["cmdline"]
+
+
+def read_pidfile(pidfile: Path) -> tuple[dict[str, int], dict[str, dict]]:
+    """``(name -> pid, name -> identity)`` from a PID file; ({}, {}) when absent or unreadable."""
+    try:
+        raw = json.loads(pidfile.read_text())
+    except (FileNotFoundError, ValueError, OSError):
+        return {}, {}
+    if not isinstance(raw, dict):
+        return {}, {}
+    identities = raw.pop(IDENTITIES, {})
+    pids = {str(n): int(p) for n, p in raw.items()
+            if isinstance(p, int) and not isinstance(p, bool) and p > 0}
+    return pids, identities if isinstance(identities, dict) else {}
 
 
 @dataclass
@@ -130,6 +209,8 @@ class Supervisor:
             # then ends children it left behind (a daemon killed with -9, say).
             pids = {DAEMON: os.getpid()}
             pids.update({n: p.pid for n, p in self.procs.items() if p.poll() is None})
+            identities = {n: process_identity(pid) for n, pid in pids.items()}
+            pids[IDENTITIES] = {n: i for n, i in identities.items() if i}
             write_text(self.pidfile, json.dumps(pids, indent=2))
 
 
@@ -153,17 +234,22 @@ def terminate_group(pid: int, timeout: float = 10.0) -> None:
 
 
 def stop_from_pidfile(pidfile: Path) -> list[str]:
-    """Stop every process recorded in a PID file (used by `stop` commands)."""
+    """Stop every process recorded in a PID file that is still the process recorded
+    (used by `stop` commands); returns the names signalled. A PID now used by another
+    process is left alone."""
     if not pidfile.exists():
         return []
-    pids = json.loads(pidfile.read_text())
-    daemon = pids.pop(DAEMON, None)
-    if daemon is not None and daemon != os.getpid():
-        _terminate_daemon(int(daemon))
-    for pid in pids.values():
-        terminate_group(int(pid))
+    pids, identities = read_pidfile(pidfile)
+    ours = {name: pid for name, pid in pids.items()
+            if pid != os.getpid() and same_process(pid, identities.get(name))}
+    daemon = ours.pop(DAEMON, None)
+    if daemon is not None:
+        _terminate_daemon(daemon)
+    for name, pid in ours.items():
+        if same_process(pid, identities.get(name)):  # the daemon may have stopped it
+            terminate_group(pid)
     pidfile.unlink(missing_ok=True)
-    return [name for name in ([DAEMON] if daemon else []) + list(pids)]
+    return ([DAEMON] if daemon is not None else []) + list(ours)
 
 
 def _terminate_daemon(pid: int, timeout: float = 30.0) -> None:
@@ -232,16 +318,19 @@ class DaemonState:
 
 
 def daemon_state(pidfile: Path) -> DaemonState:
-    """Whether the daemon recorded in `pidfile` runs, since when, and its live children."""
-    try:
-        pids = json.loads(pidfile.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return DaemonState(running=False)
+    """Whether the daemon recorded in `pidfile` runs, since when, and its live children
+    (a recorded identity must still match: a reused PID is not the daemon)."""
+    pids, identities = read_pidfile(pidfile)
+
+    def alive(name: str, pid: int) -> bool:
+        recorded = identities.get(name)
+        return same_process(pid, recorded) if recorded else _running(pid)
+
     daemon = pids.pop(DAEMON, None)
-    if daemon is None or not _running(int(daemon)):
+    if daemon is None or not alive(DAEMON, daemon):
         return DaemonState(running=False, pid=daemon)
-    return DaemonState(running=True, pid=int(daemon), since=started_at(int(daemon)),
-                       children={n: int(p) for n, p in pids.items() if _running(int(p))})
+    return DaemonState(running=True, pid=daemon, since=started_at(daemon),
+                       children={n: p for n, p in pids.items() if alive(n, p)})
 
 
 def started_at(pid: int) -> float | None:

@@ -44,8 +44,9 @@ def start(
     key: Path = typer.Option(None, "--key", help="Server key (default: PKI/superlink.key)."),
 ) -> None:
     from fedehr.server.registry.service import RegistryService, audit_pulls, build_server
-    from fedehr.shared.processes import Supervisor, wait_for_stop_signal
+    from fedehr.shared.processes import Supervisor, hold_daemon_lock, wait_for_stop_signal
 
+    hold_daemon_lock(pidfile(workdir), "the registry")  # a second one is refused at once
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     service = RegistryService(workdir, pki, on_pull=audit_pulls(workdir / "audit.jsonl"))
     server, bound = build_server(service, host=host, port=port, cert=cert, key=key)
