@@ -14,6 +14,7 @@ from importlib.metadata import entry_points
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from fedehr.shared import __version__, logs
 from fedehr.shared.errors import FedEHRError
@@ -118,7 +119,8 @@ def _report(exc: FedEHRError) -> None:
     if os.environ.get(logs.ENV, "").strip().lower() == "json":
         print(logs.error_line(exc.message, where=exc.where, fix=exc.fix), file=sys.stderr)
     else:
-        err_console.print(f"[bold red]error:[/] {exc.one_line()}", highlight=False,
+        # A message quotes paths and values ("ckpt [x]", a card's "[bold]"): text, not markup.
+        err_console.print(f"[bold red]error:[/] {escape(exc.one_line())}", highlight=False,
                           soft_wrap=True)
 
 

@@ -18,6 +18,7 @@ import os
 import sys
 
 from rich.console import Console
+from rich.markup import escape
 from rich.text import Text
 
 from fedehr.shared.errors import ConfigError
@@ -81,10 +82,11 @@ class DaemonConsole:
         self.log.log(level, _plain(message), extra={"fields": fields})
 
     def warn(self, message: str, **fields) -> None:
+        """`message` is plain text (it may quote paths and values): never read as markup."""
         if log_format() == "json":
-            self.print(message, level=logging.WARNING, **fields)
+            self.print(escape(message), level=logging.WARNING, **fields)
         else:
-            self.console.print(f"[yellow]{message}[/]")
+            self.console.print(f"[yellow]{escape(message)}[/]")
 
 
 def _plain(message) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from fedehr.shared.registry.client import Credentials, publish, withdraw
 
@@ -103,7 +104,7 @@ def publish_cmd(
     --key pki/researchers/olga.key
     """
     rnd = publish(_creds(registry, ca, cert, key), folder, round)
-    console.print(f"[green]published[/] {folder} as round {rnd}")
+    console.print(f"[green]published[/] {escape(str(folder))} as round {rnd}")
 
 
 @app.command("revoke")

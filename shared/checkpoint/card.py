@@ -28,6 +28,7 @@ using a model (`fedehr model verify`). Fields:
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
@@ -92,6 +93,10 @@ class ModelCard:
         if unknown or "architecture" not in body:
             raise CheckpointError(f"unexpected model card keys {unknown} or no architecture",
                                   where=where, fix="use a checkpoint written by fedehr")
+        problem = card_type_problem(body)
+        if problem:  # a checkpoint is another party's file: nothing is used unchecked
+            raise CheckpointError(f"model card field {problem}", where=where,
+                                  fix="use a checkpoint written by fedehr; do not use this one")
         return cls(**body)
 
     @classmethod
@@ -105,3 +110,80 @@ class ModelCard:
             raise CheckpointError("the model card is not a JSON object", where=where,
                                   fix="pull the checkpoint again")
         return cls.from_dict(data, where=where)
+
+
+# -- the card's schema: a card comes from another party, so every field is type-checked ----
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) \
+        and math.isfinite(value)
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _str_map(value: Any) -> bool:
+    return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str)
+                                           for k, v in value.items())
+
+
+def _charge(value: Any) -> bool:
+    """One ledger charge: [noise_multiplier, sample_rate, steps]."""
+    return isinstance(value, list) and len(value) == 3 and _number(value[0]) \
+        and value[0] > 0 and _number(value[1]) and 0 < value[1] <= 1 and _count(value[2])
+
+
+def _privacy_problem(site: Any, spent: Any) -> str | None:
+    if not isinstance(site, str) or not isinstance(spent, dict):
+        return f"'privacy.{site}' must map a site name to an object"
+    where = f"'privacy.{site}"
+    if not _number(spent.get("epsilon", 0)) or spent.get("epsilon", 0) < 0:
+        return f"{where}.epsilon' must be a number >= 0"
+    if not _number(spent.get("delta", 0)) or not 0 <= spent.get("delta", 0) < 1:
+        return f"{where}.delta' must be a number in [0, 1)"
+    if not isinstance(spent.get("accountant", ""), str):
+        return f"{where}.accountant' must be text"
+    if "epsilon_budget" in spent and not _number(spent["epsilon_budget"]):
+        return f"{where}.epsilon_budget' must be a number"
+    history = spent.get("history", [])
+    if not isinstance(history, list) or not all(_charge(c) for c in history):
+        return (f"{where}.history' must be a list of [noise_multiplier > 0, "
+                "sample_rate in (0, 1], steps >= 0]")
+    return None
+
+
+def _history_problem(history: Any) -> str | None:
+    if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
+        return "'training.history' must be a list of objects"
+    for entry in history:
+        participants = entry.get("participants", [])
+        if not isinstance(participants, list) or not all(isinstance(p, str)
+                                                         for p in participants):
+            return "'training.history[].participants' must be a list of site names"
+    return None
+
+
+def card_type_problem(body: dict[str, Any]) -> str | None:
+    """What is wrong with the types of a card's fields ("'rounds' must be ..."), or None."""
+    checks = {
+        "architecture": (lambda v: isinstance(v, dict) and all(isinstance(k, str) for k in v),
+                         "an object"),
+        "training": (lambda v: isinstance(v, dict), "an object"),
+        "privacy": (lambda v: isinstance(v, dict), "an object of sites"),
+        "data_fingerprints": (_str_map, "an object of text values"),
+        "rounds": (_count, "a whole number >= 0"),
+        "files": (_str_map, "an object of file name -> SHA-256"),
+        **{name: (lambda v: isinstance(v, str), "text")
+           for name in ("created_at", "software_version", "notes", "vocab_file", "vocab_hash")},
+    }
+    for name, (ok, what) in checks.items():
+        if name in body and not ok(body[name]):
+            return f"'{name}' must be {what}, not {type(body[name]).__name__}"
+    for site, spent in body.get("privacy", {}).items():
+        problem = _privacy_problem(site, spent)
+        if problem:
+            return problem
+    if "history" in body.get("training", {}):
+        return _history_problem(body["training"]["history"])
+    return None

@@ -151,7 +151,12 @@ def load(path: str | os.PathLike, *, trusted_public_key: signing.PublicKeyLike |
         def model_factory(architecture: dict[str, Any]) -> nn.Module:
             return EHRModel(ModelConfig.from_dict(architecture))
 
-    model = model_factory(dict(card.architecture))
+    try:  # the architecture is another party's data: a bad value is the checkpoint's fault
+        model = model_factory(dict(card.architecture))
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise CheckpointError(f"the model card's architecture cannot be built ({exc})",
+                              where=where, fix="use a checkpoint written by a compatible "
+                              "fedehr") from None
     try:
         state = load_file(str(path / WEIGHTS), device="cpu")
         model.load_state_dict(state, strict=True)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -114,13 +115,13 @@ def validate(
     for p in problems:
         colour = "red" if p.severity == "error" else "yellow"
         where = f"{p.file}" + (f" [{p.location}]" if p.location else "")
-        console.print(f"[{colour}]{p.severity}[/]: {where}: {p.message}. Fix: {p.fix}",
+        console.print(f"[{colour}]{p.severity}[/]: {escape(f'{where}: {p.message}. Fix: {p.fix}')}",
                       highlight=False, soft_wrap=True)
     if errors:
-        console.print(f"[bold red]{path}: {len(errors)} error(s), "
+        console.print(f"[bold red]{escape(str(path))}: {len(errors)} error(s), "
                       f"{len(problems) - len(errors)} warning(s)[/]")
         raise typer.Exit(1)
-    console.print(f"[bold green]{path}: valid MEDS[/] ({len(problems)} warning(s))")
+    console.print(f"[bold green]{escape(str(path))}: valid MEDS[/] ({len(problems)} warning(s))")
 
 
 @app.command()

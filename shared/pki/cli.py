@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 app = typer.Typer(help="Issue and revoke the consortium's certificates and keys "
@@ -30,8 +31,9 @@ def init(
     from fedehr.shared.pki import init_ca
 
     paths = init_ca(dir, name, force=force)
-    console.print(f"[green]created[/] {paths.ca_cert}, {paths.ca_key} (keep ca.key offline)")
-    console.print(f"[green]created[/] {paths.signing_key}, {paths.signing_pub}")
+    console.print(f"[green]created[/] {escape(f'{paths.ca_cert}, {paths.ca_key}')} "
+                  "(keep ca.key offline)")
+    console.print(f"[green]created[/] {escape(f'{paths.signing_key}, {paths.signing_pub}')}")
     console.print(f"next: fedehr pki server --host <superlink host> --dir {dir}")
 
 
@@ -50,7 +52,7 @@ def server(
     from fedehr.shared.pki import issue_server_cert
 
     cert, key = issue_server_cert(dir, host, force=force)
-    console.print(f"[green]issued[/] {cert}, {key}")
+    console.print(f"[green]issued[/] {escape(str(cert))}, {escape(str(key))}")
     console.print(f"next: `fedehr pki site NAME --dir {dir}` for each hospital and "
                   f"`fedehr pki bundle-key --dir {dir}`; then, with `pki: {dir}` in "
                   "federation.yaml, `fedehr server start --config federation.yaml` (it "
@@ -70,7 +72,8 @@ def site(
     from fedehr.shared.pki import issue_site_key
 
     private, public = issue_site_key(dir, name, force=force)
-    console.print(f"[green]issued[/] {private} (send to the hospital only) and {public}")
+    console.print(f"[green]issued[/] {escape(str(private))} (send to the hospital only) "
+                  f"and {escape(str(public))}")
     console.print(f"next: list {name} under `sites:` in federation.yaml; `fedehr server "
                   f"start` registers its key (on a running server: `fedehr server register "
                   f"{name} --config federation.yaml`)", highlight=False)
@@ -90,7 +93,7 @@ def researcher(
     from fedehr.shared.pki import issue_client_cert
 
     cert, key = issue_client_cert(dir, name, role, force=force)
-    console.print(f"[green]issued[/] {role} certificate {cert}, {key}")
+    console.print(f"[green]issued[/] {role} certificate {escape(f'{cert}, {key}')}")
 
 
 @app.command("bundle-key")
@@ -105,7 +108,8 @@ def bundle_key(dir: Path = DIR_OPTION, force: bool = FORCE_OPTION) -> None:
     from fedehr.shared.pki.bundle_signing import create_bundle_key
 
     private, public = create_bundle_key(dir, force=force)
-    console.print(f"[green]created[/] {private} (stays with the operator) and {public}")
+    console.print(f"[green]created[/] {escape(str(private))} (stays with the operator) "
+                  f"and {escape(str(public))}")
     console.print("give bundle.pub to every hospital: site.yaml approval.bundle_public_key")
 
 

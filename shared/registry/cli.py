@@ -12,6 +12,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -75,7 +76,7 @@ def pull(
                       "command to resume")
             raise typer.Exit(130) from None
     resumed = f", resumed at byte {result.resumed_from}" if result.resumed_from else ""
-    console.print(f"[green]pulled[/] round {result.round} into {result.path} "
+    console.print(f"[green]pulled[/] round {result.round} into {escape(str(result.path))} "
                   f"({result.size} bytes{resumed}; sha256 {result.sha256[:16]}...)")
     _print_trust(trusted_key)
 
@@ -105,11 +106,12 @@ def verify(
                                   where=str(folder), fix="do not use this checkpoint")
         signer = fingerprint(load_public_key(folder / ckpt.SIGNER))
     except FedEHRError as exc:
-        console.print(f"[bold red]FAILED[/] {exc.one_line()}", highlight=False, soft_wrap=True)
+        console.print(f"[bold red]FAILED[/] {escape(exc.one_line())}", highlight=False,
+                      soft_wrap=True)
         raise typer.Exit(1) from None
     trust = "by the trusted key" if trusted_key else "(signer not checked: no --trusted-key)"
-    console.print(f"[green]OK[/] {folder}: round {card.rounds}, {len(vocab)} tokens, signed "
-                  f"{trust} {signer[:23]}...", highlight=False, soft_wrap=True)
+    console.print(f"[green]OK[/] {escape(str(folder))}: round {card.rounds}, {len(vocab)} "
+                  f"tokens, signed {trust} {signer[:23]}...", highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -1,0 +1,77 @@
+"""A checkpoint is another party's file: every model card field is type-checked before
+use, so a card with wrong types is a one-line refusal, never a crash (issue 18, section 4)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fedehr.shared.checkpoint import CheckpointError, ModelCard
+from fedehr.shared.checkpoint import format as ckpt
+from tests.fixtures.cli import run_fedehr
+from tests.shared.registry.consortium import make_pki, save_checkpoint
+
+BAD_FIELDS = [
+    ("rounds", "two"),
+    ("rounds", True),
+    ("architecture", ["d_model", 64]),
+    ("training", "fast"),
+    ("training", {"history": [{"participants": 3}]}),
+    ("training", {"history": "all"}),
+    ("privacy", {"a": "eight"}),
+    ("privacy", {"a": {"epsilon": "8", "delta": 1e-5, "accountant": "rdp"}}),
+    ("privacy", {"a": {"epsilon": 8, "delta": 1e-5, "accountant": ["rdp"]}}),
+    ("privacy", {"a": {"epsilon": 8, "delta": 1e-5, "accountant": "rdp", "history": [[1]]}}),
+    ("privacy", {"a": {"epsilon": 8, "delta": 1e-5, "accountant": "rdp",
+                       "history": [[1.0, 0.1, "x"]]}}),
+    ("data_fingerprints", {"a": 7}),
+    ("files", ["model.safetensors"]),
+    ("vocab_hash", 12),
+    ("created_at", None),
+    ("notes", {"a": 1}),
+]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    root = tmp_path_factory.mktemp("Prüfung ä")
+    path = root / "model ö"
+    save_checkpoint(path, make_pki(root / "pki"), rounds=2)
+    return path
+
+
+def _with_card_field(checkpoint, tmp_path, name, value):
+    import shutil
+
+    copy = tmp_path / "ckpt [x]"
+    shutil.copytree(checkpoint, copy)
+    card = json.loads((copy / ckpt.CARD).read_text())
+    card[name] = value
+    (copy / ckpt.CARD).write_text(json.dumps(card))
+    return copy
+
+
+@pytest.mark.parametrize(("name", "value"), BAD_FIELDS)
+def test_a_card_field_of_the_wrong_type_is_a_checkpoint_error_naming_it(name, value):
+    card = ModelCard(architecture={"d": 4}).to_dict()
+    card[name] = value
+    with pytest.raises(CheckpointError, match=f"'{name}|'{name}\\."):
+        ModelCard.from_dict(card)
+
+
+@pytest.mark.parametrize(("name", "value"), BAD_FIELDS[:8])
+def test_verify_refuses_a_card_of_wrong_types_in_one_line(checkpoint, tmp_path, capsys,
+                                                          name, value):
+    bad = _with_card_field(checkpoint, tmp_path, name, value)
+    result = run_fedehr(capsys, "model", "verify", bad)
+    assert result.code == 1
+    assert "FAILED" in result.out and f"'{name}" in result.out
+    assert "Traceback" not in result.out + result.err
+
+
+def test_card_view_of_a_card_of_wrong_types_says_so_without_a_traceback(checkpoint, tmp_path,
+                                                                        capsys):
+    bad = _with_card_field(checkpoint, tmp_path, "privacy", {"[bold]": {"epsilon": "x"}})
+    result = run_fedehr(capsys, "model", "card", bad)
+    assert result.code != 0 and "'privacy.[bold].epsilon'" in result.err
