@@ -99,7 +99,8 @@ def start(config: Path = CONFIG,
     Example: fedehr site start --config site.yaml
     """
     from fedehr.client.config import load_site_config
-    from fedehr.client.site_handlers import open_ledger
+    from fedehr.client.privacy.budget import announcement, trial_tag
+    from fedehr.client.site_handlers import check_can_join, open_ledger
     from fedehr.client.supernode import ISOLATIONS, new_worker_secret, start_supernode
     from fedehr.shared.processes import (
         ProcessError,
@@ -115,10 +116,13 @@ def start(config: Path = CONFIG,
     site = load_site_config(config)
     hold_daemon_lock(site.state_dir / "site.pid", f"the daemon of site {site.name}")  # first
     patients = _preflight(config, site)
-    ledger = open_ledger(site)
-    say.print(f"site [bold]{site.name}[/]: {patients:,} patients in {site.data}; epsilon "
-              f"{ledger.spent():.3f} of {site.privacy.epsilon:g} spent (delta "
-              f"{site.privacy.delta:g}, {site.privacy.accountant})")
+    ledger = open_ledger(site)  # checked against the activity log: a mismatch refuses
+    check_can_join(site, ledger)
+    p = site.privacy
+    say.print(f"{trial_tag(p.trial)}site [bold]{site.name}[/]: {patients:,} patients in "
+              f"{site.data}; epsilon {ledger.spent():.3f} of {p.epsilon:g} spent (delta "
+              f"{p.delta:g}, {p.accountant}); ledger {site.ledger_path}")
+    say.print(announcement(ledger, None, p.run_budget, trial=p.trial))
     supervisor = Supervisor(pidfile=site.state_dir / "site.pid")
     log = site.state_dir / "logs" / "supernode.log"
     secret = new_worker_secret(site) if isolation == "worker" else None
@@ -234,22 +238,55 @@ def status(config: Path = CONFIG,
     Example: fedehr site status --config site.yaml
     """
     from fedehr.client.config import load_site_config
-    from fedehr.client.site_handlers import open_ledger
 
     site = load_site_config(config)
     console.print(daemon_line(site, config), highlight=False)
-    ledger = open_ledger(site)
-    table = Table(title=f"{site.name}: epsilon {ledger.spent():.3f} of "
-                        f"{site.privacy.epsilon:g} (remaining {ledger.remaining():.3f}, "
-                        f"delta {site.privacy.delta:g}, {site.privacy.accountant})")
-    for col in ("charged at", "purpose", "round", "noise", "sample rate", "steps",
-                "epsilon after"):
-        table.add_column(col)
-    for e in ledger.entries:
-        table.add_row(e.charged_at, e.purpose, e.round_id or "-", f"{e.noise_multiplier:.3f}",
-                      f"{e.sample_rate:.4f}", str(e.steps), f"{e.epsilon_after:.3f}")
-    console.print(table)
+    console.print(_ledger_table(site))
     console.print(_activity_table(site, last))
+
+
+def _ledger_table(site):
+    """The ledger's charges, read without writing anything (a missing ledger stays
+    missing; a problem is a line in red, not a repair). Epsilon is recomputed."""
+    from rich.markup import escape
+
+    from fedehr.client import activity
+    from fedehr.client.privacy.budget import trial_tag
+    from fedehr.client.site_handlers import (
+        SiteRefusal,
+        charging_events,
+        check_against_activity,
+        read_ledger,
+    )
+
+    p, tag = site.privacy, trial_tag(site.privacy.trial)
+    events = activity.read(site.state_dir)
+    try:
+        ledger = read_ledger(site)
+        if ledger is not None:
+            check_against_activity(site, ledger, events)
+    except (SiteRefusal, FedEHRError) as exc:
+        return f"[red]{escape(tag + exc.one_line())}[/]"
+    if ledger is None:
+        released = charging_events(site, events)
+        if released and not p.new_ledger:
+            return (f"[red]{escape(tag)}the privacy ledger {site.ledger_path} is missing but "
+                    f"the activity log records {len(released)} releases: restore it from "
+                    "backup (the site refuses to train)[/]")
+        return f"{escape(tag)}no privacy ledger yet: nothing released; budget {p.epsilon:g}"
+    table = Table(title=f"{escape(tag)}{site.name}: epsilon {ledger.spent():.3f} of "
+                        f"{p.epsilon:g} (remaining {max(0.0, p.epsilon - ledger.spent()):.3f}, "
+                        f"at most {p.run_budget:g} per run, delta {p.delta:g}, "
+                        f"{p.accountant})")
+    for col in ("charged at", "purpose", "round", "noise", "sample rate", "steps",
+                "epsilon after (recomputed)"):
+        table.add_column(col)
+    entries = ledger.entries
+    for i, e in enumerate(entries):
+        table.add_row(e.charged_at, e.purpose, e.round_id or "-", f"{e.noise_multiplier:.3f}",
+                      f"{e.sample_rate:.4f}", str(e.steps),
+                      f"{ledger.spent_by(entries[:i + 1]):.3f}")
+    return table
 
 
 def daemon_line(site, config: Path) -> str:

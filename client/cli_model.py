@@ -2,7 +2,8 @@
 
 For a hospital trying the model on its own data before joining a federation,
 and for the public anchor's warm start. With ``--dp`` the run is DP-SGD, is
-charged to the dataset's privacy ledger (kept per dataset fingerprint in the
+charged to the patients' privacy ledger (kept per patients fingerprint, the hash
+of the subject ids, in the
 user state folder unless ``--ledger`` names one) and is refused past the
 budget; the vocabulary must then come from outside the private data
 (``--vocab``: the vocabulary round's or the public anchor's), because a
@@ -63,6 +64,7 @@ def train_local(
 
     from fedehr.client.privacy import PrivacyLedger
     from fedehr.client.privacy.dp_sgd import DPConfig, train_dp
+    from fedehr.client.privacy.ledger import patients_fingerprint
     from fedehr.client.privacy.noise import fresh_key
     from fedehr.shared import __version__
     from fedehr.shared.atomic import check_output
@@ -123,10 +125,14 @@ def train_local(
     run_on = resolve_device(device, where="--device")
     ledger = dp_config = None
     if dp:
+        # The ledger belongs to the patients, not to the export's bytes: a re-import of
+        # the same patients (new created_at, new shards) finds the same ledger.
+        patients = patients_fingerprint(dataset.subject_splits()["subject_id"].to_list())
         if ledger_path is None:
             ledger_path = (Path(platformdirs.user_state_dir("fedehr")) / "ledgers"
-                           / f"{fingerprint_data.replace(':', '-')}.json")
-        ledger = PrivacyLedger.open(ledger_path, epsilon_budget=epsilon, delta=delta)
+                           / f"{patients}.json")
+        ledger = PrivacyLedger.open(ledger_path, epsilon_budget=epsilon, delta=delta,
+                                    patients=patients)
         dp_config = DPConfig(max_grad_norm=max_grad_norm, target_epsilon=epsilon)
         console.print(f"privacy ledger {ledger_path}: epsilon {ledger.spent():.3f} of "
                       f"{ledger.epsilon_budget:g} spent so far (delta {delta:g}, "

@@ -7,8 +7,9 @@ them alike:
   contribution-bounded, thresholded code counts and value sketches, charged
   to the site's privacy ledger.
 - `train_round`: DP-SGD on the site's patients from the global weights, with
-  noise chosen so the site's budget lasts the rounds the server says are left
-  (never below site.yaml's minimum, never past the budget).
+  noise chosen so the run's share of the budget (``privacy.epsilon_per_run``)
+  lasts the rounds the server says are left (never below site.yaml's minimum,
+  never past the run's share or the lifetime budget).
 - `evaluate_round`: the global model's loss on the site's held-out patients,
   sent only if site.yaml declares losses public (``privacy.release_metrics``).
 
@@ -38,7 +39,15 @@ from fedehr.client import activity
 from fedehr.client.config import SiteConfig
 from fedehr.client.limits import train_request
 from fedehr.client.privacy import PrivacyLedger
-from fedehr.client.privacy.budget import check_release, noise_for_rounds_left
+from fedehr.client.privacy.budget import (
+    announcement,
+    check_run_release,
+    has_trained,
+    noise_for_rounds_left,
+    run_of,
+    run_target,
+    trial_tag,
+)
 from fedehr.client.privacy.count_release import release_code_counts, release_value_histograms
 from fedehr.client.privacy.dp_sgd import DPConfig, train_dp
 from fedehr.client.privacy.metric_release import noised_mean_loss
@@ -63,20 +72,74 @@ class SiteRefusal(FedEHRError):
 
 
 def open_ledger(site: SiteConfig) -> PrivacyLedger:
-    """The site's ledger; a missing one at a site that has released before is refused."""
+    """The site's ledger (the trial one with ``privacy.trial``), checked against the
+    site's activity log: a missing ledger at a site that has released before, or a
+    ledger that accounts for less than the log says was released, is refused."""
     p = site.privacy
+    events = activity.read(site.state_dir)
     if not site.ledger_path.exists() and not p.new_ledger:
-        released = [e for e in activity.read(site.state_dir)
-                    if e.get("kind") in ("train", "release")]
+        released = charging_events(site, events)
         if released:
             raise SiteRefusal(
-                f"the privacy ledger is missing but this site has released {len(released)} "
-                "times (activity log); a fresh ledger would forget that privacy spent",
-                where=str(site.ledger_path),
+                f"{trial_tag(p.trial)}the privacy ledger is missing but this site has released "
+                f"{len(released)} times (activity log); a fresh ledger would forget that "
+                "privacy spent", where=str(site.ledger_path),
                 fix="restore the ledger from backup, or, knowing what was spent, set "
                 "privacy.new_ledger: true in site.yaml to start a new one")
-    return PrivacyLedger.open(site.ledger_path, epsilon_budget=p.epsilon, delta=p.delta,
-                              accountant=p.accountant)
+    ledger = PrivacyLedger.open(site.ledger_path, epsilon_budget=p.epsilon, delta=p.delta,
+                                accountant=p.accountant, activity_offset=len(events))
+    check_against_activity(site, ledger, events)
+    return ledger
+
+
+def read_ledger(site: SiteConfig) -> PrivacyLedger | None:
+    """The ledger as it is on disk (None if absent); writes nothing (read-only commands)."""
+    return PrivacyLedger.read(site.ledger_path)
+
+
+def charging_events(site: SiteConfig, events: list[dict]) -> list[dict]:
+    """The activity log's releases that were charged to this site's ledger (real or trial)."""
+    kind = ledger_kind(site)
+    return [e for e in events if e.get("ledger", "real") == kind and (
+        e.get("kind") in ("train", "release")
+        or (e.get("kind") == "evaluate" and e.get("released") == "noised"))]
+
+
+def ledger_kind(site: SiteConfig) -> str:
+    return "trial" if site.privacy.trial else "real"
+
+
+def check_against_activity(site: SiteConfig, ledger: PrivacyLedger, events: list[dict]) -> None:
+    """Refuse a ledger that accounts for less than the site's own activity log says it
+    released (entries removed, a ledger from an older backup, a stored total edited)."""
+    logged = charging_events(site, events[ledger.activity_offset:])
+    claimed = max((float(e["epsilon"]) for e in logged if "epsilon" in e), default=0.0)
+    spent = ledger.spent()
+    if len(logged) > len(ledger.entries) or claimed > spent * (1 + 1e-6) + 1e-9:
+        raise SiteRefusal(
+            f"{trial_tag(site.privacy.trial)}the privacy ledger does not match the site's "
+            f"activity log: the log records {len(logged)} charged releases reaching epsilon "
+            f"{claimed:.3f}, the ledger holds {len(ledger.entries)} charges worth epsilon "
+            f"{spent:.3f}", where=str(site.ledger_path),
+            fix="restore the ledger from backup (state_dir/audit.jsonl, checked by `fedehr "
+            "audit verify`, lists every release); never edit or trim it")
+
+
+def check_can_join(site: SiteConfig, ledger: PrivacyLedger) -> None:
+    """A site whose budget in site.yaml is below what it already spent does not join."""
+    if ledger.spent() > site.privacy.epsilon:
+        raise SiteRefusal(
+            f"{trial_tag(site.privacy.trial)}privacy.epsilon is {site.privacy.epsilon:g} but "
+            f"this site has already spent epsilon {ledger.spent():.3f}; it refuses to join",
+            where=str(site.ledger_path), fix="nothing more may be released from these "
+            "patients; put the budget back only if the consortium's agreement allows it")
+
+
+def _record(site: SiteConfig, kind: str, **fields) -> None:
+    """An activity line, tagged with the ledger it was charged to when that is the trial."""
+    if site.privacy.trial:
+        fields["ledger"] = "trial"
+    activity.record(site.state_dir, kind, **fields)
 
 
 # -- stored replies ----------------------------------------------------------------
@@ -143,7 +206,8 @@ def _release(site: SiteConfig, config: dict, make) -> dict:
     if (stored := _stored_json(site, round_id)) is not None:
         return stored
     ledger = open_ledger(site)
-    check_release(ledger, site.privacy.vocab_noise_multiplier, 1.0, 1)  # before the data
+    check_run_release(ledger, run_of(round_id), site.privacy.run_budget,
+                      site.privacy.vocab_noise_multiplier, 1.0, 1)  # before the data
     release = make(_site_events(site))
     return _charge_and_store(site, ledger, round_id, release.charge, release.to_dict())
 
@@ -152,10 +216,10 @@ def _charge_and_store(site, ledger, round_id, charge, payload: dict) -> dict:
     ledger.charge(charge.noise_multiplier, charge.sample_rate, charge.steps,
                   purpose="vocab-release", round_id=round_id)
     write_text(_reply_path(site, round_id, ".json"), json.dumps(payload))
-    activity.record(site.state_dir, "release", round_id=round_id, epsilon=ledger.spent(),
-                    epsilon_budget=ledger.epsilon_budget)
-    log.info("site %s: released %s (epsilon now %.3f of %.3f)", site.name, round_id,
-             ledger.spent(), ledger.epsilon_budget)
+    _record(site, "release", round_id=round_id, epsilon=ledger.spent(),
+            epsilon_budget=ledger.epsilon_budget)
+    log.info("%ssite %s: released %s (epsilon now %.3f of %.3f)", trial_tag(site.privacy.trial),
+             site.name, round_id, ledger.spent(), ledger.epsilon_budget)
     return payload
 
 
@@ -198,11 +262,17 @@ def train_round(site: SiteConfig, arrays: dict[str, torch.Tensor], config: dict
     data = site_data(site, setup.vocab, max_len=cfg.max_len, note_dim=cfg.note_dim,
                      image_dim=cfg.image_dim)
     ledger = open_ledger(site)
+    run, p = run_of(round_id), site.privacy
+    if not has_trained(ledger, run):
+        log.info("site %s: %s", site.name, announcement(ledger, run, p.run_budget,
+                                                        trial=p.trial))
     batch_size = min(request.batch_size, data.patients)
     sample_rate = batch_size / data.patients
-    planned = request.steps * request.rounds_left  # spread the budget over what is left
+    planned = request.steps * request.rounds_left  # spread the run's share over what is left
     noise = noise_for_rounds_left(ledger, sample_rate=sample_rate, steps_planned=planned,
-                                  min_noise=site.privacy.min_noise_multiplier)
+                                  min_noise=p.min_noise_multiplier,
+                                  target_epsilon=run_target(ledger, run, p.run_budget))
+    check_run_release(ledger, run, p.run_budget, noise, sample_rate, request.steps)
     dp = DPConfig(max_grad_norm=site.privacy.max_grad_norm, noise_multiplier=noise)
     result = train_dp(setup.model, data.train, steps=request.steps, batch_size=batch_size,
                       lr=request.lr, dp=dp, ledger=ledger, round_id=key,
@@ -219,17 +289,18 @@ def train_round(site: SiteConfig, arrays: dict[str, torch.Tensor], config: dict
         M.STEPS: float(result.steps),
         M.ACCOUNTANT: float(M.ACCOUNTANTS.index(ledger.accountant)),
         M.LEDGER_HISTORY: [float(v) for charge in ledger.history for v in charge],
+        M.EPSILON_PER_RUN: float(p.run_budget),  # `fedehr run start` previews with it
+        M.TRIAL_LEDGER: float(p.trial),  # the model card marks a sandbox ledger
     }
     if site.privacy.release_metrics == "public":  # the time depends on the batch sizes
         metrics[M.TRAIN_SECONDS] = float(result.seconds)
     _store_update(site, key, state, metrics)
-    activity.record(site.state_dir, "train", round_id=round_id, steps=result.steps,
-                    examples=result.examples, seconds=result.seconds, patients=data.patients,
-                    epsilon=ledger.spent(), epsilon_budget=site.privacy.epsilon,
-                    noise_multiplier=noise, notes=request.notes)
-    log.info("site %s: trained %s: %d steps, loss %.3f, noise %.3f, epsilon %.3f of %.3f",
-             site.name, round_id, result.steps, result.mean_loss, noise, ledger.spent(),
-             site.privacy.epsilon)
+    _record(site, "train", round_id=round_id, steps=result.steps, examples=result.examples,
+            seconds=result.seconds, patients=data.patients, epsilon=ledger.spent(),
+            epsilon_budget=site.privacy.epsilon, noise_multiplier=noise, notes=request.notes)
+    log.info("%ssite %s: trained %s: %d steps, loss %.3f, noise %.3f, epsilon %.3f of %.3f",
+             trial_tag(p.trial), site.name, round_id, result.steps, result.mean_loss, noise,
+             ledger.spent(), site.privacy.epsilon)
     return state, metrics
 
 
@@ -263,7 +334,8 @@ def _noised_evaluation(site: SiteConfig, arrays: dict[str, torch.Tensor], config
     if (stored := _stored_json(site, key)) is not None:
         return stored
     ledger = open_ledger(site)
-    check_release(ledger, p.metric_noise_multiplier, 1.0, 1)  # before the data
+    check_run_release(ledger, run_of(str(config.get(M.ROUND_ID))), p.run_budget,
+                      p.metric_noise_multiplier, 1.0, 1)  # before the data
     torch.set_num_threads(site.training.threads)
     setup = _setup(site, arrays, config)
     cfg = setup.model.config
@@ -279,8 +351,8 @@ def _noised_evaluation(site: SiteConfig, arrays: dict[str, torch.Tensor], config
     payload = {**released_metrics(site, patients=len(data.held_out), loss=float("nan"),
                                   loss_key=M.EVAL_LOSS), M.EVAL_LOSS: release.mean}
     write_text(_reply_path(site, key, ".json"), json.dumps(payload))
-    activity.record(site.state_dir, "evaluate", round_id=str(config.get(M.ROUND_ID)),
-                    released="noised", epsilon=ledger.spent())
+    _record(site, "evaluate", round_id=str(config.get(M.ROUND_ID)), released="noised",
+            epsilon=ledger.spent())
     return payload
 
 

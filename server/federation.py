@@ -272,7 +272,10 @@ class Federation:
                 "epsilon_budget": float(metrics[M.EPSILON_BUDGET]),
                 "accountant": accountant or "site ledger",
                 "noise_multiplier": float(metrics[M.NOISE_MULTIPLIER]),
-                "history": history}  # the site's charges: `fedehr audit privacy` recomputes
+                "history": history,  # the site's charges: `fedehr audit privacy` recomputes
+                **({"epsilon_per_run": float(metrics[M.EPSILON_PER_RUN])}
+                   if M.EPSILON_PER_RUN in metrics else {}),
+                **({"trial": True} if metrics.get(M.TRIAL_LEDGER) else {})}
         entry = {
             "round": rnd, "anchor_loss": self._anchor_loss(model, vocab),
             "anchor_steps": anchor_steps,
@@ -421,7 +424,10 @@ class Federation:
             data_fingerprints={"anchor": self.anchor.fingerprint},
             rounds=rnd,
             notes="fedehr federated checkpoint; site epsilons are each site's cumulative "
-                  "spend as its privacy ledger reported it in this round")
+                  "spend as its privacy ledger reported it in this round" + "".join(
+                      f"; TRIAL: {site} trained on a sandbox ledger, its epsilon is not its "
+                      "real guarantee" for site, p in sorted(state.privacy.items())
+                      if p.get("trial")))
         return self.store.save_round(rnd, model, vocab, card, strategy_state(self.strategy),
                                      state)
 

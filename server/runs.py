@@ -184,3 +184,50 @@ def stop(cfg: FederationConfig) -> str:
     run_id = json.loads(path.read_text())["run-id"]
     flwr_cli(cfg.flwr_home, "stop", run_id, CONNECTION)
     return run_id
+
+
+# -- what the run will spend, shown before it starts (issue 13, "no surprise spending") --
+
+
+def budget_preview(cfg: FederationConfig, *, resume: bool = False) -> list[str]:
+    """One line per expected site: its remaining budget and the most this run may
+    spend there, as far as the server knows it from the sites' last reports (the
+    latest checkpoint's model card, else the last run's status). A site's own
+    ledger decides; it logs the same numbers when the run's first request arrives."""
+    reported = last_privacy_reports(cfg)
+    return [_preview_line(site, reported.get(site), resume=resume) for site in cfg.sites]
+
+
+def last_privacy_reports(cfg: FederationConfig) -> dict[str, dict]:
+    marker = cfg.checkpoints_dir / "latest"
+    card = cfg.checkpoints_dir / marker.read_text().strip() / "model_card.json" \
+        if marker.exists() else None
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        if card is not None:
+            return dict(json.loads(card.read_text()).get("privacy") or {})
+    status = read_status(cfg.status_path) or {}
+    return dict((status.get("result") or {}).get("privacy") or {})
+
+
+def _preview_line(site: str, report: dict | None, *, resume: bool) -> str:
+    from fedehr.shared.privacy.accounting import epsilon_of
+
+    if not report:
+        return f"{site}: remaining budget and spend unknown until the site first replies"
+    try:
+        history = [(float(n), float(q), int(s)) for n, q, s in report.get("history") or []]
+        spent = epsilon_of(history, delta=float(report["delta"]),
+                           accountant=str(report.get("accountant", "rdp")))
+        budget = float(report["epsilon_budget"])
+    except (KeyError, TypeError, ValueError):
+        return f"{site}: its last report cannot be read; spend unknown until it replies"
+    remaining = max(0.0, budget - spent)
+    share = report.get("epsilon_per_run")
+    trial = "TRIAL ledger (sandbox): " if report.get("trial") else ""
+    if share is None:
+        spend = f"up to all of it ({remaining:.3f}; the site did not report a per-run share)"
+    else:
+        spend = f"up to {min(float(share), remaining):.3f}" + \
+            (" less what this run has spent already" if resume else "")
+    return (f"{site}: {trial}remaining epsilon {remaining:.3f} of lifetime {budget:g} "
+            f"(last report); this run will spend {spend}")

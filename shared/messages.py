@@ -76,6 +76,8 @@ TRAIN_SECONDS = "train-seconds"  # optional, likewise
 LEDGER_HISTORY = "ledger-history"  # [noise, sample_rate, steps] * charges, flattened
 ACCOUNTANT = "accountant-index"  # index in ACCOUNTANTS of the site ledger's accountant
 ACCOUNTANTS = ("rdp", "prv")  # as fedehr.shared.privacy.accounting.ACCOUNTANTS
+EPSILON_PER_RUN = "epsilon-per-run"  # the most one run may add (site.yaml epsilon_per_run)
+TRIAL_LEDGER = "trial-ledger"  # 1.0: charged to the site's sandbox ledger (privacy.trial)
 
 
 def ledger_history(metrics: dict) -> tuple[str | None, list[list[float]]]:

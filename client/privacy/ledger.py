@@ -28,6 +28,13 @@ round twice. The same round_id with different parameters is a ConfigError: it
 would be a second, different release under the same name. (The trainer refuses
 to train a round that is already charged: re-training would be a new release.)
 
+Identity and trust: a ledger belongs to a set of patients. `patients_fingerprint`
+hashes the sorted subject ids, so a re-import of the same patients (new
+``created_at``, new file bytes) finds the same ledger. Epsilon spent is always
+recomputed from the entries' mechanisms; the ``epsilon_after`` and
+``epsilon_spent`` stored in the file are for human readers and are never
+believed (`stored_totals_disagree` lists the ones that were edited).
+
 Writes are atomic (`fedehr.shared.atomic.write_text`): a crash mid-write leaves
 the previous ledger. Concurrent processes on one host serialise their charges
 with an advisory lock (``<ledger>.lock``) and re-read the file under it.
@@ -37,6 +44,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import math
 import os
@@ -91,8 +99,14 @@ class PrivacyLedger:
 
     def __init__(self, path: Path, *, epsilon_budget: float, delta: float, accountant: str,
                  entries: list[LedgerEntry], created_at: str,
-                 budget_changes: list[dict[str, Any]]):
+                 budget_changes: list[dict[str, Any]], patients: str | None = None,
+                 activity_offset: int = 0):
         self._path = path
+        self._patients = patients  # patients_fingerprint of the data it accounts for
+        # Events of the site's activity log before this ledger existed (a ledger
+        # restarted with privacy.new_ledger: true is not checked against them).
+        self._activity_offset = int(activity_offset)
+        self._spent_cache: tuple[int, float] | None = None
         self._budget = float(epsilon_budget)
         self._delta = float(delta)
         self._accountant = accountant
@@ -104,12 +118,14 @@ class PrivacyLedger:
 
     @classmethod
     def open(cls, path: str | os.PathLike, *, epsilon_budget: float, delta: float,
-             accountant: str = "rdp") -> PrivacyLedger:
+             accountant: str = "rdp", patients: str | None = None,
+             activity_offset: int = 0) -> PrivacyLedger:
         """Open the ledger at `path`, creating it (and writing it at once) if absent.
 
         `epsilon_budget` is the site's current policy and may change between
         openings (the change is recorded); `delta` and `accountant` are fixed at
-        creation and a mismatch is a ConfigError.
+        creation and a mismatch is a ConfigError. `patients` and
+        `activity_offset` are recorded when the ledger is created.
         """
         path = Path(path)
         where = str(path)
@@ -126,7 +142,8 @@ class PrivacyLedger:
             if not path.exists():
                 ledger = cls(path, epsilon_budget=epsilon_budget, delta=delta,
                              accountant=accountant, entries=[], created_at=_now(),
-                             budget_changes=[])
+                             budget_changes=[], patients=patients,
+                             activity_offset=activity_offset)
                 ledger._write(ledger._entries, ledger._budget_changes)
                 return ledger
             ledger = cls._read(path)
@@ -149,6 +166,13 @@ class PrivacyLedger:
             return ledger
 
     @classmethod
+    def read(cls, path: str | os.PathLike) -> PrivacyLedger | None:
+        """The ledger as it is on disk, or None if there is none; writes nothing (for
+        read-only commands such as `fedehr site status` and `site check`)."""
+        path = Path(path)
+        return cls._read(path) if path.exists() else None
+
+    @classmethod
     def _read(cls, path: Path) -> PrivacyLedger:
         where = str(path)
         try:
@@ -166,7 +190,9 @@ class PrivacyLedger:
             return cls(path, epsilon_budget=float(doc["epsilon_budget"]),
                        delta=float(doc["delta"]), accountant=str(doc["accountant"]),
                        entries=entries, created_at=str(doc["created_at"]),
-                       budget_changes=list(doc.get("budget_changes", [])))
+                       budget_changes=list(doc.get("budget_changes", [])),
+                       patients=doc.get("patients"),
+                       activity_offset=int(doc.get("activity_offset", 0)))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise DataError(f"cannot read the privacy ledger ({exc})", where=where,
                             fix="restore the ledger from backup; never delete it, since "
@@ -180,7 +206,10 @@ class PrivacyLedger:
             "delta": self._delta,
             "epsilon_budget": self._budget,
             "created_at": self._created_at,
+            "patients": self._patients,
+            "activity_offset": self._activity_offset,
             "budget_changes": budget_changes,
+            # for readers only: spent() recomputes from the entries and ignores this
             "epsilon_spent": entries[-1].epsilon_after if entries else 0.0,
             "entries": [asdict(e) for e in entries],
         }
@@ -218,9 +247,32 @@ class PrivacyLedger:
         """Opacus' accountant `state_dict()` form (for `PrivacyEngine.accountant`)."""
         return {"history": self.history, "mechanism": self._accountant}
 
+    @property
+    def patients(self) -> str | None:
+        return self._patients
+
+    @property
+    def activity_offset(self) -> int:
+        return self._activity_offset
+
     def spent(self) -> float:
-        """Epsilon spent so far at the ledger's delta, under its accountant."""
-        return self._entries[-1].epsilon_after if self._entries else 0.0
+        """Epsilon spent so far at the ledger's delta, under its accountant, recomputed
+        from the entries (a stored total or ``epsilon_after`` is never believed)."""
+        if self._spent_cache is None or self._spent_cache[0] != len(self._entries):
+            self._spent_cache = (len(self._entries), self.spent_by(self._entries))
+        return self._spent_cache[1]
+
+    def spent_by(self, entries) -> float:
+        """Epsilon of these entries' charges alone, composed under the ledger's accountant."""
+        history = [e.mechanism for e in entries if e.steps > 0]
+        return epsilon_of(history, delta=self._delta, accountant=self._accountant) \
+            if history else 0.0
+
+    def stored_totals_disagree(self) -> list[LedgerEntry]:
+        """Entries whose stored ``epsilon_after`` differs from the recomputation (edited)."""
+        return [e for i, e in enumerate(self._entries)
+                if not math.isclose(e.epsilon_after, self.spent_by(self._entries[:i + 1]),
+                                    rel_tol=1e-6, abs_tol=1e-9)]
 
     def remaining(self) -> float:
         """Budget left, in epsilon (0 when spent; epsilons do not add, so this is a
@@ -320,6 +372,18 @@ class PrivacyLedger:
             disk = self._read(self._path)
             if len(disk._entries) > len(self._entries):
                 self._entries = disk._entries
+
+
+def patients_fingerprint(subject_ids) -> str:
+    """The identity of a set of patients: SHA-256 of the sorted, distinct subject ids.
+
+    Metadata (``created_at``, the dataset's name, shard layout) does not enter, so
+    a re-import of the same patients gets the same fingerprint and the same ledger.
+    """
+    digest = hashlib.sha256(b"fedehr-patients-v1\n")
+    for subject in sorted({int(s) for s in subject_ids}):
+        digest.update(b"%d\n" % subject)
+    return "patients-" + digest.hexdigest()[:32]
 
 
 @contextlib.contextmanager

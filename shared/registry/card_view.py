@@ -58,7 +58,8 @@ def _privacy_table(card: ModelCard, history: list[dict]) -> Table:
     if not card.privacy:
         table.add_row("(none: no private site trained this model)", "", "", "", "", "")
     for site, spent in sorted(card.privacy.items()):
-        table.add_row(site, _num(spent.get("epsilon")), _num(spent.get("delta"), "g"),
+        table.add_row(site + (" (TRIAL ledger)" if spent.get("trial") else ""),
+                      _num(spent.get("epsilon")), _num(spent.get("delta"), "g"),
                       _num(spent.get("epsilon_budget")), str(spent.get("accountant", "")),
                       str(joined.get(site, "")) if history else "")
     return table

@@ -27,9 +27,10 @@ def test_status_lists_ledger_charges_and_recent_messages(tmp_path):
     from fedehr.client.site_handlers import open_ledger
 
     site = load_site_config(config)
-    open_ledger(site).charge(2.0, 0.1, 20, purpose="dp-sgd", round_id="fed/round-1:abc")
+    ledger = open_ledger(site)
+    ledger.charge(2.0, 0.1, 20, purpose="dp-sgd", round_id="fed/round-1:abc")
     activity.record(site.state_dir, "train", round_id="fed/round-1", steps=20, patients=300,
-                    examples=600, seconds=2.0, epsilon=1.5)
+                    examples=600, seconds=2.0, epsilon=ledger.spent())
     activity.record(site.state_dir, "refusal", reason="budget spent")
     result = CliRunner().invoke(app, ["status", "--config", str(config)], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
