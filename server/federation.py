@@ -126,7 +126,7 @@ class Federation:
         self.strategy = build_strategy(cfg.strategy, cfg.min_sites)
         self.audit = AuditLog(cfg.audit_path)
         self._reported_patients: list[float] = []  # the sites' sizes, for SecAgg+'s weights
-        torch.set_num_threads(2)
+        torch.set_num_threads(cfg.threads)
 
     def _signing_key(self):
         """The consortium's Ed25519 key (researchers verify checkpoints against it).
