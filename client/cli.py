@@ -232,7 +232,7 @@ def stop(config: Path = CONFIG) -> None:
 
 @app.command("status")
 def status(config: Path = CONFIG,
-           last: int = typer.Option(10, help="How many recent messages to list.")) -> None:
+           last: int = typer.Option(10, min=0, help="How many recent messages to list.")) -> None:
     """Show whether the site daemon runs, then the privacy ledger and recent messages.
 
     Example: fedehr site status --config site.yaml
@@ -314,7 +314,7 @@ def daemon_line(site, config: Path) -> str:
 @app.command("patients")
 def patients(data: Path = typer.Option(..., "--data", help="The hospital's MEDS root (site.yaml "
                                        "data:)."),
-             subject_id: int = typer.Option(None, "--id", help="Show this subject_id only."),
+             subject_id: int = typer.Option(None, "--id", min=0, help="Show this subject_id only."),
              code: str = typer.Option(None, "--code", help="Patients with an event whose code "
                                       "matches this regular expression."),
              description: str = typer.Option(None, "--description", help="Patients with an "

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import click
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -39,24 +40,29 @@ def train_local(
     data: Path = typer.Option(..., "--data", help="MEDS dataset folder."),
     out: Path = typer.Option(..., "--out", help="Checkpoint folder to write."),
     dp: bool = typer.Option(False, "--dp", help="Train with DP-SGD (Opacus)."),
-    epsilon: float = typer.Option(8.0, help="With --dp: cumulative epsilon to reach."),
-    delta: float = typer.Option(1e-5, help="With --dp: delta (fixed per ledger)."),
-    max_grad_norm: float = typer.Option(1.0, help="With --dp: per-patient clipping norm."),
+    epsilon: float = typer.Option(8.0, click_type=click.FloatRange(0, min_open=True),
+                                  help="With --dp: cumulative epsilon to reach."),
+    delta: float = typer.Option(1e-5, click_type=click.FloatRange(0, 1, min_open=True,
+                                                                    max_open=True),
+                                help="With --dp: delta (fixed per ledger)."),
+    max_grad_norm: float = typer.Option(1.0, click_type=click.FloatRange(0, min_open=True),
+                                        help="With --dp: per-patient clipping norm."),
     steps: int = typer.Option(200, min=1, help="Optimizer steps."),
     batch_size: int = typer.Option(32, min=1, help="(Expected) patients per step."),
-    lr: float = typer.Option(1e-3, help="AdamW learning rate."),
+    lr: float = typer.Option(1e-3, click_type=click.FloatRange(0, min_open=True),
+                             help="AdamW learning rate."),
     preset: str = typer.Option("tiny", help="Model size: tiny, small or base."),
-    max_len: int = typer.Option(0, help="Context length (0 = the preset's)."),
+    max_len: int = typer.Option(0, min=0, help="Context length (0 = the preset's)."),
     vocab_path: Path = typer.Option(None, "--vocab", help="Vocabulary JSON to use."),
-    min_count: float = typer.Option(5.0, help="Without --vocab: min patients per code."),
+    min_count: float = typer.Option(5.0, min=0, help="Without --vocab: min patients per code."),
     ledger_path: Path = typer.Option(None, "--ledger", help="Privacy ledger (JSON)."),
     signing_key: Path = typer.Option(None, "--signing-key", help="Ed25519 PEM key; "
                                      "default: a local key in the user config folder."),
     cache_dir: Path = typer.Option(None, "--cache", help="Token cache folder."),
-    threads: int = typer.Option(0, help="CPU threads (0 = torch default)."),
+    threads: int = typer.Option(0, min=0, help="CPU threads (0 = torch default)."),
     device: str = typer.Option("auto", help="auto (a GPU when torch sees one), cpu, cuda, "
                                "cuda:N."),
-    seed: int = typer.Option(0, help="Random seed."),
+    seed: int = typer.Option(0, min=0, help="Random seed."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out."),
 ) -> None:
     import platformdirs

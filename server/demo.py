@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import click
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -37,8 +38,9 @@ def demo(
     sites: int = typer.Option(3, min=2, max=8, help="Number of synthetic hospitals."),
     patients: int = typer.Option(2000, min=60, help="Patients in all hospitals together."),
     rounds: int = typer.Option(3, min=1, help="Federated DP rounds."),
-    epsilon: float = typer.Option(8.0, help="Privacy budget of each hospital."),
-    seed: int = typer.Option(0, help="Seed of the synthetic data."),
+    epsilon: float = typer.Option(8.0, click_type=click.FloatRange(0, min_open=True),
+                                  help="Privacy budget of each hospital."),
+    seed: int = typer.Option(0, min=0, help="Seed of the synthetic data."),
     anchor_source: Path | None = typer.Option(None, help="Offline copy of the anchor wheel "
                                                          "or MEDS folder."),
 ) -> None:

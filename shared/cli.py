@@ -8,10 +8,12 @@ imports fedehr.client or fedehr.server.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from importlib.metadata import entry_points
 
+import click
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -89,11 +91,48 @@ def _merge(groups: list[typer.Typer], name: str) -> typer.Typer:
     return merged
 
 
+class FiniteFloat(click.ParamType):
+    """A float option's own type (and range), refusing nan and inf: `--lr nan` passes every
+    range check (nan compares false) and only fails, with a traceback, deep in the work."""
+
+    name = "float"
+
+    def __init__(self, inner: click.ParamType):
+        self.inner = inner
+
+    def convert(self, value, param, ctx):
+        number = self.inner.convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+    def get_metavar(self, param, ctx=None):
+        return self.inner.get_metavar(param, ctx)
+
+    def __repr__(self) -> str:
+        return f"FiniteFloat({self.inner!r})"
+
+
+def finite_floats(command: click.Command) -> click.Command:
+    """Every float option and argument of `command` and its subcommands refuses nan/inf."""
+    for param in command.params:
+        if isinstance(param.type, click.types.FloatParamType):
+            param.type = FiniteFloat(param.type)
+    for sub in getattr(command, "commands", {}).values():
+        finite_floats(sub)
+    return command
+
+
+def build_command() -> click.Command:
+    """The `fedehr` click command, as the console entry point runs it."""
+    return finite_floats(typer.main.get_command(build_app()))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user errors become one line and a non-zero exit."""
-    app = build_app()
+    command = build_command()
     try:
-        result = app(args=argv, standalone_mode=False)
+        result = command.main(args=argv, prog_name="fedehr", standalone_mode=False)
     except FedEHRError as exc:
         _report(exc)
         sys.exit(exc.exit_code)
@@ -103,8 +142,6 @@ def main(argv: list[str] | None = None) -> None:
     except SystemExit:
         raise
     except Exception as exc:  # click's usage errors arrive here in non-standalone mode
-        import click
-
         if isinstance(exc, click.exceptions.ClickException):
             exc.show()
             sys.exit(exc.exit_code)

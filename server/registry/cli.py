@@ -39,7 +39,7 @@ def start(
     pki: Path = typer.Option(Path("pki"), "--pki", help="The consortium's PKI folder (ca.pem, "
                              "revoked.json, signing/consortium.pub, superlink.pem/.key)."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
-    port: int = typer.Option(9095, "--port", help="Port to listen on."),
+    port: int = typer.Option(9095, "--port", min=0, max=65535, help="Port to listen on."),
     cert: Path = typer.Option(None, "--cert", help="Server certificate (default: "
                               "PKI/superlink.pem)."),
     key: Path = typer.Option(None, "--key", help="Server key (default: PKI/superlink.key)."),
@@ -94,7 +94,7 @@ KEY = typer.Option(..., "--key", help="Its private key.")
 @app.command("publish")
 def publish_cmd(
     folder: Path = typer.Argument(..., help="A signed checkpoint folder."),
-    round: int = typer.Option(0, "--round", help="Round number to publish as (0: the "
+    round: int = typer.Option(0, "--round", min=0, help="Round number to publish as (0: the "
                               "model card's rounds)."),
     registry: str = REGISTRY, ca: Path = CA, cert: Path = CERT, key: Path = KEY,
 ) -> None:
@@ -109,7 +109,7 @@ def publish_cmd(
 
 @app.command("revoke")
 def revoke_cmd(
-    round: int = typer.Argument(..., help="The round to withdraw."),
+    round: int = typer.Argument(..., min=0, help="The round to withdraw."),
     reason: str = typer.Option("", "--reason", help="Why (kept in withdrawn.json)."),
     registry: str = REGISTRY, ca: Path = CA, cert: Path = CERT, key: Path = KEY,
 ) -> None:

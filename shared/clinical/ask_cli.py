@@ -60,7 +60,7 @@ def ask(
     data: Path = typer.Option(..., "--data", help="MEDS dataset with the patients."),
     prompt: str = typer.Option(None, "--prompt", help="The question in clinical words."),
     prompt_file: Path = typer.Option(None, "--prompt-file", help="A saved prompt (YAML)."),
-    patient: int = typer.Option(None, "--patient", help="subject_id of one patient."),
+    patient: int = typer.Option(None, "--patient", min=0, help="subject_id of one patient."),
     at: datetime = typer.Option(None, "--at", help="Prediction time (default: the latest "
                                 "index event, or the last event)."),
     cohort: bool = typer.Option(False, "--cohort", help="Ask for every prediction time the "
@@ -72,12 +72,12 @@ def ask(
     samples: int = typer.Option(32, "--samples", min=1, help="Continuations per patient."),
     explain_groups: int = typer.Option(8, "--explain", min=0, help="Event groups to leave out "
                                        "for the explanation (0: no explanation)."),
-    top: int = typer.Option(5, help="Events shown in the explanation."),
-    max_new_tokens: int = typer.Option(None, help="Token budget per continuation (default: "
+    top: int = typer.Option(5, min=1, help="Events shown in the explanation."),
+    max_new_tokens: int = typer.Option(None, min=1, help="Token budget per continuation (default: "
                                        "read from the question's horizon and the data)."),
-    batch_size: int = typer.Option(256, help="Continuations generated together."),
-    seed: int = typer.Option(0, help="Sampling seed (same seed, same answer)."),
-    threads: int = typer.Option(0, help="CPU threads (0 = torch default)."),
+    batch_size: int = typer.Option(256, min=1, help="Continuations generated together."),
+    seed: int = typer.Option(0, min=0, help="Sampling seed (same seed, same answer)."),
+    threads: int = typer.Option(0, min=0, help="CPU threads (0 = torch default)."),
     trusted_key: Path = typer.Option(None, "--trusted-key", help="The consortium's public key: "
                                      "the checkpoint must be signed by it."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Skip the confirmation (scripts)."),

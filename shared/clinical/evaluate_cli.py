@@ -89,8 +89,8 @@ def evaluate_command(
                                help="Encode notes with the bundled MiniLM when the model "
                                     "reads notes (--no-notes: zero vectors, faster)."),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Histories per forward."),
-    threads: int = typer.Option(0, "--threads", help="CPU threads (0 = torch default)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of zero-shot sampling and of the split "
+    threads: int = typer.Option(0, "--threads", min=0, help="CPU threads (0 = torch default)."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of zero-shot sampling and of the split "
                                                "when the dataset has none."),
 ) -> None:
     import torch

@@ -137,6 +137,7 @@ _UNIT_SECONDS = {
     "mo": 30 * 86400, "month": 30 * 86400, "months": 30 * 86400,
     "y": 365 * 86400, "yr": 365 * 86400, "year": 365 * 86400, "years": 365 * 86400,
 }
+MAX_DURATION = timedelta(days=200 * 365)
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*([a-zA-Z]+)")
 
 
@@ -154,6 +155,9 @@ def parse_duration(text: str, *, where: str = "duration") -> timedelta:
             raise ConfigError(f"unknown time unit {unit!r} in {text!r}", where=where,
                               fix="use s, min, h, d, w, mo or y")
         seconds += float(number) * unit_seconds
+    if seconds > MAX_DURATION.total_seconds():  # timedelta itself overflows near 2.7 My
+        raise ConfigError(f"duration {text!r} is longer than {MAX_DURATION.days // 365} years",
+                          where=where, fix="give a horizon within a human lifetime")
     return timedelta(seconds=seconds)
 
 

@@ -394,6 +394,10 @@ def simulate(model, vocab: Vocabulary, prompts: Prompts, outcome: Outcome, otoks
     (explain.py) are compared with common random numbers inside one batch. Each
     row stops as soon as its window is decided.
     """
+    if max_new_tokens < 1 or samples < 1:  # no continuation could decide anything
+        raise FedEHRError(f"need at least one continuation of at least one token (samples "
+                          f"{samples}, max_new_tokens {max_new_tokens})", where="zero-shot",
+                          fix="give --samples and --max-new-tokens of 1 or more")
     started = time.perf_counter()
     uniforms = torch.rand(samples, max_new_tokens, generator=torch.Generator().manual_seed(seed),
                           dtype=torch.float64)
@@ -627,6 +631,9 @@ def predict_detailed(model, vocab: Vocabulary, dataset: MEDSDataset | str | Path
     probability). `max_new_tokens` None: `token_budget` from the horizon and the data."""
     if samples < 1:
         raise FedEHRError("samples must be at least 1", where="samples", fix="use e.g. 32")
+    if max_new_tokens is not None and max_new_tokens < 1:  # nothing could be decided
+        raise FedEHRError("max_new_tokens must be at least 1", where="max_new_tokens",
+                          fix="leave it out (read from the horizon) or give e.g. 256")
     for col in (S.SUBJECT_ID, PREDICTION_TIME):
         if col not in labels.columns:
             raise DataError(f"labels lack the column {col}", where="labels",

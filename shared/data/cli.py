@@ -41,7 +41,7 @@ def import_(
                                          "OMOP CDM 5.4 CSV export)."),
     dest: Path = typer.Argument(..., help="Where to write the MEDS dataset (must not exist)."),
     overwrite: bool = typer.Option(False, help="Replace DEST if it exists."),
-    seed: int = typer.Option(0, help="Seed of the train/tuning/held_out split."),
+    seed: int = typer.Option(0, min=0, help="Seed of the train/tuning/held_out split."),
 ) -> None:
     """Convert a raw EHR export into a MEDS dataset, atomically.
 
@@ -70,7 +70,7 @@ def synth(
     out: Path = typer.Argument(..., help="Folder that will hold one MEDS dataset per hospital."),
     sites: int = typer.Option(3, min=1, max=26, help="Number of hospitals."),
     patients: int = typer.Option(2000, min=10, help="Patients in all hospitals together."),
-    seed: int = typer.Option(0, help="Seed; the same seed gives the same data."),
+    seed: int = typer.Option(0, min=0, help="Seed; the same seed gives the same data."),
     overwrite: bool = typer.Option(False, help="Replace existing site folders."),
 ) -> None:
     """Write synthetic hospitals (the default demo and test data) as MEDS datasets.

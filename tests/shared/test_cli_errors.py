@@ -21,3 +21,62 @@ def test_an_error_quoting_square_brackets_is_printed_as_written(scratch, capsys)
     result = run_fedehr(capsys, "data", "validate", missing)
     assert result.code != 0
     assert "a[/b]: no such" in (result.out + result.err).replace("\n", "")
+
+
+def _numeric_options():
+    import click
+
+    from fedehr.shared.cli import FiniteFloat, build_command
+
+    def walk(command, path):
+        for name, sub in getattr(command, "commands", {}).items():
+            yield from walk(sub, f"{path} {name}")
+        for param in command.params:
+            kind = param.type.inner if isinstance(param.type, FiniteFloat) else param.type
+            if isinstance(kind, click.types.IntParamType | click.types.FloatParamType):
+                yield f"{path} {param.name}", param.type, kind
+
+    return list(walk(build_command(), "fedehr"))
+
+
+def test_every_numeric_option_has_a_range():
+    import click
+
+    unbounded = [name for name, _, kind in _numeric_options()
+                 if not isinstance(kind, click.IntRange | click.FloatRange)]
+    assert unbounded == []
+
+
+def test_every_float_option_refuses_nan_and_inf():
+    from fedehr.shared.cli import FiniteFloat
+
+    floats = [(name, t) for name, t, kind in _numeric_options() if kind.name.startswith("float")]
+    assert floats and all(isinstance(t, FiniteFloat) for _, t in floats)
+
+
+@pytest.mark.parametrize("argv", [
+    ("model", "train-local", "--data", "d", "--out", "o", "--threads", "-1"),
+    ("model", "train-local", "--data", "d", "--out", "o", "--lr", "nan"),
+    ("model", "train-local", "--data", "d", "--out", "o", "--lr", "inf"),
+    ("model", "train-local", "--data", "d", "--out", "o", "--delta", "1"),
+    ("model", "ask", "--checkpoint", "c", "--data", "d", "--patient", "1",
+     "--max-new-tokens", "-5"),
+    ("model", "ask", "--checkpoint", "c", "--data", "d", "--patient", "1",
+     "--max-new-tokens", "0"),
+    ("model", "ask", "--checkpoint", "c", "--data", "d", "--patient", "1", "--threads", "-1"),
+    ("model", "evaluate", "--checkpoint", "c", "--data", "d", "--threads", "-1"),
+    ("data", "import", "--from", "synthea", "s", "d", "--seed", "-1"),
+    ("registry", "start", "--workdir", "w", "--port", "70000"),
+])
+def test_an_out_of_range_number_is_a_usage_error_before_any_work(capsys, argv):
+    result = run_fedehr(capsys, *argv)
+    assert result.code == 2
+    assert "Invalid value" in result.err and "Traceback" not in result.err
+
+
+def test_a_duration_too_long_for_a_timedelta_is_a_config_error():
+    from fedehr.shared.clinical.query import parse_duration
+    from fedehr.shared.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="longer than 200 years"):
+        parse_duration("99999999999 days", where="prompt")

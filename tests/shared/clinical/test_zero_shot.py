@@ -166,3 +166,13 @@ def test_a_discharge_before_the_prediction_time_contradicts_the_history():
     row = _Row(sample=0, base=0.0, start=0.7, end=6.7, prefix=1, known=0.7)
     _scan(row, discharge, 0.3, otoks)
     assert row.rejected and row.decided and not row.hit
+
+
+@pytest.mark.parametrize("max_new_tokens", [0, -5])
+def test_a_zero_token_budget_is_refused_not_answered(world, max_new_tokens):
+    from fedehr.shared.errors import FedEHRError
+
+    outcome = ask(world, "cardiac arrest within 1 day after procedure")
+    with pytest.raises(FedEHRError, match="max_new_tokens"):
+        predict(world.model, world.vocab, world.dataset, planted.labels(ALPHA[:1]), outcome,
+                samples=4, seed=0, max_new_tokens=max_new_tokens)
