@@ -10,7 +10,9 @@ certificate's OU:
 
 Before every call the caller's certificate is checked against the PKI's
 revoked.json, re-read each time, so `fedehr pki revoke NAME` takes effect at
-the next call without a restart. A revoked certificate gets UNAUTHENTICATED,
+the next call without a restart. Revocation fails closed: the registry keeps
+the revocations it has seen (WORKDIR/state/revocations-seen.json), and a list
+that is missing or lacks any of them admits no one. A revoked certificate gets UNAUTHENTICATED,
 a missing role PERMISSION_DENIED, each with a message naming the certificate.
 (A certificate from another CA, or none, never gets this far: the TLS
 handshake fails.)
@@ -48,6 +50,7 @@ from fedehr.shared.checkpoint import format as ckpt
 from fedehr.shared.errors import FedEHRError
 from fedehr.shared.pki import PKIPaths, is_revoked
 from fedehr.shared.pki.certificates import role_of
+from fedehr.shared.pki.revocation import load_revocations_seen
 from fedehr.shared.registry import registry_pb2, registry_pb2_grpc
 from fedehr.shared.registry.channel import RegistryError
 from fedehr.shared.registry.pull import CHECKPOINT_FILES
@@ -57,6 +60,7 @@ log = logging.getLogger("fedehr.registry")
 
 READ = ("researcher", "operator")
 WRITE = ("operator",)
+REVOCATIONS_SEEN = "revocations-seen.json"  # in the store's state folder
 ROUND_DIR = re.compile(r"^round-(\d{4,})$")
 
 PullHook = Callable[[str, int, int, bool], None]  # (who, round, bytes sent, complete)
@@ -196,7 +200,8 @@ class RegistryService(registry_pb2_grpc.RegistryServicer):
         caller = Caller(str(names[0].value) if names else "?", role_of(cert),
                         format(cert.serial_number, "x"))
         try:
-            revoked = is_revoked(self.pki.root, cert)
+            in_force = load_revocations_seen(self.pki.root, self.store.state / REVOCATIONS_SEEN)
+            revoked = is_revoked(self.pki.root, cert, in_force)
         except FedEHRError as exc:  # fail closed: an unreadable list admits no one
             log.error("registry: %s", exc)
             context.abort(grpc.StatusCode.UNAVAILABLE,

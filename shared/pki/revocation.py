@@ -81,15 +81,58 @@ def revoke(dir: str | os.PathLike, name: str, kind: str | None = None) -> list[R
     return [r for r in current + new if r.name == name]
 
 
-def is_revoked(dir: str | os.PathLike, cert: x509.Certificate | str | os.PathLike) -> bool:
-    """Whether a certificate (object or PEM path) or a site's .pub file is revoked."""
-    revocations = load_revocations(dir)
+def load_revocations_seen(dir: str | os.PathLike, seen_file: Path) -> list[Revocation]:
+    """`load_revocations`, failing closed: a reader that has once seen revocations (kept
+    in its own `seen_file`) refuses a list that is now missing or lacks any of them, so
+    deleting or rolling back revoked.json never readmits a revoked certificate."""
+    seen = _read_seen(seen_file)
+    path = PKIPaths.of(dir).revoked
+    if seen and not path.is_file():
+        raise PKIError(f"the revocation list is missing, but {len(seen)} revocation(s) were "
+                       "in force before", where=str(path), fix="restore revoked.json from a "
+                       "backup (the registry admits no one until then)")
+    current = load_revocations(dir)
+    keys = {_key(r) for r in current}
+    lost = seen - keys
+    if lost:
+        raise PKIError(f"{len(lost)} earlier revocation(s) are no longer in the list (edited "
+                       "or rolled back)", where=str(path), fix="restore revoked.json from a "
+                       "backup (the registry admits no one until then)")
+    if keys - seen:
+        write_text(seen_file, json.dumps(sorted(keys | seen), indent=1) + "\n")
+    return current
+
+
+def _key(revocation: Revocation) -> str:
+    return f"{revocation.serial or ''}/{revocation.fingerprint}"
+
+
+def _read_seen(seen_file: Path) -> set[str]:
+    try:
+        keys = json.loads(seen_file.read_text())
+    except FileNotFoundError:
+        return set()
+    except (OSError, ValueError) as exc:
+        raise PKIError(f"unreadable record of revocations seen ({exc})", where=str(seen_file),
+                       fix="restore it from a backup") from None
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise PKIError("the record of revocations seen is not a list of keys",
+                       where=str(seen_file), fix="restore it from a backup")
+    return set(keys)
+
+
+def is_revoked(dir: str | os.PathLike, cert: x509.Certificate | str | os.PathLike,
+               revocations: list[Revocation] | None = None) -> bool:
+    """Whether a certificate (object or PEM path) or a site's .pub file is revoked
+    (against `revocations` when given, else revoked.json as it is now)."""
+    if revocations is None:
+        revocations = load_revocations(dir)
     if isinstance(cert, x509.Certificate):
         return _serial(cert) in {r.serial for r in revocations if r.serial}
     path = Path(cert)
     if path.suffix == ".pub":
         return ssh_fingerprint(path) in {r.fingerprint for r in revocations}
-    return is_revoked(dir, load_cert(path))
+    return is_revoked(dir, load_cert(path), revocations)
 
 
 def _serial(cert: x509.Certificate) -> str:

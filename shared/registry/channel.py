@@ -9,6 +9,7 @@ turns that and every refusal into one line that says what to check.
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
@@ -53,15 +54,46 @@ def _read(path: str | os.PathLike, what: str) -> bytes:
                             fix=f"give the path of your {what}") from None
 
 
+def _check_dates(pem: bytes, what: str, path: str | os.PathLike) -> None:
+    """Say here which certificate has expired (or is not valid yet) and when: the server
+    would only end the TLS handshake, which reads as "cannot reach the registry"."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    try:
+        certificates = x509.load_pem_x509_certificates(pem)
+    except ValueError:
+        raise RegistryError(f"the {what} is not a PEM certificate", where=str(path),
+                            fix=f"give the path of your {what} (.pem)") from None
+    now = datetime.now(UTC)
+    for certificate in certificates:
+        names = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        who = f" of {names[0].value}" if names else ""
+        if certificate.not_valid_after_utc < now:
+            raise RegistryError(f"the {what}{who} expired on "
+                                f"{certificate.not_valid_after_utc:%Y-%m-%d %H:%M} UTC",
+                                where=str(path), fix="ask the consortium operator for a new "
+                                "one (`fedehr pki researcher NAME`)")
+        if certificate.not_valid_before_utc > now:
+            raise RegistryError(f"the {what}{who} is not valid before "
+                                f"{certificate.not_valid_before_utc:%Y-%m-%d %H:%M} UTC",
+                                where=str(path), fix="check this computer's clock")
+
+
 def open_channel(target: str, ca: str | os.PathLike, cert: str | os.PathLike | None,
                  key: str | os.PathLike | None) -> grpc.Channel:
     """A secure channel to `target` (host:port) presenting `cert`/`key` (PEM)."""
     if ":" not in target:
         target = f"{target}:{DEFAULT_PORT}"
+    root = _read(ca, "consortium CA certificate")
+    _check_dates(root, "consortium CA certificate", ca)
+    chain = _read(cert, "client certificate") if cert else None
+    if chain is not None:
+        _check_dates(chain, "client certificate", cert)
     credentials = grpc.ssl_channel_credentials(
-        root_certificates=_read(ca, "consortium CA certificate"),
+        root_certificates=root,
         private_key=_read(key, "private key") if key else None,
-        certificate_chain=_read(cert, "client certificate") if cert else None,
+        certificate_chain=chain,
     )
     return grpc.secure_channel(target, credentials, options=[
         ("grpc.max_receive_message_length", 8 << 20),

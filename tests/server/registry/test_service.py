@@ -81,6 +81,42 @@ def test_a_revoked_certificate_is_refused_at_the_next_call_without_restart(conso
     assert list_checkpoints(consortium.creds("olga"))  # others are unaffected
 
 
+def test_a_deleted_revocation_list_readmits_no_revoked_researcher(consortium, tmp_path):
+    revoke(consortium.pki, "alice")
+    with pytest.raises(RegistryError, match="has been revoked"):
+        list_checkpoints(consortium.creds("alice"))
+    (consortium.pki / "revoked.json").unlink()
+    with pytest.raises(RegistryError, match="revocation list"):
+        pull(consortium.target, out=tmp_path / "got", **consortium.pull_args())
+    assert not (tmp_path / "got").exists()
+
+
+def test_a_rolled_back_revocation_list_readmits_no_revoked_researcher(consortium):
+    revoke(consortium.pki, "alice")
+    with pytest.raises(RegistryError, match="has been revoked"):
+        list_checkpoints(consortium.creds("alice"))
+    (consortium.pki / "revoked.json").write_text('{"version": 1, "revoked": []}')
+    with pytest.raises(RegistryError, match="revocation list"):
+        list_checkpoints(consortium.creds("alice"))
+
+
+def test_an_expired_certificate_is_named_with_its_date_before_any_connection(
+        consortium, tmp_path, monkeypatch):
+    import datetime as dt
+
+    from fedehr.shared.pki import certificates
+
+    then = dt.datetime.now(dt.UTC) - dt.timedelta(days=3 * 365)
+    monkeypatch.setattr(certificates, "_now", lambda: then)
+    cert, key = certificates.issue_client_cert(consortium.pki, "bob", role="researcher")
+    monkeypatch.undo()
+    with pytest.raises(RegistryError, match="client certificate of bob expired on") as err:
+        pull(consortium.target, out=tmp_path / "got", ca=consortium.paths.ca_cert,
+             cert=cert, key=key, timeout=10)
+    assert err.value.where == str(cert)
+    assert not any(p.exists() for p in partial_paths(tmp_path / "got"))
+
+
 def test_a_researcher_can_neither_publish_nor_withdraw(consortium, tmp_path):
     save_checkpoint(tmp_path / "new", consortium.pki, rounds=5)
     with pytest.raises(RegistryError, match="Publish needs the role operator"):
