@@ -166,20 +166,32 @@ class VerifyReport:
         return f"line {self.first_bad_line}: {self.reason}"
 
 
-def verify(path: str | os.PathLike) -> VerifyReport:
-    """Walk the chain from the first line; stop at the first line that is wrong."""
+def verify(path: str | os.PathLike, anchor: str | None = None) -> VerifyReport:
+    """Walk the chain from the first line; stop at the first line that is wrong.
+
+    An empty log is a finding (a log exists because something was written to it). With
+    `anchor` (a head recorded elsewhere, e.g. a model card's ``training.audit_head``) the
+    chain must pass through it: a log without it was cut short or rewritten.
+    """
     path = Path(path)
     if not path.is_file():
         raise AuditError("no audit log here", where=str(path),
                          fix="give the server's <workdir>/audit.jsonl or a site's "
                          "<state_dir>/audit.jsonl")
-    prev, number = GENESIS, 0
+    prev, number, heads = GENESIS, 0, {GENESIS}
     with open(path, "rb") as fh:
         for number, raw in enumerate(fh, start=1):
             reason = _check(number, raw, prev)
             if reason:
                 return VerifyReport(False, number, number, reason, prev)
             prev = sha256(raw[:-1])
+            heads.add(prev)
+    if number == 0:
+        return VerifyReport(False, 0, 1, "the log is empty: its lines were removed, or it "
+                            "was replaced by an empty file", prev)
+    if anchor is not None and anchor not in heads:
+        return VerifyReport(False, number, number + 1, f"the anchored head {anchor[:12]}... "
+                            "is not in the chain: the log was cut short or rewritten", prev)
     return VerifyReport(True, number, None, "", prev)
 
 

@@ -59,18 +59,33 @@ def privacy_command(
 @app.command("verify")
 def verify_command(
     path: Path = typer.Argument(..., help="The audit log (audit.jsonl)."),
+    checkpoint: Path = typer.Option(None, "--checkpoint", help="A checkpoint of this "
+                                    "federation: its signed model card anchors the log's head "
+                                    "(training.audit_head), so a cut or rewritten log is found."),
 ) -> None:
     """Walk the hash chain; exit 1 naming the first edited, missing, moved or cut line.
 
-    Example: fedehr audit verify site-state/audit.jsonl
+    Example: fedehr audit verify fed/audit.jsonl --checkpoint fed/checkpoints/round-0003
     """
-    report = audit.verify(path)
+    report = audit.verify(path, anchor=_anchored_head(checkpoint) if checkpoint else None)
     if report.ok:
         typer.echo(f"{path}: {report.summary()}")
         return
     typer.echo(f"{path}: TAMPERED at {report.summary()} ({report.first_bad_line - 1} lines "
                "before it are intact)", err=True)
     raise typer.Exit(1)
+
+
+def _anchored_head(checkpoint: Path) -> str:
+    """The audit head a checkpoint's model card recorded; the card's signature is checked."""
+    from fedehr.shared.checkpoint import verify
+    from fedehr.shared.errors import DataError
+
+    head = verify(checkpoint).training.get("audit_head")
+    if not isinstance(head, str):
+        raise DataError("the model card anchors no audit head (training.audit_head)",
+                        where=str(checkpoint), fix="give a checkpoint the federation wrote")
+    return head
 
 
 @app.command("show")
