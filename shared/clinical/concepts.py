@@ -290,7 +290,8 @@ class CodeIndex:
         close = [m for w in target for m in difflib.get_close_matches(w, vocabulary, n=2)]
         if close:
             return f"did you mean {', '.join(dict.fromkeys(close))}? Or give a code (code:X)"
-        return "use words from the code descriptions (fedehr data inspect) or a code (code:X)"
+        return ("use words from the code descriptions (the dataset's metadata/codes.parquet) or "
+                "a code (code:X)")
 
 
 def catalogue_descriptions() -> dict[str, str]:
