@@ -163,6 +163,22 @@ class FederationConfig:
         if not self.superlink.insecure and self.pki is None:
             raise ValueError("pki: is required for TLS; run `fedehr pki init` and give its "
                              "folder")
+        self._validate_ports()
+
+    def _validate_ports(self) -> None:
+        """Ports in range and one per service: two services on one port cannot both start."""
+        ports = {"superlink.port": self.superlink.port, "registry_port": self.registry_port,
+                 "metrics_port": self.metrics_port}
+        taken: dict[int, str] = {}
+        for name, port in ports.items():
+            if port is None:
+                continue
+            if not 1 <= port <= 65535:
+                raise ValueError(f"{name}: {port} is not a TCP port (1-65535)")
+            if port in taken:
+                raise ValueError(f"{name}: {port} is also {taken[port]}; give each service "
+                                 "its own port")
+            taken[port] = name
 
     @property
     def checkpoints_dir(self) -> Path:

@@ -15,7 +15,13 @@ from pathlib import Path
 
 from fedehr.shared.atomic import write_text
 from fedehr.shared.pki import PKIPaths
-from fedehr.shared.processes import ProcessError, Supervisor, flower_env, wait_for_port
+from fedehr.shared.processes import (
+    ProcessError,
+    Supervisor,
+    ensure_port_free,
+    flower_env,
+    wait_for_port,
+)
 
 CONNECTION = "fedehr"
 
@@ -50,13 +56,15 @@ def start_superlink(supervisor: Supervisor, *, host: str, port: int, pki: PKIPat
                     flwr_home: Path, log: Path, database: Path | None = None) -> str:
     """Start the SuperLink, wait until it listens, and write the `flwr` connection."""
     address = f"{host}:{port}"
+    ensure_port_free(host, port, where="superlink.port")  # not a wait for the wrong listener
     if database is not None:
         database.parent.mkdir(parents=True, exist_ok=True)
+    log_from = log.stat().st_size if log.exists() else 0  # earlier runs' lines are history
     proc = supervisor.start("superlink", superlink_args(host, port, pki, database), log=log,
                             env=flower_env(flwr_home))
     # A wildcard bind is dialled on loopback, a name the SuperLink certificate always has.
     dial = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-    wait_for_port(dial, port, timeout=60, proc=proc, log=log)
+    wait_for_port(dial, port, timeout=60, proc=proc, log=log, log_from=log_from)
     write_connection(flwr_home, f"{dial}:{port}", pki.ca_cert if pki else None)
     return address
 

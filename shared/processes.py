@@ -58,14 +58,56 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def ensure_port_free(host: str, port: int, *, where: str) -> None:
+    """ProcessError at once if another program listens on host:port (a child started
+    there would log "address in use" while its parent waited for the wrong listener)."""
+    import errno
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as a server binds
+        try:
+            probe.bind((host or "0.0.0.0", port))
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise ProcessError(f"cannot listen on {host}:{port} ({exc.strerror})",
+                                   where=where, fix="check the host address") from None
+            raise ProcessError(f"{host}:{port} is already in use by another program",
+                               where=where, fix="stop that program (`ss -ltnp` shows it) or "
+                               "choose another port") from None
+
+
+def _log_says_in_use(log: Path | None, since: int) -> str | None:
+    """The line of a child's log (from byte `since`: this run's part) that reports its
+    address is taken, if any."""
+    if log is None:
+        return None
+    try:
+        with open(log, "rb") as fh:
+            fh.seek(max(since, fh.seek(0, os.SEEK_END) - 8192))
+            tail = fh.read().decode(errors="replace")
+    except OSError:
+        return None
+    for line in reversed(tail.splitlines()):
+        if "address already in use" in line.lower() or "failed to bind" in line.lower():
+            return line.strip()[-300:]
+    return None
+
+
 def wait_for_port(host: str, port: int, timeout: float, proc: subprocess.Popen | None = None,
-                  log: Path | None = None) -> None:
+                  log: Path | None = None, log_from: int = 0) -> None:
+    """Wait until host:port accepts; fail at once if `proc` exits or its log (from byte
+    `log_from`) says the address is in use."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise ProcessError(f"exited with code {proc.returncode} before listening on "
                                f"{host}:{port}", where=" ".join(proc.args[:1]),
                                fix=f"read its log{f' {log}' if log else ''}")
+        in_use = _log_says_in_use(log, log_from)
+        if in_use:
+            raise ProcessError(f"cannot listen on {host}:{port}: {in_use}", where=str(log),
+                               fix="stop the program holding that port or choose another")
         with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
             return
         time.sleep(0.2)
