@@ -261,9 +261,14 @@ class Vocabulary:
 
     @classmethod
     def from_dict(cls, data: Mapping, where: str = "vocabulary") -> Vocabulary:
-        if data.get("format") != "fedehr-vocabulary" or data.get("version") != FORMAT_VERSION:
+        if not isinstance(data, Mapping) or data.get("format") != "fedehr-vocabulary" \
+                or data.get("version") != FORMAT_VERSION:
             raise DataError("not a fedehr vocabulary of a supported version", where=where,
                             fix="rebuild the vocabulary with this fedehr version")
+        problem = _schema_problem(data)
+        if problem:  # a vocabulary may come from another party (a pulled checkpoint)
+            raise DataError(f"vocabulary field {problem}", where=where,
+                            fix="rebuild or fetch the vocabulary again")
         edges = tuple(float(x) for x in data["time_edges_days"])
         if not all(math.isfinite(x) for x in edges):
             raise DataError("time edges must be finite", where=where, fix="rebuild the vocabulary")
@@ -283,3 +288,26 @@ class Vocabulary:
             raise DataError(f"not valid JSON ({exc.msg})", where=str(path),
                             fix="fetch the vocabulary again") from None
         return cls.from_dict(data, where=str(path))
+
+
+def _schema_problem(data: Mapping) -> str | None:
+    """What is wrong with the types of a vocabulary file's fields, or None."""
+    def numbers(value) -> bool:
+        return isinstance(value, list) and all(
+            isinstance(x, int | float) and not isinstance(x, bool) for x in value)
+
+    checks = {
+        "tokens": (lambda v: isinstance(v, list) and all(isinstance(t, str) for t in v),
+                   "a list of token strings"),
+        "bin_edges": (lambda v: isinstance(v, dict) and all(numbers(e) for e in v.values()),
+                      "an object of code -> list of numbers"),
+        "fold": (lambda v: isinstance(v, dict) and all(isinstance(t, str) for t in v.values()),
+                 "an object of code -> code"),
+        "time_edges_days": (numbers, "a list of numbers"),
+    }
+    for name, (ok, what) in checks.items():
+        if name not in data:
+            return f"'{name}' is missing"
+        if not ok(data[name]):
+            return f"'{name}' must be {what}"
+    return None

@@ -75,3 +75,31 @@ def test_card_view_of_a_card_of_wrong_types_says_so_without_a_traceback(checkpoi
     bad = _with_card_field(checkpoint, tmp_path, "privacy", {"[bold]": {"epsilon": "x"}})
     result = run_fedehr(capsys, "model", "card", bad)
     assert result.code != 0 and "'privacy.[bold].epsilon'" in result.err
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("tokens", 5), ("tokens", [1, 2]), ("bin_edges", {"LAB//x": "low"}),
+    ("fold", {"a": 1}), ("time_edges_days", ["one"]), ("time_edges_days", None),
+])
+def test_verify_refuses_a_vocabulary_of_wrong_types_in_one_line(tmp_path, capsys, field, value):
+    """A checkpoint signed by its own key (no --trusted-key) may hold any vocab.json."""
+    from torch import nn
+
+    from fedehr.shared.checkpoint import generate_signing_key, save
+    from tests.shared.registry.consortium import tiny_vocab
+
+    real = tiny_vocab()
+
+    class Malformed:
+        hash = "0" * 64
+
+        def to_json(self, path):
+            data = json.loads(json.dumps(real.to_dict()))
+            data[field] = value
+            path.write_text(json.dumps(data))
+
+    key = generate_signing_key(tmp_path / "k.pem")
+    folder = tmp_path / "ckpt"
+    save(folder, nn.Linear(2, 2), Malformed(), ModelCard(architecture={"d": 2}), key)
+    result = run_fedehr(capsys, "model", "verify", folder)
+    assert result.code == 1 and "FAILED" in result.out and f"'{field}'" in result.out
