@@ -40,6 +40,7 @@ for one patient the prediction time then comes from ``--at`` or the last event).
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from datetime import timedelta
@@ -194,6 +195,10 @@ def prompt_from_dict(data: dict, *, where: str = "prompt file") -> ClinicalPromp
     if unknown:
         raise ConfigError(f"unknown keys {unknown}", where=where,
                           fix=f"use only {', '.join(sorted(known))}")
+    for key in ("name", "prompt", "outcome", "after", "before", "cohort"):
+        if data.get(key) is not None and not isinstance(data[key], str):
+            raise ConfigError(f"{key}: must be text, not {type(data[key]).__name__}",
+                              where=where, fix=f"write {key}: as words, e.g. in quotes")
     if "prompt" in data:
         parsed = parse_prompt(str(data["prompt"]))
         return ClinicalPrompt(**{**parsed.__dict__, "name": data.get("name")})
@@ -218,16 +223,26 @@ def _value_from_dict(value, where: str) -> ValueCondition | None:
         raise ConfigError("value must hold above:, below: or between:", where=f"{where}: value",
                           fix="write value: {above: 2, unit: mg/dL}")
     unit = value.get("unit")
+    if unit is not None and not isinstance(unit, str):
+        raise ConfigError("unit must be text", where=f"{where}: value",
+                          fix="write value: {above: 2, unit: mg/dL}")
     try:
         if "between" in value:
-            lo, hi = (float(x) for x in value["between"])
+            lo, hi = (_bound(x) for x in value["between"])
             return ValueCondition(lo, hi, unit=unit)
         if "above" in value:
-            return ValueCondition(min_value=float(value["above"]), min_inclusive=False, unit=unit)
-        return ValueCondition(max_value=float(value["below"]), max_inclusive=False, unit=unit)
+            return ValueCondition(min_value=_bound(value["above"]), min_inclusive=False,
+                                  unit=unit)
+        return ValueCondition(max_value=_bound(value["below"]), max_inclusive=False, unit=unit)
     except (TypeError, ValueError):
-        raise ConfigError("value bounds must be numbers", where=f"{where}: value",
+        raise ConfigError("value bounds must be finite numbers", where=f"{where}: value",
                           fix="write value: {between: [1.5, 3]}") from None
+
+
+def _bound(value) -> float:
+    if isinstance(value, bool) or not math.isfinite(number := float(value)):
+        raise ValueError(value)
+    return number
 
 
 # -- resolution and compilation -----------------------------------------------------

@@ -143,3 +143,25 @@ def test_compiled_task_runs_in_aces(tmp_path):
     assert got == {1: True, 2: False}
     assert labels["prediction_time"].to_list() == [t0 + timedelta(days=3),
                                                    t0 + timedelta(days=2)]
+
+
+@pytest.mark.parametrize("body", [
+    {"outcome": ["death"], "within": "30d"},
+    {"outcome": "death", "within": "30d", "after": {"event": "discharge"}},
+    {"outcome": "death", "within": "30d", "cohort": 7},
+    {"outcome": "creatinine", "within": "30d", "value": {"above": float("nan")}},
+    {"outcome": "creatinine", "within": "30d", "value": {"above": True}},
+    {"outcome": "creatinine", "within": "30d", "value": {"between": 3}},
+    {"outcome": "creatinine", "within": "30d", "value": {"above": 2, "unit": [1]}},
+    {"outcome": "death", "within": "99999999999 days"},
+])
+def test_a_prompt_file_of_wrong_types_is_a_config_error(tmp_path, body):
+    import yaml
+
+    from fedehr.shared.clinical.prompt import load_prompt_file
+    from fedehr.shared.errors import ConfigError
+
+    path = tmp_path / "frage ä.yaml"
+    path.write_text(yaml.safe_dump(body))
+    with pytest.raises(ConfigError):
+        load_prompt_file(path)
