@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from pathlib import Path
@@ -111,8 +112,9 @@ def _coerce(value: Any, tp: Any, key: str, source: str, base_dir: Path | None) -
         return value
     if tp in (int, float):
         ok = isinstance(value, int | float) and not isinstance(value, bool)
-        if tp is int:
-            ok = ok and float(value).is_integer()
+        if ok and isinstance(value, float):  # nan/inf pass every range check and fail late
+            ok = math.isfinite(value) and (tp is float or value.is_integer())
+        ok = ok and abs(value) < 2**63  # beyond int64 nothing downstream can hold it
         if not ok:
             raise ConfigError(f"'{key}' must be a{'n integer' if tp is int else ' number'}, "
                               f"not {value!r}", where=source, fix="write a plain number")

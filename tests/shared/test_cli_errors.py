@@ -80,3 +80,23 @@ def test_a_duration_too_long_for_a_timedelta_is_a_config_error():
 
     with pytest.raises(ConfigError, match="longer than 200 years"):
         parse_duration("99999999999 days", where="prompt")
+
+
+@pytest.mark.parametrize(("field", "text"), [
+    ("strategy", "{proximal_mu: .nan}"),
+    ("strategy", "{server_lr: .inf}"),
+    ("rounds", "1.0e+400"),
+    ("rounds", "100000000000000000000000000000000000000000000000000000000000000000000000000"
+               "00000000000000000000000000000000000000000000000000000000000000000000000000"
+               "00000000000000000000000000000000000000000000000000000000000000000000000000"
+               "00000000000000000000000000000000000000000000000000000000000000000000000000"
+               "000000000000000000000"),
+])
+def test_a_config_number_that_is_not_finite_is_a_config_error(scratch, field, text):
+    from fedehr.server.config import load_federation_config
+    from fedehr.shared.errors import ConfigError
+
+    config = scratch / "federation.yaml"
+    config.write_text(f"name: f\nworkdir: w\nsuperlink: {{insecure: true}}\n{field}: {text}\n")
+    with pytest.raises(ConfigError, match="must be"):
+        load_federation_config(config)
