@@ -107,8 +107,9 @@ def _marker_entries(dest: Path, kind: str) -> set[str]:
 
 
 @contextlib.contextmanager
-def _exclusive(dest: Path) -> Iterator[None]:
-    """Hold ``.<name>.lock`` beside `dest`: one writer of `dest` at a time, refused at once."""
+def _exclusive(dest: Path, *, wait: bool = False) -> Iterator[None]:
+    """Hold ``.<name>.lock`` beside `dest`: one writer of `dest` at a time; a second one is
+    refused at once, or with `wait` (a cache two commands may fill) waits its turn."""
     import fcntl
 
     from fedehr.shared.errors import DataError
@@ -117,7 +118,7 @@ def _exclusive(dest: Path) -> Iterator[None]:
     while True:
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             raise DataError("another command is writing this folder now", where=str(dest),
@@ -151,7 +152,8 @@ def staged_directory(dest: str | os.PathLike, *, overwrite: bool = False, kind: 
                      inputs: Iterable[str | os.PathLike | None] = ()) -> Iterator[Path]:
     """Yield an empty staging folder that replaces `dest` only if the block succeeds.
 
-    On any exception the staging folder is removed and `dest` is untouched. With a
+    On any exception the staging folder is removed and `dest` is untouched, and staging
+    folders a killed run left beside `dest` are removed. With a
     `kind` (what the folder is, e.g. "MEDS dataset") the output is owned: `check_output`
     guards it, one writer at a time holds it, leftovers of a killed run are removed, and
     a marker listing what was written lets a later --overwrite recognise it.
@@ -164,8 +166,10 @@ def staged_directory(dest: str | os.PathLike, *, overwrite: bool = False, kind: 
             raise DataError("destination already exists", where=str(dest),
                             fix="choose a new output folder or pass --overwrite")
         dest.parent.mkdir(parents=True, exist_ok=True)
-        with _staged(dest) as staging:
-            yield staging
+        with _exclusive(dest, wait=True):  # a cache two commands may fill: take turns
+            _remove_leftovers(dest)
+            with _staged(dest) as staging:
+                yield staging
         return
     check_output(dest, kind=kind, overwrite=overwrite, inputs=inputs)
     dest.parent.mkdir(parents=True, exist_ok=True)

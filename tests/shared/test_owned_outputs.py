@@ -150,3 +150,12 @@ def test_evaluate_refuses_a_report_folder_inside_the_dataset(scratch, capsys):
                         "--data", data, "--out", data / "report")
     assert result.code != 0 and "overlaps the input" in result.err
     assert list(data.iterdir()) == []
+
+
+def test_a_cache_writer_removes_a_killed_runs_staging_too(scratch):
+    stale = scratch / ".tokens-abc.x1y2.staging"
+    stale.mkdir()
+    (stale / "tokens.npy").write_bytes(b"patient tokens")
+    with staged_directory(scratch / "tokens-abc", overwrite=True) as stage:
+        (stage / "tokens.npy").write_bytes(b"new")
+    assert sorted(p.name for p in scratch.iterdir()) == ["tokens-abc"]
