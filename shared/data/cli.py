@@ -141,15 +141,21 @@ def stats(
 
     Example: fedehr data stats ./site-meds --plot site.png
     """
+    from fedehr.shared.atomic import refuse_overlap
     from fedehr.shared.data.stats import compute_stats, plot_stats, render
+    from fedehr.shared.errors import ConfigError
 
+    png = plot or path.with_name(f"{path.name}-stats.png")
+    if png.is_dir():  # found out now, not after the work
+        raise ConfigError("is a folder, not a PNG file to write", where=str(png),
+                          fix="give a file name, e.g. --plot site-stats.png")
+    refuse_overlap(png, (path,), inside_only=True)  # never write into the dataset
     result = compute_stats(path)
     console.print(render(result))
     if coverage:
         _print_coverage(path, vocabulary)
-    png = plot or path.with_name(f"{path.name}-stats.png")
     plot_stats(result, png)
-    console.print(f"plot: {png}")
+    console.print(f"plot: {png}", markup=False)
 
 
 def _print_coverage(path: Path, vocabulary: Path | None) -> None:
@@ -165,7 +171,7 @@ def _print_coverage(path: Path, vocabulary: Path | None) -> None:
         try:
             root = fetch_anchor()
         except AnchorUnavailableError as exc:
-            console.print(f"[yellow]vocabulary coverage not measured: {exc}; pass "
+            console.print(f"[yellow]vocabulary coverage not measured: {escape(str(exc))}; pass "
                           "--vocabulary FILE[/]", highlight=False)
             return
         vocab, source = anchor_vocabulary(root), "the public anchor's vocabulary"

@@ -159,3 +159,19 @@ def test_a_cache_writer_removes_a_killed_runs_staging_too(scratch):
     with staged_directory(scratch / "tokens-abc", overwrite=True) as stage:
         (stage / "tokens.npy").write_bytes(b"new")
     assert sorted(p.name for p in scratch.iterdir()) == ["tokens-abc"]
+
+
+def test_stats_refuses_a_plot_inside_the_dataset_before_reading_it(scratch, capsys):
+    data = scratch / "meds"
+    (data / "metadata").mkdir(parents=True)
+    (data / "metadata" / "codes.parquet").write_bytes(b"codes")
+    result = run_fedehr(capsys, "data", "stats", data, "--plot", data / "metadata" /
+                        "codes.parquet", "--no-coverage")
+    assert result.code != 0 and "overlaps the input" in result.err
+    assert (data / "metadata" / "codes.parquet").read_bytes() == b"codes"
+
+
+def test_stats_refuses_a_plot_path_that_is_a_folder_before_the_work(scratch, capsys):
+    result = run_fedehr(capsys, "data", "stats", scratch / "meds", "--plot", scratch,
+                        "--no-coverage")
+    assert result.code != 0 and "is a folder" in result.err
