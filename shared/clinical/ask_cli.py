@@ -326,6 +326,19 @@ def _check_out(out: Path | None, inputs: tuple) -> None:
         raise ConfigError("is a folder, not a file to write", where=str(out),
                           fix="pass a file name, e.g. --out predictions.parquet")
     refuse_overlap(out, inputs)
+    if out.exists() and not _is_predictions(out):  # replace only an earlier answer
+        raise ConfigError("exists and is not a predictions file `fedehr model ask` wrote",
+                          where=str(out), fix="choose a new --out, or move that file away")
+
+
+def _is_predictions(path: Path) -> bool:
+    import pyarrow.parquet as pq
+
+    try:
+        names = set(pq.read_schema(path).names)
+    except Exception:  # any unreadable file is simply not ours  # noqa: BLE001
+        return False
+    return {"subject_id", "prediction_time", "predicted_boolean_probability"} <= names
 
 
 def _ask_many(model, vocab, dataset, outcome, labels: pl.DataFrame, out: Path | None, *,

@@ -175,3 +175,13 @@ def test_stats_refuses_a_plot_path_that_is_a_folder_before_the_work(scratch, cap
     result = run_fedehr(capsys, "data", "stats", scratch / "meds", "--plot", scratch,
                         "--no-coverage")
     assert result.code != 0 and "is a folder" in result.err
+
+
+def test_ask_refuses_to_replace_a_file_it_did_not_write(scratch, capsys):
+    notes = scratch / "notes.parquet"
+    notes.write_bytes(b"the ward's own notes")
+    result = run_fedehr(capsys, "model", "ask", "--checkpoint", scratch / "none",
+                        "--data", scratch / "none", "--cohort", "--prompt", "death",
+                        "--out", notes)
+    assert result.code != 0 and "not a predictions file" in result.err
+    assert notes.read_bytes() == b"the ward's own notes"
