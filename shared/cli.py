@@ -139,6 +139,14 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]")
         sys.exit(130)
+    except OSError as exc:
+        if not exc.filename:  # not about a path the user gave: a bug, keep the traceback
+            raise
+        # A path the user gave is a file where a folder is needed, unwritable, full, ...
+        _report(FedEHRError(exc.strerror or type(exc).__name__, where=str(exc.filename),
+                            fix="check the path: a folder or file of that name, its "
+                            "permissions and free space"))
+        sys.exit(1)
     except SystemExit:
         raise
     except Exception as exc:  # click's usage errors arrive here in non-standalone mode

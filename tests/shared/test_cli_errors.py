@@ -100,3 +100,15 @@ def test_a_config_number_that_is_not_finite_is_a_config_error(scratch, field, te
     config.write_text(f"name: f\nworkdir: w\nsuperlink: {{insecure: true}}\n{field}: {text}\n")
     with pytest.raises(ConfigError, match="must be"):
         load_federation_config(config)
+
+
+@pytest.mark.parametrize("argv", [
+    ("data", "synth", "{file}", "--sites", "2", "--patients", "20"),
+    ("pki", "init", "--dir", "{file}"),
+])
+def test_a_file_where_a_folder_is_needed_is_one_line_naming_it(scratch, capsys, argv):
+    file = scratch / "notiz.txt"
+    file.write_text("keep")
+    result = run_fedehr(capsys, *(a.format(file=file) for a in argv))
+    assert result.code == 1 and str(file) in result.err.replace("\n", "")
+    assert file.read_text() == "keep"
