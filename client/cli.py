@@ -314,7 +314,8 @@ def daemon_line(site, config: Path) -> str:
 @app.command("patients")
 def patients(data: Path = typer.Option(..., "--data", help="The hospital's MEDS root (site.yaml "
                                        "data:)."),
-             subject_id: int = typer.Option(None, "--id", min=0, help="Show this subject_id only."),
+             subject_id: int = typer.Option(None, "--id", min=0, max=2**63 - 1,
+                                           help="Show this subject_id only."),
              code: str = typer.Option(None, "--code", help="Patients with an event whose code "
                                       "matches this regular expression."),
              description: str = typer.Option(None, "--description", help="Patients with an "

@@ -60,7 +60,8 @@ def ask(
     data: Path = typer.Option(..., "--data", help="MEDS dataset with the patients."),
     prompt: str = typer.Option(None, "--prompt", help="The question in clinical words."),
     prompt_file: Path = typer.Option(None, "--prompt-file", help="A saved prompt (YAML)."),
-    patient: int = typer.Option(None, "--patient", min=0, help="subject_id of one patient."),
+    patient: int = typer.Option(None, "--patient", min=0, max=2**63 - 1,
+                                help="subject_id of one patient."),
     at: datetime = typer.Option(None, "--at", help="Prediction time (default: the latest "
                                 "index event, or the last event)."),
     cohort: bool = typer.Option(False, "--cohort", help="Ask for every prediction time the "

@@ -67,6 +67,7 @@ def test_every_float_option_refuses_nan_and_inf():
     ("model", "evaluate", "--checkpoint", "c", "--data", "d", "--threads", "-1"),
     ("data", "import", "--from", "synthea", "s", "d", "--seed", "-1"),
     ("registry", "start", "--workdir", "w", "--port", "70000"),
+    ("model", "ask", "--checkpoint", "c", "--data", "d", "--patient", str(2**64)),
 ])
 def test_an_out_of_range_number_is_a_usage_error_before_any_work(capsys, argv):
     result = run_fedehr(capsys, *argv)
