@@ -69,6 +69,11 @@ RECIPES = {r.name: r for r in [
     replace(BASE, name="big-batch", batch=256, steps=10, lr=2e-3),
     replace(BASE, name="big-batch-sgd", batch=256, steps=10, opt="sgd", lr=1.0),
     replace(BASE, name="big-batch-no-emb", batch=256, steps=10, train="no-emb"),
+    # under DP noise AdamW steps ~lr per weight whatever the gradient: a larger batch
+    # lowers the noise per step only if the learning rate rises with it
+    replace(BASE, name="batch128-lr4x", batch=128, steps=20, lr=8e-3),
+    replace(BASE, name="batch256-lr4x", batch=256, steps=10, lr=8e-3),
+    replace(BASE, name="lr-half", lr=1e-3),
 ]}
 
 
