@@ -366,7 +366,8 @@ def released_metrics(site: SiteConfig, *, patients: int, loss: float, loss_key: 
     held-out loss, "noised", is made by `_noised_evaluation`).
     """
     p = site.privacy
-    out = {M.NUM_EXAMPLES: float(patients) if p.public_counts else 1.0}
+    out = {M.NUM_EXAMPLES: float(patients) if p.public_counts else 1.0,
+           M.COUNTS_PUBLIC: float(p.public_counts)}
     if p.release_metrics == "public":
         out[loss_key] = float(loss)
     return out

@@ -41,7 +41,11 @@ from fedehr.server.anchor import Anchor
 from fedehr.server.checkpoints import CheckpointStore, ResumeState
 from fedehr.server.config import FederationConfig
 from fedehr.server.screening import screen_update
-from fedehr.server.secure_rounds import apply_mean_update, run_secure_round
+from fedehr.server.secure_rounds import (
+    apply_mean_update,
+    run_secure_round,
+    weights_known_at_start,
+)
 from fedehr.server.status import StatusFile
 from fedehr.server.strategies import build_strategy, restore_strategy_state, strategy_state
 from fedehr.server.vocab_round import run_vocab_round
@@ -384,10 +388,16 @@ class Federation:
         config = ConfigRecord(self._round_config(rnd, model, vocab))
         messages = self.strategy.configure_evaluate(rnd, ArrayRecord(model.state_dict()),
                                                     config, grid)
-        losses = {}
+        losses, public = {}, {}
         for reply in grid.send_and_receive(messages, timeout=self.cfg.round_timeout):
-            if not reply.has_error() and M.EVAL_LOSS in reply.content[M.METRICS]:
-                losses[_site_name(reply)] = float(reply.content[M.METRICS][M.EVAL_LOSS])
+            if reply.has_error():
+                continue
+            metrics = reply.content[M.METRICS]
+            public[_site_name(reply)] = float(metrics.get(M.COUNTS_PUBLIC, 1.0))
+            if M.EVAL_LOSS in metrics:
+                losses[_site_name(reply)] = float(metrics[M.EVAL_LOSS])
+        if rnd == 0:
+            self._reported_patients = weights_known_at_start(public, self.cfg.sites)
         return losses
 
     # -- anchor and checkpoints ---------------------------------------------------------

@@ -85,6 +85,17 @@ def derived_max_weight(reported_patients: list[float]) -> int:
     return 2 ** math.ceil(math.log2(max(2.0 * max(reported_patients), 2.0)))
 
 
+def weights_known_at_start(counts_public: dict[str, float], sites: list[str]) -> list[float]:
+    """The update weights known before round 1, from the warm start's evaluation replies.
+
+    [1.0] when every listed site said it keeps its patient count private (it weighs 1),
+    so SecAgg+'s first round needs no room for patient counts; [] (unknown) otherwise.
+    """
+    if counts_public and not any(counts_public.values()) and set(sites) <= set(counts_public):
+        return [1.0]
+    return []
+
+
 def secagg_params(cfg: FederationConfig, sites: int,
                   reported_patients: list[float] | None = None) -> SecAggParams:
     """SecAgg+ settings for a round with (at most) `sites` participants.

@@ -64,6 +64,7 @@ SECAGG_MAX_WEIGHT = "secagg-max-weight"  # update weights (patients) must not ex
 SITE_NAME = "name"
 RELEASE_JSON = "release-json"
 NUM_EXAMPLES = "num-examples"  # FedAvg's weighting key: patients if public, else 1
+COUNTS_PUBLIC = "counts-public"  # 1.0 if num-examples is the patient count, 0.0 if it is 1
 TRAIN_LOSS = "train-loss"  # optional (site.yaml privacy.release_metrics: public)
 EVAL_LOSS = "eval-loss"  # optional, likewise
 EPSILON = "epsilon"

@@ -65,7 +65,8 @@ def test_a_training_reply_carries_its_ledger_but_by_default_no_loss_count_or_tim
 def test_by_default_an_evaluation_request_touches_no_patient_and_sends_no_loss(meds, tmp_path):
     site = _site(meds, tmp_path)
     metrics = H.evaluate_round(site, *_request(site))
-    assert metrics == {M.NUM_EXAMPLES: 1.0}
+    # its weight (1) and that it keeps its count private (a setting, not a patient number)
+    assert metrics == {M.NUM_EXAMPLES: 1.0, M.COUNTS_PUBLIC: 0.0}
 
 
 def test_a_site_that_declares_them_public_sends_exact_losses_and_counts(meds, tmp_path):

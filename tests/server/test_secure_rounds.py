@@ -14,6 +14,7 @@ from fedehr.server.secure_rounds import (
     fit_config,
     quantization_range,
     secagg_params,
+    weights_known_at_start,
 )
 from fedehr.shared import messages as M
 from fedehr.shared.errors import ConfigError
@@ -51,6 +52,16 @@ def test_max_weight_follows_the_sizes_the_sites_reported_in_the_previous_round(t
     assert secagg_params(cfg, 3, [90.0, 210.0, 150.0]).max_weight == 512  # >= 2 x 210
     fixed = _config(tmp_path, secagg={"max_weight": 5000})
     assert secagg_params(fixed, 3, [90.0]).max_weight == 5000
+
+
+def test_sites_that_keep_their_counts_private_get_a_first_round_range_of_their_weight_1(
+        tmp_path):
+    cfg, sites = _config(tmp_path), ["a", "b", "c"]
+    private = weights_known_at_start({"a": 0.0, "b": 0.0, "c": 0.0}, sites)
+    assert secagg_params(cfg, 3, private).max_weight == 2  # not 1,000,000: 10^6 finer steps
+    # one site publishing its count, or one listed site not heard from: sizes unknown
+    assert weights_known_at_start({"a": 0.0, "b": 1.0, "c": 0.0}, sites) == []
+    assert weights_known_at_start({"a": 0.0, "b": 0.0}, sites) == []
 
 
 def test_explicit_settings_are_used(tmp_path):
