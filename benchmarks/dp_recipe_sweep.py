@@ -21,6 +21,7 @@ counts). A recipe is a row of `RECIPES`:
     train     which parameters train under DP: all, or "no-emb" (token
               embeddings and output head frozen after the warm start)
     warm      non-private anchor steps before round 1 (public data)
+    anchor_per_round   non-private anchor steps after each aggregation
 
     .venv/bin/python benchmarks/dp_recipe_sweep.py [--recipes base,big-batch] [--data-seed 0]
 
@@ -56,6 +57,7 @@ class Recipe:
     clip: float = 1.0
     train: str = "all"
     warm: int = 100
+    anchor_per_round: int = 0  # public anchor steps after each aggregation (keeps it known)
     central: bool = False  # non-private pooled training of rounds x 3 x steps (arm a)
 
 
@@ -74,6 +76,7 @@ RECIPES = {r.name: r for r in [
     replace(BASE, name="batch128-lr4x", batch=128, steps=20, lr=8e-3),
     replace(BASE, name="batch256-lr4x", batch=256, steps=10, lr=8e-3),
     replace(BASE, name="lr-half", lr=1e-3),
+    replace(BASE, name="anchor-10", anchor_per_round=10),
 ]}
 
 
@@ -127,6 +130,9 @@ def run_recipe(recipe: Recipe, world, args) -> dict:
                     total[k] += d.patients * (v - start[k])
                 weight += d.patients
             model.load_state_dict({k: start[k] + total[k] / weight for k in start})
+            if recipe.anchor_per_round:
+                train(model, world["anchor_train"], steps=recipe.anchor_per_round,
+                      batch_size=32, lr=2e-3, dp=None, seed=rnd + 1)
     seconds = time.perf_counter() - t0
     losses = {name: round(eval_loss(model, d.tuning, batch_size=64)[0], 4)
               for name, d in world["data"].items()}
