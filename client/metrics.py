@@ -51,10 +51,9 @@ class SiteCollector(Collector):
     def _privacy(self) -> Iterator[Metric]:
         p = self.site.privacy
         spent, budget, releases = 0.0, p.epsilon, dict.fromkeys(PURPOSES, 0)
-        if self.site.ledger_path.exists():  # a scrape never creates the ledger
-            ledger = PrivacyLedger.open(self.site.ledger_path, epsilon_budget=p.epsilon,
-                                        delta=p.delta, accountant=p.accountant)
-            spent, budget = ledger.spent(), ledger.epsilon_budget
+        ledger = PrivacyLedger.read(self.site.ledger_path)  # a scrape never writes it
+        if ledger is not None:
+            spent = ledger.spent()
             for entry in ledger.entries:
                 releases[entry.purpose] = releases.get(entry.purpose, 0) + 1
         yield self._gauge("fedehr_site_epsilon_spent", "Cumulative epsilon spent at this "

@@ -133,7 +133,7 @@ def budget_check(site: SiteConfig) -> Check:
                          f"released {len(released)} times", "restore the ledger from backup")
         return Check("budget", "green", f"no release yet: all of the {budget} left")
     try:
-        ledger = PrivacyLedger._read(site.ledger_path)  # read-only: no create, no budget change
+        ledger = PrivacyLedger.read(site.ledger_path)  # read-only: no create, no budget change
     except FedEHRError as exc:
         return Check("budget", "red", exc.message, exc.fix or "restore the ledger")
     if ledger.delta != p.delta or ledger.accountant != p.accountant:
@@ -142,6 +142,10 @@ def budget_check(site: SiteConfig) -> Check:
                      "put the ledger's delta and accountant back in site.yaml")
     left = max(0.0, p.epsilon - ledger.spent())
     text = f"epsilon {ledger.spent():.3f} spent, {left:.3f} left of {budget}"
+    if ledger.spent() > p.epsilon:
+        return Check("budget", "red", text + f": site.yaml's budget {p.epsilon:g} is below "
+                     "what this site has already spent, so `site start` refuses",
+                     f"put privacy.epsilon back to at least {ledger.spent():.3f}")
     if left <= 0:
         return Check("budget", "amber", text + "; training will be refused",
                      "nothing to do unless the consortium agrees a larger budget")

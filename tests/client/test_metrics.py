@@ -75,6 +75,15 @@ def test_epsilon_spent_remaining_and_budget_match_the_ledger(served, ledger):
     assert value(m, "fedehr_site_epsilon_budget") == ledger.epsilon_budget
 
 
+def test_a_scrape_never_writes_the_ledger_even_when_site_yaml_changed_the_budget(site,
+                                                                                  ledger):
+    before = ledger.path.read_bytes()
+    site.privacy.epsilon = 12.0  # PrivacyLedger.open would record this budget change
+    with MonitoringServer([SiteCollector(site)], host="127.0.0.1", port=0) as server:
+        assert value(scrape(server.url), "fedehr_site_epsilon_budget") == 12.0
+    assert ledger.path.read_bytes() == before
+
+
 def test_releases_are_counted_by_kind_from_the_ledger(served):
     m = scrape(served.url)
     assert value(m, "fedehr_site_releases_total", kind="vocab-release") == 2

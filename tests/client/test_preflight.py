@@ -135,8 +135,8 @@ def test_budget_is_read_without_writing_the_ledger(site, tmp_path):
     ledger = open_ledger(load_site_config(site(privacy={"epsilon": 20.0})))
     ledger.charge(1.5, 0.5, 50, purpose="dp-sgd", round_id="fed/round-1:abc")  # ~15.2
     before = ledger.path.read_bytes()
-    spent = _line(site_checks(site(privacy={"epsilon": 15.0})), "budget")
-    assert spent.level == "amber" and "training will be refused" in spent.message
+    lowered = _line(site_checks(site(privacy={"epsilon": 15.0})), "budget")
+    assert lowered.level == "red" and "already spent" in lowered.message  # site start refuses
     low = _line(site_checks(site(privacy={"epsilon": 16.0})), "budget")
     assert low.level == "amber" and "under 10 % left" in low.message
     # a changed budget is reported but not recorded: `open` would have written the change
