@@ -21,5 +21,6 @@ setup(
     packages=_packages(),
     package_dir=ROOTS,
     package_data={"": ["*.yaml", "*.json", "*.md", "*.proto"],
-                  "fedehr.shared.data.etl": ["tables/*.csv"]},
+                  "fedehr.shared.data.etl": ["tables/*.csv"],
+                  "fedehr.shared.ui": ["templates/*.html", "static/*"]},
 )

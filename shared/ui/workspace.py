@@ -1,0 +1,178 @@
+"""What the page works on: one checkpoint, one MEDS dataset, the site's audit log.
+
+The clinical work is the same code `fedehr model ask` runs (prompt.py to
+resolve, zero_shot.predict_detailed to sample, explain.explain to attribute),
+called with the same defaults, so the page and the command give the same
+probability for the same seed. A checkpoint that fails verification does not
+stop the page: the model page shows why in red and questions are refused.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import polars as pl
+
+from fedehr.shared.audit import AuditLog
+from fedehr.shared.errors import DataError, FedEHRError
+
+BATCH_ROWS = 256  # `fedehr model ask --batch-size` default: same batches, same answer
+
+
+@dataclass
+class Settings:
+    checkpoint: Path
+    data: Path
+    audit_log: Path
+    trusted_key: Path | None = None
+    user: str = "local user"  # who asks, as the audit log records it
+    token: str | None = None  # the login token; None: no login (loopback only)
+    secure_cookie: bool = False  # served over TLS
+    samples: int = 32
+    explain_groups: int = 8
+
+
+@dataclass
+class Resolution:
+    """A question resolved to codes, for the user to confirm before sampling."""
+
+    question: str
+    resolved: object  # prompt.ResolvedPrompt
+    outcome: object  # query.Outcome
+    lines: list[tuple[str, str]]
+    notes: list[str] = field(default_factory=list)
+
+
+class Workspace:
+    """The loaded model (when it verifies), the dataset and its code index."""
+
+    def __init__(self, settings: Settings):
+        from fedehr.shared.checkpoint import load
+        from fedehr.shared.clinical.concepts import CodeIndex
+        from fedehr.shared.clinical.zero_shot import open_dataset
+
+        self.settings = settings
+        self.dataset = open_dataset(settings.data)
+        self.audit = AuditLog(settings.audit_log)
+        self.model = self.vocab = None
+        self.load_problem: str | None = None
+        try:
+            self.model, self.vocab, _ = load(settings.checkpoint,
+                                             trusted_public_key=settings.trusted_key)
+        except FedEHRError as exc:
+            self.load_problem = exc.message
+        extra = self.vocab.tokens if self.vocab is not None else ()
+        self.index = CodeIndex.for_dataset(self.dataset.codes(), extra_codes=extra)
+        self.model_lock = threading.Lock()  # one sampling run at a time on the CPU
+
+    # -- questions -------------------------------------------------------------------
+    def resolve(self, question: str) -> Resolution:
+        """Parse and resolve a question; raises FedEHRError with the reason to show."""
+        from fedehr.shared.clinical.prompt import parse_prompt, resolve_prompt
+        from fedehr.shared.clinical.query import outcome_from_task
+
+        self.require_model()
+        if not question.strip():
+            raise DataError("the question is empty", where="question",
+                            fix='type e.g. "death within 30 days after discharge"')
+        resolved = resolve_prompt(parse_prompt(question), self.index)
+        outcome = outcome_from_task(resolved.task_config())
+        notes = list(self.outcome_tokens(outcome).notes)  # refuses codes outside the vocabulary
+        lines = [*resolved.confirmation_lines(), ("compiled window", outcome.clinical_words())]
+        return Resolution(question, resolved, outcome, lines, notes)
+
+    def outcome_tokens(self, outcome):
+        from fedehr.shared.clinical.zero_shot import candidate_codes, outcome_tokens
+        from fedehr.shared.tokenizer.mapping import CodeMapping
+
+        mapping = CodeMapping.from_config(None, self.dataset.codes())
+        return outcome_tokens(outcome, self.vocab, mapping,
+                              candidate_codes(self.dataset, self.vocab))
+
+    def require_model(self) -> None:
+        if self.load_problem:
+            raise FedEHRError(f"the checkpoint failed verification: {self.load_problem}",
+                              where=str(self.settings.checkpoint),
+                              fix="see the Model page; use a checkpoint that verifies")
+
+    def prediction_time(self, subject: int, resolution: Resolution) -> datetime:
+        """As `fedehr model ask`: the latest index event, or the last event."""
+        from fedehr.shared.clinical.ask_cli import _prediction_time
+
+        return _prediction_time(self.dataset, subject, resolution.resolved, None)
+
+    def cohort_labels(self, subjects: list[int], resolution: Resolution) -> pl.DataFrame:
+        if not subjects:
+            raise DataError("the cohort is empty", where="patient ids",
+                            fix="list at least one subject_id, e.g. 2 4 6")
+        times, problems = [], []
+        for subject in subjects:
+            try:
+                times.append(self.prediction_time(subject, resolution))
+            except FedEHRError as exc:
+                problems.append(exc.message)
+        if problems:
+            shown = "; ".join(problems[:5]) + (f" (and {len(problems) - 5} more)"
+                                               if len(problems) > 5 else "")
+            raise DataError(shown, where="patient ids",
+                            fix="remove these patients from the list")
+        return pl.DataFrame({"subject_id": subjects, "prediction_time": times},
+                            schema={"subject_id": pl.Int64,
+                                    "prediction_time": pl.Datetime("us")})
+
+    def record_question(self, resolution: Resolution, *, patients: list[int],
+                        samples: int, seed: int) -> dict:
+        """One audit line per question: who, which patients, which checkpoint."""
+        from fedehr.shared.checkpoint.signing import sha256_file
+
+        signature = Path(self.settings.checkpoint) / "signature.ed25519"
+        return self.audit.append(
+            "ui-question", who=self.settings.user, question=resolution.question,
+            patients=patients if len(patients) <= 50 else f"{len(patients)} patients",
+            cohort_size=len(patients), checkpoint=str(self.settings.checkpoint),
+            checkpoint_signature_sha256=sha256_file(signature) if signature.exists() else None,
+            samples=samples, seed=seed)
+
+    # -- sampling (run in a job thread) ------------------------------------------------
+    def answer_one(self, resolution: Resolution, subject: int, *, samples: int, seed: int,
+                   explain_groups: int, progress) -> dict:
+        from fedehr.shared.clinical.explain import explain
+        from fedehr.shared.clinical.zero_shot import predict_detailed
+
+        when = self.prediction_time(subject, resolution)
+        labels = pl.DataFrame({"subject_id": [subject], "prediction_time": [when]},
+                              schema={"subject_id": pl.Int64,
+                                      "prediction_time": pl.Datetime("us")})
+        result = predict_detailed(self.model, self.vocab, self.dataset, labels,
+                                  resolution.outcome, samples=samples, seed=seed,
+                                  batch_size=BATCH_ROWS, progress=progress)
+        row = result.frame.row(0, named=True)
+        explanation = None
+        if explain_groups and row["decided"]:
+            explanation = explain(self.model, self.vocab, result.prompts, 0, resolution.outcome,
+                                  result.outcome_tokens, self.index, samples=samples, seed=seed,
+                                  max_groups=explain_groups,
+                                  max_new_tokens=result.simulation.max_new_tokens,
+                                  progress=progress)
+        return {"subject": subject, "when": when, "row": row, "explanation": explanation,
+                "notes": list(result.outcome_tokens.notes),
+                "value_words": result.outcome_tokens.value_words,
+                "budget": result.simulation.max_new_tokens,
+                "seconds": result.simulation.seconds}
+
+    def answer_cohort(self, resolution: Resolution, labels: pl.DataFrame, *, samples: int,
+                      seed: int, progress) -> dict:
+        from fedehr.shared.clinical.ask_cli import prediction_frame
+        from fedehr.shared.clinical.zero_shot import predict_detailed
+
+        result = predict_detailed(self.model, self.vocab, self.dataset, labels,
+                                  resolution.outcome, samples=samples, seed=seed,
+                                  batch_size=BATCH_ROWS, progress=progress)
+        frame = prediction_frame(labels, result.frame)
+        counts = result.frame.select("subject_id", "decided", "truncated")
+        return {"frame": frame, "decided": counts["decided"].to_list(),
+                "notes": list(result.outcome_tokens.notes),
+                "seconds": result.simulation.seconds}
