@@ -43,3 +43,52 @@ def tampered_checkpoint(world, tmp_path_factory) -> Path:
     data[-1] ^= 0x01
     weights.write_bytes(bytes(data))
     return path
+
+
+@pytest.fixture(scope="session")
+def federated_checkpoint(world, tmp_path_factory) -> Path:
+    """The planted model re-signed with a card as a federation writes it: hospitals, the
+    privacy each spent, losses per round."""
+    from fedehr.shared.checkpoint import ModelCard, generate_signing_key, save
+
+    root = tmp_path_factory.mktemp("federated")
+    history = [{"round": r, "anchor_loss": 3.0 - 0.5 * r,
+                "site_eval_loss": {"hospital_a": 3.2 - 0.6 * r, "hospital_b": 3.1 - 0.5 * r},
+                "participants": ["hospital_a", "hospital_b"]} for r in (1, 2, 3)]
+    privacy = {site: {"epsilon": eps, "delta": 1e-5, "accountant": "rdp", "epsilon_budget": 8.0}
+               for site, eps in (("hospital_a", 2.41), ("hospital_b", 3.07))}
+    card = ModelCard(architecture=world.model.config.to_dict(), rounds=3, privacy=privacy,
+                     training={"federation": "planted-consortium", "strategy": "fedavg",
+                               "history": history, "audit_head": "ab" * 32})
+    save(root / "ckpt", world.model, world.vocab, card, generate_signing_key(root / "k.key"))
+    return root / "ckpt"
+
+
+@pytest.fixture(scope="session")
+def odd_dataset(world, tmp_path_factory) -> Path:
+    """The planted data with codes the model never saw: a stroke (outside the vocabulary)
+    and ZORB in two code families (an ambiguous concept)."""
+    import polars as pl
+
+    root = tmp_path_factory.mktemp("odd") / "meds"
+    shutil.copytree(world.dataset.root, root)
+    codes_path = root / "metadata" / "codes.parquet"
+    codes = pl.read_parquet(codes_path)
+    extra = pl.DataFrame({"code": ["EVENT//STROKE", "FOO//ZORB", "BAR//ZORB"],
+                          "description": ["Stroke", "Foo thing", "Bar thing"]})
+    pl.concat([codes, extra.cast(codes.select("code", "description").schema)],
+              how="diagonal_relaxed").write_parquet(codes_path)
+    return root
+
+
+def answered(client: TestClient, location: str, timeout: float = 30.0) -> dict:
+    """Wait for a job the page started; its final status."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = client.get(f"{location}/status").json()
+        if status["state"] in ("done", "failed", "cancelled"):
+            return status
+        time.sleep(0.05)
+    raise AssertionError(f"{location} still running after {timeout} s")

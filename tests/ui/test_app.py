@@ -1,0 +1,183 @@
+"""The page through an HTTP client: every page, the audit line, and every user mistake as a
+message on the page (status 400), never a traceback."""
+
+from __future__ import annotations
+
+import io
+import time
+
+import polars as pl
+import pytest
+from fastapi.testclient import TestClient
+
+from fedehr.shared.audit import read, verify
+from fedehr.shared.ui.app import create_app
+from fedehr.shared.ui.jobs import Job, Jobs
+from tests.ui.conftest import QUESTION, answered
+
+
+def ask(client, subject="4", question=QUESTION, step="run", **extra):
+    return client.post(f"/ask/{step}", data={"subject_id": subject, "question": question,
+                                             "samples": "8", "seed": "0", **extra},
+                       follow_redirects=False)
+
+
+def cohort(client, ids, question="cardiac arrest within 1 day after procedure", step="run"):
+    return client.post(f"/cohort/{step}", data={"subject_ids": ids, "question": question,
+                                                "samples": "8", "seed": "0"},
+                       follow_redirects=False)
+
+
+def assert_message(response, text: str) -> None:
+    assert response.status_code == 400
+    assert text in response.text
+    assert "Traceback" not in response.text and 'role="alert"' in response.text
+
+
+def test_patient_history_reads_in_clinical_words_with_units(client):
+    page = client.get("/patients", params={"subject_id": "4"})
+    assert page.status_code == 200
+    assert "Alpha procedure" in page.text and "Cardiac arrest" in page.text
+    assert "Widget level [Mass/volume] in Serum" in page.text and "mg/dL</span>" in page.text
+    assert page.text.index("Alpha procedure") < page.text.index("Cardiac arrest")
+
+
+def test_the_question_is_shown_resolved_before_anything_is_sampled(client, settings):
+    lines_before = len(read(settings.audit_log)) if settings.audit_log.exists() else 0
+    page = ask(client, step="resolve")
+    assert page.status_code == 200
+    assert "EVENT//CARDIAC_ARREST (Cardiac arrest)" in page.text
+    assert "PROC//ALPHA (Alpha procedure)" in page.text and "within 1 day" in page.text
+    assert 'id="confirm"' in page.text
+    assert (len(read(settings.audit_log)) if settings.audit_log.exists() else 0) == lines_before
+
+
+def test_answer_equals_the_clinical_function_with_the_same_seed_and_is_audited(
+        client, settings, world):
+    from fedehr.shared.clinical.zero_shot import predict_detailed
+
+    started = ask(client)
+    assert started.status_code == 303
+    job = started.headers["location"]
+    assert answered(client, job)["state"] == "done"
+    page = client.get(job).text
+    ws = client.app.state.workspace
+    resolution = ws.resolve(QUESTION)
+    labels = pl.DataFrame({"subject_id": [4], "prediction_time": [
+        ws.prediction_time(4, resolution)]}).cast({"prediction_time": pl.Datetime("us")})
+    expected = predict_detailed(world.model, world.vocab, world.dataset, labels,
+                                resolution.outcome, samples=8, seed=0).frame.row(0, named=True)
+    assert f"<strong>{expected['probability']:.2f}</strong>" in page
+    assert f"{expected['decided']} of 8 continuations" in page
+    assert 'id="explanation"' in page and "<svg" in page
+    line = read(settings.audit_log)[-1]
+    assert line["event"] == "ui-question" and line["who"] == "dr-test"
+    assert line["patients"] == [4] and line["checkpoint"] == str(settings.checkpoint)
+    assert f"entry {line['seq']}" in page and verify(settings.audit_log).ok
+
+
+@pytest.mark.parametrize("subject, question, message", [
+    ("999", QUESTION, "no events for subject 999"),
+    ("abc", QUESTION, "&#39;abc&#39; is not a patient id"),
+    ("4", "cardiac arrest soon", "within DURATION"),
+    ("4", "zebra within 1 day", "no code matches"),
+    ("4", "", "the question is empty"),
+    ("3", QUESTION, "subject 3 has no alpha procedure"),
+])
+def test_ask_mistakes_are_messages_on_the_page(client, subject, question, message):
+    assert_message(ask(client, subject, question, step="resolve"), message)
+    assert_message(ask(client, subject, question, step="run"), message)
+
+
+def test_unknown_patient_on_the_patients_page_is_a_message(client):
+    assert_message(client.get("/patients", params={"subject_id": "999"}),
+                   "no patient with subject_id 999")
+
+
+def test_concepts_outside_the_vocabulary_or_ambiguous_are_messages(settings, odd_dataset):
+    from dataclasses import replace
+
+    odd = TestClient(create_app(replace(settings, data=odd_dataset)))
+    assert_message(ask(odd, question="stroke within 1 day after alpha procedure",
+                       step="resolve"), "codes is in the model&#39;s vocabulary")
+    assert_message(ask(odd, question="zorb within 1 day after alpha procedure",
+                       step="resolve"), "matches 2 concepts")
+
+
+def test_cohort_downloads_parse_in_the_label_schema(client):
+    started = cohort(client, "2, 3\n4 5")
+    assert started.status_code == 303
+    job = started.headers["location"]
+    assert answered(client, job)["state"] == "done"
+    page = client.get(job).text
+    assert 'id="cohort-table"' in page and 'id="histogram"' in page
+    csv = pl.read_csv(io.BytesIO(client.get(f"{job}/predictions.csv").content))
+    parquet = pl.read_parquet(io.BytesIO(client.get(f"{job}/predictions.parquet").content))
+    assert csv["subject_id"].to_list() == [2, 3, 4, 5]
+    assert parquet.columns[:3] == ["subject_id", "prediction_time", "boolean_value"]
+    assert parquet.schema["prediction_time"] == pl.Datetime("us")
+    probs = parquet["predicted_boolean_probability"].to_list()
+    assert probs[0] > probs[1] and probs[2] > probs[3]  # alpha (even) above beta (odd)
+
+
+@pytest.mark.parametrize("ids, message", [
+    ("", "the cohort is empty"),
+    ("2 x7", "not patient ids: x7"),
+    ("2 999", "no events for subject 999"),
+])
+def test_cohort_mistakes_are_messages_on_the_page(client, ids, message):
+    assert_message(cohort(client, ids, step="resolve"), message)
+    assert_message(cohort(client, ids), message)
+
+
+def test_model_page_is_green_for_a_signed_checkpoint_with_its_privacy_and_losses(
+        settings, federated_checkpoint):
+    from dataclasses import replace
+
+    page = TestClient(create_app(replace(settings, checkpoint=federated_checkpoint)))
+    html = page.get("/model").text
+    assert "banner good" in html and "Verified" in html
+    assert "hospital_a" in html and "2.410" in html and "rdp" in html
+    assert 'id="losses"' in html and "<polyline" in html and "planted-consortium" in html
+
+
+def test_tampered_checkpoint_is_red_with_the_reason_and_refuses_questions(
+        settings, tampered_checkpoint):
+    from dataclasses import replace
+
+    page = TestClient(create_app(replace(settings, checkpoint=tampered_checkpoint)))
+    html = page.get("/model").text
+    assert "banner bad" in html and "Not verified" in html
+    assert "model.safetensors does not match the hash in the model card" in html
+    assert_message(ask(page, step="resolve"), "the checkpoint failed verification")
+
+
+def test_cancel_stops_a_run_between_batches():
+    import threading
+
+    jobs = Jobs(threading.Lock())
+    job = Job("patient", "slow", total=100)
+
+    def work(progress):
+        for _ in range(100):
+            progress(1)
+            time.sleep(0.01)
+        return "finished"
+
+    jobs.start(job, work)
+    time.sleep(0.05)
+    job.cancel()
+    deadline = time.monotonic() + 5
+    while not job.finished and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert job.state == "cancelled" and job.done < 100 and job.result is None
+
+
+def test_a_token_is_required_when_configured(settings):
+    from dataclasses import replace
+
+    guarded = TestClient(create_app(replace(settings, token="s3cret-token-123")))
+    assert guarded.get("/patients", follow_redirects=False).headers["location"] == "/login"
+    assert guarded.post("/login", data={"token": "wrong"}).status_code == 401
+    assert guarded.post("/login", data={"token": "s3cret-token-123"}).status_code == 200
+    assert guarded.get("/patients?subject_id=4").status_code == 200  # the cookie is set
