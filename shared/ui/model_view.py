@@ -26,7 +26,7 @@ class ModelView:
     verified: bool
     reason: str  # why it failed, or what a pass proves
     card: ModelCard | None = None
-    files: list[tuple[str, bool, str]] = field(default_factory=list)  # name, ok, words
+    files: list[tuple[str, bool, str, str]] = field(default_factory=list)  # name, ok, check, detail
     privacy: list[dict] = field(default_factory=list)
     losses: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
     facts: list[tuple[str, str]] = field(default_factory=list)
@@ -58,18 +58,22 @@ def _card_anyway(path: Path) -> ModelCard | None:
         return None
 
 
-def _file_rows(path: Path, card: ModelCard | None) -> list[tuple[str, bool, str]]:
+def _file_rows(path: Path, card: ModelCard | None) -> list[tuple[str, bool, str, str]]:
+    """Each signed file against the card's hash; the signature files only for presence
+    (whether the signature holds is the verdict above)."""
     rows = []
     for name, expected in sorted((card.files if card else {}).items()):
         if not (path / name).is_file():
-            rows.append((name, False, "missing"))
+            rows.append((name, False, "missing", ""))
             continue
         actual = sha256_file(path / name)
-        rows.append((name, actual == expected, f"sha256 {actual[:16]}..." if actual == expected
-                     else f"sha256 {actual[:16]}... but the card says {expected[:16]}..."))
+        same = actual == expected
+        rows.append((name, same, "hash matches the card" if same else "hash differs",
+                     f"sha256 {actual[:16]}..." + ("" if same else
+                                                   f" (the card says {expected[:16]}...)")))
     for name in (SIGNATURE, SIGNER):
-        rows.append((name, (path / name).is_file(), "present" if (path / name).is_file()
-                     else "missing"))
+        here = (path / name).is_file()
+        rows.append((name, here, "present" if here else "missing", ""))
     return rows
 
 

@@ -181,3 +181,13 @@ def test_a_token_is_required_when_configured(settings):
     assert guarded.post("/login", data={"token": "wrong"}).status_code == 401
     assert guarded.post("/login", data={"token": "s3cret-token-123"}).status_code == 200
     assert guarded.get("/patients?subject_id=4").status_code == 200  # the cookie is set
+
+
+def test_the_model_page_names_the_file_that_changed(settings, tampered_checkpoint):
+    from dataclasses import replace
+
+    page = TestClient(create_app(replace(settings, checkpoint=tampered_checkpoint)))
+    rows = page.get("/model").text.split('id="files"')[1].split("</table>")[0]
+    changed = [r for r in rows.split("<tr") if "model.safetensors" in r][0]
+    assert 'class="fail"' in changed and "hash differs" in changed
+    assert "vocab.json" in rows.split('class="ok"')[1]
