@@ -72,3 +72,13 @@ def test_wheel_ships_the_clinical_task_and_predicate_configs(wheel):
         assert f"fedehr/shared/clinical/tasks/{task}.yaml" in names
     for dataset in ("synthetic", "mimic_iv", "anchor"):
         assert f"fedehr/shared/clinical/predicates/{dataset}.yaml" in names
+
+
+def test_wheel_ships_the_web_page_and_its_command(wheel):
+    zf = zipfile.ZipFile(wheel)
+    names = set(zf.namelist())
+    for page in ("base.html", "ask.html", "job.html", "model.html"):
+        assert f"fedehr/shared/ui/templates/{page}" in names
+    assert {"fedehr/shared/ui/static/style.css", "fedehr/shared/ui/static/app.js"} <= names
+    (ep,) = [n for n in names if n.endswith("entry_points.txt")]
+    assert "ui = fedehr.shared.ui.cli:ui" in zf.read(ep).decode()
