@@ -62,6 +62,8 @@ def demo(
     console.print(f"{minutes:.1f} min; signed global checkpoint: [bold]{result['checkpoint']}[/]")
     console.print(f"report: [bold]{report}[/] (plots beside it); server log: {log}")
     console.print(f"configs to rerun by hand: {fed.fed_yaml}, {out / 'sites'}/*.yaml")
+    console.print(f"open the page: fedehr {_ui_command(fed, result['checkpoint'])}",
+                  highlight=False, soft_wrap=True)
 
 
 # -- steps ---------------------------------------------------------------------------
@@ -195,6 +197,19 @@ def _ask_command(fed: LocalFederation, checkpoint: Path) -> list[str]:
     return ["model", "ask", "--checkpoint", str(checkpoint), "--data", data,
             "--patient", str(patient), "--prompt", "death within 30 days after discharge",
             "--samples", "32", "--explain", "4", "--yes"]
+
+
+def _ui_command(fed: LocalFederation, checkpoint) -> str:
+    """`fedehr ui` on the first hospital's data, its questions audited in that site's log."""
+    import shlex
+
+    import yaml
+
+    site_yaml = next(iter(fed.site_yamls.values()))
+    site = yaml.safe_load(site_yaml.read_text())
+    audit = (site_yaml.parent / site["state_dir"] / "audit.jsonl").resolve()
+    return shlex.join(["ui", "--checkpoint", str(checkpoint), "--data", str(site["data"]),
+                       "--audit-log", str(audit)])
 
 
 def _report(out: Path, result: dict, summaries) -> Path:

@@ -44,3 +44,19 @@ def test_a_short_token_is_refused(tmp_path):
     (tmp_path / "token").write_text("short")
     with pytest.raises(ConfigError, match="shorter than 12"):
         check_exposure("127.0.0.1", None, None, tmp_path / "token")
+
+
+def test_the_demo_prints_a_ui_command_on_its_checkpoint_and_first_site(tmp_path):
+    import shlex
+    from types import SimpleNamespace
+
+    from fedehr.server.demo import _ui_command
+
+    sites = tmp_path / "sites"
+    sites.mkdir()
+    (sites / "a.yaml").write_text("data: /data/hospital_a\nstate_dir: ../site-state/a\n")
+    words = shlex.split(_ui_command(SimpleNamespace(site_yamls={"a": sites / "a.yaml"}),
+                                    tmp_path / "ckpt"))
+    assert words[:3] == ["ui", "--checkpoint", str(tmp_path / "ckpt")]
+    assert words[words.index("--data") + 1] == "/data/hospital_a"
+    assert words[words.index("--audit-log") + 1] == str(tmp_path / "site-state/a/audit.jsonl")
