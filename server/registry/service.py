@@ -128,11 +128,11 @@ class RegistryService(registry_pb2_grpc.RegistryServicer):
         log.info("registry: %s pulls round %d from byte %d", caller, rnd, position)
         try:
             for data in stream.iter_bytes(request.offset, self.chunk_size):
+                sent += len(data)  # handed to gRPC: a cut stream may end before it resumes us
                 yield registry_pb2.CheckpointChunk(
                     round=rnd, offset=position, data=data, total_size=stream.size,
                     sha256=sha if position == request.offset else "")
                 position += len(data)
-                sent += len(data)
             yield registry_pb2.CheckpointChunk(round=rnd, offset=position,
                                                total_size=stream.size, sha256=sha, last=True)
         except (OSError, StreamError) as exc:

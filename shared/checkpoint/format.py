@@ -21,16 +21,18 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from torch import nn
 
 from fedehr.shared.atomic import staged_directory, write_bytes
 from fedehr.shared.checkpoint import signing
 from fedehr.shared.checkpoint.card import CheckpointError, ModelCard
 from fedehr.shared.errors import FedEHRError
+
+if TYPE_CHECKING:  # torch is imported only where weights are read or written: every
+    import torch  # `fedehr` command imports this module, and torch takes 2-3 s to import
+    from torch import nn
 
 WEIGHTS = "model.safetensors"
 VOCAB = "vocab.json"

@@ -259,6 +259,6 @@ def test_pulls_reach_the_audit_log_and_the_server_metrics(tmp_path):
     assert value(m, "fedehr_registry_pulls_total", researcher="alice", complete="true") == 1
     assert value(m, "fedehr_registry_pulls_total", researcher="alice", complete="false") == 1
     sent = value(m, "fedehr_registry_pull_bytes_total", researcher="alice")
-    # the cut-off stream counts what the server had sent when gRPC noticed the cut: at
-    # least a chunk, not necessarily all the client read (it raced under two workers)
+    # the cut-off stream counts the chunks the server had handed to gRPC when it noticed
+    # the cut: at least the one the client read (counted after the yield, it raced to 0)
     assert full.size + CHUNK <= sent < 2 * full.size
