@@ -14,7 +14,9 @@ from statistics import fmean
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from fedehr.shared.checkpoint import ModelCard
 
@@ -22,29 +24,30 @@ HISTORY_ROWS = 12
 
 
 def render(card: ModelCard, console: Console, *, title: str = "") -> None:
+    """Every value comes from another party's file: printed as text, never as markup."""
     arch = card.architecture
     shape = ", ".join(f"{k}={arch[k]}" for k in ("vocab_size", "d_model", "n_layers", "n_heads",
                                                  "max_len") if k in arch)
-    console.print(f"[bold]{title or 'model card'}[/]")
-    console.print(f"  rounds        {card.rounds}")
-    console.print(f"  created       {card.created_at} (fedehr {card.software_version})")
-    console.print(f"  architecture  {shape or '(custom)'}")
-    console.print(f"  vocabulary    {card.vocab_file} sha256:{card.vocab_hash[:16]}...")
+    console.print(f"[bold]{escape(title or 'model card')}[/]")
+    console.print(Text(f"  rounds        {card.rounds}"))
+    console.print(Text(f"  created       {card.created_at} (fedehr {card.software_version})"))
+    console.print(Text(f"  architecture  {shape or '(custom)'}"))
+    console.print(Text(f"  vocabulary    {card.vocab_file} sha256:{card.vocab_hash[:16]}..."))
     training = card.training or {}
     for key in ("federation", "strategy"):
         if key in training:
-            console.print(f"  {key:<13} {training[key]}")
+            console.print(Text(f"  {key:<13} {training[key]}"))
     history = [h for h in training.get("history", []) if isinstance(h, dict)]
     console.print(_privacy_table(card, history))
     if card.data_fingerprints:
         console.print("[bold]data fingerprints[/]")
         for name, value in sorted(card.data_fingerprints.items()):
-            console.print(f"  {name:<13} {value}")
+            console.print(Text(f"  {name:<13} {value}"))
     if history:
         console.print(_history_table(history))
         console.print(_history_summary(history))
     if card.notes:
-        console.print(f"[dim]{card.notes}[/]")
+        console.print(Text(str(card.notes), style="dim"))
 
 
 def _privacy_table(card: ModelCard, history: list[dict]) -> Table:
@@ -58,9 +61,9 @@ def _privacy_table(card: ModelCard, history: list[dict]) -> Table:
     if not card.privacy:
         table.add_row("(none: no private site trained this model)", "", "", "", "", "")
     for site, spent in sorted(card.privacy.items()):
-        table.add_row(site + (" (TRIAL ledger)" if spent.get("trial") else ""),
+        table.add_row(Text(site + (" (TRIAL ledger)" if spent.get("trial") else "")),
                       _num(spent.get("epsilon")), _num(spent.get("delta"), "g"),
-                      _num(spent.get("epsilon_budget")), str(spent.get("accountant", "")),
+                      _num(spent.get("epsilon_budget")), Text(str(spent.get("accountant", ""))),
                       str(joined.get(site, "")) if history else "")
     return table
 

@@ -77,6 +77,20 @@ def test_card_view_of_a_card_of_wrong_types_says_so_without_a_traceback(checkpoi
     assert result.code != 0 and "'privacy.[bold].epsilon'" in result.err
 
 
+def test_card_view_prints_markup_in_a_card_as_written(checkpoint, tmp_path, capsys):
+    card = json.loads((checkpoint / ckpt.CARD).read_text())
+    spent = {"epsilon": 1.0, "delta": 1e-5, "accountant": "[red]rdp", "epsilon_budget": 8.0}
+    bad = _with_card_field(checkpoint, tmp_path, "privacy", {"[/]site [b]": spent})
+    (bad / ckpt.CARD).write_text(json.dumps({**json.loads((bad / ckpt.CARD).read_text()),
+                                             "notes": "[/bold] ok [link=x]",
+                                             "training": {**card["training"],
+                                                          "federation": "[/]fed"}}))
+    result = run_fedehr(capsys, "model", "card", bad)
+    assert result.code == 0, result.err
+    for text in ("[/]site [b]", "[red]rdp", "[/bold] ok [link=x]", "[/]fed"):
+        assert text in result.out
+
+
 @pytest.mark.parametrize(("field", "value"), [
     ("tokens", 5), ("tokens", [1, 2]), ("bin_edges", {"LAB//x": "low"}),
     ("fold", {"a": 1}), ("time_edges_days", ["one"]), ("time_edges_days", None),
