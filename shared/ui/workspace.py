@@ -126,9 +126,10 @@ class Workspace:
     def record_question(self, resolution: Resolution, *, patients: list[int],
                         samples: int, seed: int) -> dict:
         """One audit line per question: who, which patients, which checkpoint."""
+        from fedehr.shared.checkpoint.format import SIGNATURE
         from fedehr.shared.checkpoint.signing import sha256_file
 
-        signature = Path(self.settings.checkpoint) / "signature.ed25519"
+        signature = Path(self.settings.checkpoint) / SIGNATURE
         return self.audit.append(
             "ui-question", who=self.settings.user, question=resolution.question,
             patients=patients if len(patients) <= 50 else f"{len(patients)} patients",
