@@ -49,7 +49,13 @@ class Job:
         return self.state in ("done", "failed", "cancelled")
 
     def status(self) -> dict:
-        return {"state": self.state, "done": self.done, "total": max(self.total, self.done),
+        # predict_detailed samples again with a longer token budget when the model's clock
+        # runs slow: past the estimate, the bar shows a second pass rather than a full bar
+        passes = max(1, -(-self.done // max(self.total, 1)))
+        if self.state == "running" and self.done == passes * self.total:
+            passes += 1
+        total = self.done if self.finished else passes * self.total
+        return {"state": self.state, "done": self.done, "total": total,
                 "seconds": round(self.seconds or time.perf_counter() - self.started, 1)}
 
 

@@ -191,3 +191,12 @@ def test_the_model_page_names_the_file_that_changed(settings, tampered_checkpoin
     changed = [r for r in rows.split("<tr") if "model.safetensors" in r][0]
     assert 'class="fail"' in changed and "hash differs" in changed
     assert "vocab.json" in rows.split('class="ok"')[1]
+
+
+def test_progress_past_the_estimate_shows_a_second_pass_not_a_full_bar():
+    job = Job("cohort", "resampled", total=100, state="running")
+    job.progress(100)
+    assert job.status()["total"] == 200
+    job.progress(30)
+    assert job.status() | {"seconds": 0} == {"state": "running", "done": 130, "total": 200,
+                                             "seconds": 0}
