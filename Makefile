@@ -22,8 +22,9 @@ demo: install
 
 # Two workers, one test file each at a time: the end-to-end tests spend most of their
 # time in Flower's polls, so two federations share the cores without slowing each other.
+# Files run in collection order, the longest first (tests/conftest.py).
 test: install
-	$(BIN)/python -m pytest -n 2 --dist loadfile
+	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder
 
 test-fast: install
 	$(BIN)/python -m pytest -m "not e2e and not slow"
