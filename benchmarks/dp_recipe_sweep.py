@@ -76,6 +76,7 @@ RECIPES = {r.name: r for r in [
     replace(BASE, name="batch128-lr4x", batch=128, steps=20, lr=8e-3),
     replace(BASE, name="batch256-lr4x", batch=256, steps=10, lr=8e-3),
     replace(BASE, name="lr-half", lr=1e-3),
+    replace(BASE, name="lr-4x", lr=8e-3),  # the learning rate alone, at today's batch
     replace(BASE, name="anchor-10", anchor_per_round=10),
 ]}
 
