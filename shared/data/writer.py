@@ -1,10 +1,14 @@
 """Writes a MEDS dataset from event chunks, atomically and with bounded memory.
 
 ETLs and the synthetic-hospital generator hand event chunks (any order) to a
-`MEDSWriter`; it spills each chunk to a staging parquet file, and `finish()`
-assigns subjects to train/tuning/held_out, writes one sorted shard per split
-(per `subjects_per_shard` subjects) with polars' streaming engine, then the
-metadata files, and renames the finished folder into place. If anything fails
+`MEDSWriter`; it spills each chunk to a staging parquet file and counts rows per
+subject. `finish()` assigns subjects to train/tuning/held_out and to shards (per
+`subjects_per_shard` subjects), cuts each shard into buckets of whole subjects of at
+most `bucket_rows` rows, moves the staged events into one spill file per bucket
+(one pass, a chunk at a time), then sorts one bucket at a time into its shard. Peak
+memory is a bucket plus a chunk, whatever the size of the input; a shard's file is the
+same, byte for byte, as sorting the whole shard at once would write. Then come the
+metadata files, and the finished folder is renamed into place. If anything fails
 the destination is left as it was.
 """
 
@@ -62,6 +66,12 @@ def assign_splits(
 
 
 DATASET_KIND = "MEDS dataset"  # the marker an --overwrite recognises
+BUCKET_ROWS = 2_000_000  # rows sorted in memory at once (about 0.5 GB at MIMIC-IV's row widths)
+MAX_BUCKETS = 1_000  # spill files open at once; beyond it buckets grow instead
+ROW_GROUP_ROWS = 1024 * 1024  # pyarrow's default, so that a shard's bytes do not depend
+# on how it was cut into buckets
+SORT_KEYS = [S.SUBJECT_ID, S.TIME, S.CODE, S.NUMERIC_VALUE, S.TEXT_VALUE]  # every column:
+# events that tie on subject, time and code still come out in one order, run after run
 
 
 class MEDSWriter:
@@ -90,9 +100,12 @@ class MEDSWriter:
         self._stage = staged_directory(self.dest, overwrite=overwrite, kind=DATASET_KIND,
                                        inputs=inputs)
         self.root: Path | None = None
+        self.bucket_rows = BUCKET_ROWS
         self._chunks = 0
         self.rows_written = 0
         self._codes: dict[str, tuple[str | None, list[str] | None]] = {}
+        self._seen_codes: set[str] = set()
+        self._subject_rows: list[pl.DataFrame] = []  # (subject_id, rows) per chunk, merged
 
     # The writer is a context manager so that a failure removes the staging folder.
     def __enter__(self) -> MEDSWriter:
@@ -112,6 +125,18 @@ class MEDSWriter:
         pq.write_table(table, self.root / "_staging" / f"{self._chunks:06d}.parquet")
         self._chunks += 1
         self.rows_written += table.num_rows
+        frame = pl.from_arrow(table)
+        self._seen_codes.update(frame[S.CODE].unique().to_list())
+        self._subject_rows.append(frame.group_by(S.SUBJECT_ID).len("rows"))
+        if len(self._subject_rows) > 64:
+            self._subject_rows = [self._rows_per_subject()]
+
+    def _rows_per_subject(self) -> pl.DataFrame:
+        """subject_id -> rows staged (exact duplicates included), sorted by subject_id."""
+        if not self._subject_rows:
+            return pl.DataFrame(schema={S.SUBJECT_ID: pl.Int64, "rows": pl.UInt32})
+        return (pl.concat(self._subject_rows).group_by(S.SUBJECT_ID)
+                .agg(pl.col("rows").sum()).sort(S.SUBJECT_ID))
 
     def add_codes(
         self, codes: Iterable[str], descriptions: Iterable[str | None] | None = None,
@@ -135,46 +160,55 @@ class MEDSWriter:
 
     def _finish(self) -> None:
         staging = self.root / "_staging"
-        events = pl.scan_parquet(str(staging / "*.parquet")) if self._chunks else None
-        subject_ids = (
-            events.select(pl.col(S.SUBJECT_ID).unique()).collect()[S.SUBJECT_ID].to_list()
-            if events is not None else []
-        )
-        splits = assign_splits(subject_ids, self.seed)
+        subject_rows = self._rows_per_subject()
+        splits = assign_splits(subject_rows[S.SUBJECT_ID].to_list(), self.seed)
         (self.root / "metadata").mkdir(exist_ok=True)
         split_table = pa.table(
             {S.SUBJECT_ID: list(splits), "split": list(splits.values())}, schema=S.SPLITS_SCHEMA
         )
         pq.write_table(split_table, self.root / S.SPLITS_FILE)
-        if events is not None:
-            self._write_shards(events, splits)
-        self._write_codes(events)
+        if self._chunks:
+            self._write_shards(staging, splits, dict(subject_rows.iter_rows()))
+        self._write_codes()
         self._write_dataset_json()
         shutil.rmtree(staging)
 
-    def _write_shards(self, events: pl.LazyFrame, splits: dict[int, str]) -> None:
+    def _write_shards(self, staging: Path, splits: dict[int, str],
+                      rows: dict[int, int]) -> None:
+        shards = self._plan_shards(splits)
+        bucket_rows = max(self.bucket_rows, -(-self.rows_written // MAX_BUCKETS))
+        buckets = [_cut_buckets(ids, rows, bucket_rows) for _, ids in shards]
+        bucket_of = pl.DataFrame(
+            {S.SUBJECT_ID: [s for shard in buckets for bucket in shard for s in bucket],
+             "_bucket": [b for b, bucket in enumerate(x for shard in buckets for x in shard)
+                         for _ in bucket]},
+            schema={S.SUBJECT_ID: pl.Int64, "_bucket": pl.UInt32})
+        spill = self.root / "_buckets"
+        spill.mkdir()
+        _spill_by_bucket(sorted(staging.glob("*.parquet")), bucket_of, spill)
+        first = 0
+        for (out, _), shard in zip(shards, buckets, strict=True):
+            out.parent.mkdir(parents=True, exist_ok=True)
+            _write_sorted_shard(out, [spill / f"{b}.arrow"
+                                      for b in range(first, first + len(shard))])
+            first += len(shard)
+        shutil.rmtree(spill)
+
+    def _plan_shards(self, splits: dict[int, str]) -> list[tuple[Path, list[int]]]:
+        """(shard file, its sorted subject ids): `subjects_per_shard` sorted ids per shard."""
         by_split: dict[str, list[int]] = {}
         for sid, split in splits.items():
             by_split.setdefault(split, []).append(sid)
+        shards = []
         for split, ids in by_split.items():
             ids.sort()
             for shard, start in enumerate(range(0, len(ids), self.subjects_per_shard)):
-                chunk = ids[start : start + self.subjects_per_shard]
                 out = self.root / S.DATA_DIR / split / f"{shard}.parquet"
-                out.parent.mkdir(parents=True, exist_ok=True)
-                frame = (
-                    events.filter(pl.col(S.SUBJECT_ID).is_in(chunk))
-                    .unique(maintain_order=False)
-                    .sort([S.SUBJECT_ID, S.TIME, S.CODE], nulls_last=False)
-                    .collect(engine="streaming")
-                )
-                pq.write_table(frame.to_arrow().cast(S.DATA_SCHEMA, safe=False), out)
+                shards.append((out, ids[start : start + self.subjects_per_shard]))
+        return shards
 
-    def _write_codes(self, events: pl.LazyFrame | None) -> None:
-        seen = set()
-        if events is not None:
-            seen = set(events.select(pl.col(S.CODE).unique()).collect()[S.CODE].to_list())
-        codes = sorted(seen | set(self._codes))
+    def _write_codes(self) -> None:
+        codes = sorted(self._seen_codes | set(self._codes))
         table = pa.table(
             {
                 "code": codes,
@@ -196,3 +230,67 @@ class MEDSWriter:
             **self.extra_metadata,
         }
         (self.root / S.DATASET_FILE).write_text(json.dumps(meta, indent=2))
+
+
+def _cut_buckets(ids: list[int], rows: dict[int, int], bucket_rows: int) -> list[list[int]]:
+    """Runs of consecutive sorted `ids` holding at most `bucket_rows` rows (one subject
+    with more rows is a bucket of its own)."""
+    buckets: list[list[int]] = [[]]
+    filled = 0
+    for sid in ids:
+        if buckets[-1] and filled + rows[sid] > bucket_rows:
+            buckets.append([])
+            filled = 0
+        buckets[-1].append(sid)
+        filled += rows[sid]
+    return buckets
+
+
+def _spill_by_bucket(chunks: list[Path], bucket_of: pl.DataFrame, spill: Path) -> None:
+    """Move staged events into one Arrow stream file per bucket, a chunk at a time; each
+    chunk is deleted once moved, so the disk holds the events about once."""
+    writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
+    try:
+        for chunk in chunks:
+            events = pl.read_parquet(chunk).join(bucket_of, on=S.SUBJECT_ID, how="inner")
+            for (bucket,), part in events.partition_by("_bucket", as_dict=True,
+                                                       include_key=False).items():
+                table = part.to_arrow().cast(S.DATA_SCHEMA, safe=False)
+                if bucket not in writers:
+                    writers[bucket] = pa.ipc.new_stream(spill / f"{bucket}.arrow", S.DATA_SCHEMA)
+                writers[bucket].write_table(table)
+            chunk.unlink()
+    finally:
+        for writer in writers.values():
+            writer.close()
+
+
+def _write_sorted_shard(out: Path, buckets: list[Path]) -> None:
+    """Sort each bucket (distinct events by `SORT_KEYS`) and append it to `out` in row
+    groups of `ROW_GROUP_ROWS`, exactly as one `pq.write_table` of the whole shard."""
+    pending: list[pa.Table] = []
+    with pq.ParquetWriter(out, S.DATA_SCHEMA) as writer:
+        for bucket in buckets:
+            if not bucket.exists():  # every event of the bucket's subjects was dropped
+                continue
+            with pa.OSFile(str(bucket)) as source:
+                events = pl.from_arrow(pa.ipc.open_stream(source).read_all())
+            bucket.unlink()
+            frame = events.unique().sort(SORT_KEYS, nulls_last=False)
+            pending.append(frame.to_arrow().cast(S.DATA_SCHEMA, safe=False))
+            del events, frame
+            pending = _write_full_row_groups(writer, pending)
+        if pending:
+            writer.write_table(pa.concat_tables(pending), row_group_size=ROW_GROUP_ROWS)
+
+
+def _write_full_row_groups(writer: pq.ParquetWriter, pending: list[pa.Table]) -> list[pa.Table]:
+    """Write the whole row groups `pending` holds; return the rest, still pending."""
+    rows = sum(t.num_rows for t in pending)
+    if rows < ROW_GROUP_ROWS:
+        return pending
+    table = pa.concat_tables(pending)
+    full = rows - rows % ROW_GROUP_ROWS
+    writer.write_table(table.slice(0, full), row_group_size=ROW_GROUP_ROWS)
+    rest = table.slice(full)
+    return [rest] if rest.num_rows else []
