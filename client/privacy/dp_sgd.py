@@ -41,6 +41,7 @@ import logging
 import types
 import warnings
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -102,26 +103,86 @@ class DPConfig:
                               where=where, fix=f"use one of {', '.join(GRAD_SAMPLE_MODES)}")
 
 
+@dataclass(frozen=True)
+class DPPlan:
+    """What a run will be charged, fixed before anything trains (one process or many)."""
+
+    patients: int  # len(dataset): the privacy units Poisson sampling draws from
+    sample_rate: float
+    noise_multiplier: float
+    steps: int
+    delta: float
+    accountant: str
+    prior: list  # the ledger's history before this run
+
+
 def train_dp(model: nn.Module, dataset: Dataset, *, steps: int, batch_size: int, lr: float,
              dp: DPConfig, ledger: PrivacyLedger | None = None,
              round_id: str | None = None, seed: int = 0,
              progress: Progress | None = None, weight_decay: float = 0.0,
              proximal_mu: float = 0.0, num_threads: int | None = None,
              device: str | torch.device = "cpu",
-             before_noise: Callable[[], None] | None = None) -> TrainResult:
+             before_noise: Callable[[], None] | None = None,
+             after_noise: Callable[[list[torch.Tensor]], None] | None = None,
+             processes: int = 1) -> TrainResult:
     """Train `model` in place with DP-SGD for `steps` optimizer steps (AdamW) and report.
 
     `ledger` is the site's `PrivacyLedger` (None only for experiments that
     account for themselves: then `dp.delta` is required). `proximal_mu` > 0
     adds FedProx's pull towards the starting weights (Li et al. 2020).
+    `processes` > 1 trains the same model in that many CPU processes
+    (`fedehr.client.privacy.distributed`), with the same privacy and charge.
     `before_noise` is for white-box privacy audits only (`one_run_audit`): it
     runs at every step after clipping and before the noise is added.
+    `after_noise` (audits and tests) sees the noised gradient the optimizer
+    applies, at every step.
     """
-    from opacus import PrivacyEngine
-    from opacus.data_loader import DPDataLoader
-    from opacus.utils.fast_gradient_clipping_utils import DPTensorFastGradientClipping
-    from opacus.validators.errors import UnsupportedModuleError
+    plan = plan_dp_run(dataset, steps=steps, batch_size=batch_size, dp=dp, ledger=ledger,
+                       round_id=round_id, seed=seed, num_threads=num_threads)
+    if processes > 1:
+        from fedehr.client.privacy.distributed import train_dp_processes
 
+        return train_dp_processes(
+            model, dataset, plan, processes=processes, lr=lr, dp=dp, ledger=ledger,
+            round_id=round_id, seed=seed, progress=progress, weight_decay=weight_decay,
+            proximal_mu=proximal_mu, num_threads=num_threads, device=device,
+            before_noise=before_noise, after_noise=after_noise)
+    from opacus.data_loader import DPDataLoader
+
+    torch.manual_seed(sampling_seed(seed))
+    model.to(device)
+    engine = privacy_engine(plan)
+    loader = DPDataLoader(dataset, sample_rate=plan.sample_rate,
+                          generator=torch.Generator().manual_seed(sampling_seed(seed)))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    with private_model(model, engine, optimizer, loader, plan, dp) as (hooks, optimizer):
+        use_keyed_noise(optimizer, GaussianNoise(seed, "dp-sgd"), before_noise)
+        observe_noised_gradient(optimizer, after_noise)
+        # Opacus derives q = 1/len(loader) = 1/floor(n/batch_size); use the exact q instead.
+        optimizer.expected_batch_size = plan.sample_rate * plan.patients
+        optimizer.attach_step_hook(
+            engine.accountant.get_optimizer_hook_fn(sample_rate=plan.sample_rate))
+        tally = Tally()
+        try:
+            dp_steps(model, hooks, optimizer, loader, tally, plan.steps, dp=dp, device=device,
+                     proximal_mu=proximal_mu, lr=lr, progress=progress)
+        finally:
+            if ledger is not None and tally.steps > 0:
+                ledger.charge(plan.noise_multiplier, plan.sample_rate, tally.steps,
+                              purpose="dp-sgd", round_id=round_id, enforce=False)
+
+    if sum(s for _, _, s in engine.accountant.history) != sum(s for _, _, s in
+                                                             [*plan.prior, (0, 0, tally.steps)]):
+        raise RuntimeError("Opacus' accountant and the privacy ledger disagree on the steps "
+                           f"taken: {engine.accountant.history} vs {plan.prior} + {tally.steps}")
+    return dp_result(plan, tally, ledger)
+
+
+def plan_dp_run(dataset: Dataset, *, steps: int, batch_size: int, dp: DPConfig,
+                ledger: PrivacyLedger | None, round_id: str | None, seed: int,
+                num_threads: int | None) -> DPPlan:
+    """Check the run and fix its noise and sampling rate; the ledger refuses it here if the
+    budget cannot pay for it, before anything trains."""
     n = check_run(dataset, steps=steps, batch_size=batch_size, num_threads=num_threads)
     sample_rate = batch_size / n
     if sample_rate > 1:
@@ -135,7 +196,7 @@ def train_dp(model: nn.Module, dataset: Dataset, *, steps: int, batch_size: int,
         raise ConfigError(f"round {round_id!r} is already trained and charged at this site",
                           where=str(ledger.path), fix="send the stored update of that round; "
                           "training it again would be a second release")
-    prior = ledger.history if ledger is not None else []
+    prior = list(ledger.history) if ledger is not None else []
     if dp.noise_multiplier is not None:
         noise = float(dp.noise_multiplier)
     elif ledger is not None:
@@ -145,36 +206,64 @@ def train_dp(model: nn.Module, dataset: Dataset, *, steps: int, batch_size: int,
                                      steps=steps, accountant=accountant)
     if ledger is not None:
         ledger.check(noise, sample_rate, steps)  # before anything trains
+    return DPPlan(patients=n, sample_rate=sample_rate, noise_multiplier=noise, steps=steps,
+                  delta=delta, accountant=accountant, prior=prior)
 
-    torch.manual_seed(sampling_seed(seed))
-    model.to(device)
-    prox = Proximal(model, proximal_mu * lr) if proximal_mu > 0 else None
+
+def privacy_engine(plan: DPPlan):
+    """An Opacus PrivacyEngine whose accountant starts from the ledger's history."""
+    from opacus import PrivacyEngine
+
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Secure RNG turned off")
-        engine = PrivacyEngine(accountant=accountant)
-    engine.accountant.load_state_dict({"history": list(prior), "mechanism": accountant})
-    loader = DPDataLoader(dataset, sample_rate=sample_rate,
-                          generator=torch.Generator().manual_seed(sampling_seed(seed)))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+        engine = PrivacyEngine(accountant=plan.accountant)
+    engine.accountant.load_state_dict({"history": list(plan.prior),
+                                       "mechanism": plan.accountant})
+    return engine
+
+
+@contextmanager
+def private_model(model: nn.Module, engine, optimizer, loader, plan: DPPlan, dp: DPConfig):
+    """Opacus' per-example gradient hooks on `model` (no wrapper) and its DP optimizer;
+    on exit nothing of Opacus stays on the module and its train/eval mode is restored."""
+    from opacus.validators.errors import UnsupportedModuleError
+
     was_training = model.training
     model.train()
     try:
-        hooks, optimizer, *_ = engine.make_private(
-            module=model, optimizer=optimizer, data_loader=loader, noise_multiplier=noise,
-            max_grad_norm=dp.max_grad_norm, poisson_sampling=False,  # the loader already is
+        hooks, dp_optimizer, *_ = engine.make_private(
+            module=model, optimizer=optimizer, data_loader=loader,
+            noise_multiplier=plan.noise_multiplier, max_grad_norm=dp.max_grad_norm,
+            poisson_sampling=False,  # the loader already is
             loss_reduction="mean", grad_sample_mode=dp.grad_sample_mode, wrap_model=False)
     except UnsupportedModuleError as exc:
         model.train(was_training)
         raise ConfigError(f"the model cannot be trained with DP-SGD: {exc}", where="trainer",
                           fix="build a DP-ready model (opacus ModuleValidator.fix)") from exc
-    use_keyed_noise(optimizer, GaussianNoise(seed, "dp-sgd"), before_noise)
-    # Opacus derives q = 1/len(loader) = 1/floor(n/batch_size); use the exact q instead.
-    optimizer.expected_batch_size = sample_rate * n
-    optimizer.attach_step_hook(engine.accountant.get_optimizer_hook_fn(sample_rate=sample_rate))
+    try:
+        yield hooks, dp_optimizer
+    finally:
+        hooks.cleanup()
+        for p in model.parameters():  # nothing of Opacus stays on the module
+            p.grad = None
+            for attr in ("grad_sample", "summed_grad", "_forward_counter"):
+                if hasattr(p, attr):
+                    delattr(p, attr)
+        model.train(was_training)
+
+
+def dp_steps(model: nn.Module, hooks, optimizer, loader, tally: Tally, steps: int, *,
+             dp: DPConfig, device, proximal_mu: float, lr: float,
+             progress: Progress | None) -> None:
+    """The DP-SGD loop: `steps` optimizer steps on Poisson batches, counted in `tally`.
+
+    An empty batch takes a noise-only step (and counts: the analysis assumes it).
+    """
+    from opacus.utils.fast_gradient_clipping_utils import DPTensorFastGradientClipping
+
     ghost = dp.grad_sample_mode == "ghost"
     params = [p for p in model.parameters() if p.requires_grad]
-
-    tally = Tally()
+    prox = Proximal(model, proximal_mu * lr) if proximal_mu > 0 else None
     with warnings.catch_warnings():
         # the first module (the embedding) gets no input gradient: expected, not news
         warnings.filterwarnings("ignore", message="Full backward hook is firing")
@@ -209,38 +298,28 @@ def train_dp(model: nn.Module, dataset: Dataset, *, steps: int, batch_size: int,
                     progress(step + 1, steps, tally.last)
         finally:
             optimizer.zero_grad(set_to_none=True)
-            hooks.cleanup()
-            for p in params:  # nothing of Opacus stays on the module
-                for attr in ("grad_sample", "summed_grad", "_forward_counter"):
-                    if hasattr(p, attr):
-                        delattr(p, attr)
-            model.train(was_training)
             opacus_loader_log.setLevel(level)
-            if ledger is not None and tally.steps > 0:
-                ledger.charge(noise, sample_rate, tally.steps, purpose="dp-sgd",
-                              round_id=round_id, enforce=False)
 
-    if sum(s for _, _, s in engine.accountant.history) != sum(s for _, _, s in
-                                                             [*prior, (0, 0, tally.steps)]):
-        raise RuntimeError("Opacus' accountant and the privacy ledger disagree on the steps "
-                           f"taken: {engine.accountant.history} vs {prior} + {tally.steps}")
-    epsilon_run = epsilon_of([(noise, sample_rate, tally.steps)], delta=delta,
-                             accountant=accountant)
+
+def dp_result(plan: DPPlan, tally: Tally, ledger: PrivacyLedger | None) -> TrainResult:
+    epsilon_run = epsilon_of([(plan.noise_multiplier, plan.sample_rate, tally.steps)],
+                             delta=plan.delta, accountant=plan.accountant)
     total = ledger.spent() if ledger is not None else epsilon_run
     return TrainResult(steps=tally.steps, examples=tally.examples, tokens=tally.tokens,
                        seconds=tally.seconds(), mean_loss=tally.mean_loss(),
-                       epsilon_spent=total, noise_multiplier=noise, epsilon_run=epsilon_run,
-                       delta=delta, accountant=accountant, sample_rate=sample_rate,
-                       empty_steps=tally.empty)
+                       epsilon_spent=total, noise_multiplier=plan.noise_multiplier,
+                       epsilon_run=epsilon_run, delta=plan.delta, accountant=plan.accountant,
+                       sample_rate=plan.sample_rate, empty_steps=tally.empty)
 
 
-def use_keyed_noise(optimizer, source: GaussianNoise,
+def use_keyed_noise(optimizer, source: GaussianNoise | None,
                     before_noise: Callable[[], None] | None = None) -> None:
     """Make an Opacus DPOptimizer draw its Gaussian noise from `source`.
 
     Mirrors ``DPOptimizer.add_noise`` (noise of std noise_multiplier x
     max_grad_norm on each parameter's summed clipped gradient), with the
-    keyed generator in place of Opacus' torch generator.
+    keyed generator in place of Opacus' torch generator. `source` None adds
+    no noise: the processes of a distributed run other than the one that noises.
     """
     from opacus.optimizers.optimizer import _check_processed_flag, _mark_as_processed
 
@@ -251,10 +330,28 @@ def use_keyed_noise(optimizer, source: GaussianNoise,
             * self.max_grad_norm
         for p in self.params:
             _check_processed_flag(p.summed_grad)
-            p.grad = (p.summed_grad + source.like(std, p.summed_grad)).view_as(p)
+            noised = p.summed_grad if source is None else \
+                p.summed_grad + source.like(std, p.summed_grad)
+            p.grad = noised.view_as(p)
             _mark_as_processed(p.summed_grad)
 
     optimizer.add_noise = types.MethodType(add_noise, optimizer)
+
+
+def observe_noised_gradient(optimizer, after_noise: Callable[[list[torch.Tensor]], None] | None
+                            ) -> None:
+    """Call `after_noise` with the gradients the wrapped optimizer is about to apply
+    (noised, scaled and, in a distributed run, summed over the processes)."""
+    if after_noise is None:
+        return
+    inner = optimizer.original_optimizer
+    step = inner.step
+
+    def observed_step(*args, **kwargs):
+        after_noise([p.grad for p in optimizer.params])
+        return step(*args, **kwargs)
+
+    inner.step = observed_step
 
 
 def _privacy_terms(dp: DPConfig, ledger: PrivacyLedger | None) -> tuple[float, str]:
