@@ -116,6 +116,9 @@ class TrainingLimits:
     max_learning_rate: float = 3e-3
     threads: int = 2  # torch threads for local training
     device: str = "auto"  # auto (a GPU when torch sees one), cpu, cuda, cuda:N
+    # CPU processes that train one DP model together (torch.distributed, gloo), the
+    # threads shared among them; the same privacy and ledger charge as one process
+    processes: int = 1
 
 
 @dataclass
@@ -180,6 +183,9 @@ class SiteConfig:
             raise ValueError("port: must be a TCP port; pick a free one per site")
         if not DEVICE_PATTERN.match(self.training.device):
             raise ValueError("training.device: use auto, cpu, cuda or cuda:N")
+        if not 1 <= self.training.processes <= 64:
+            raise ValueError("training.processes: use 1 (default) up to the number of CPU "
+                             "cores; processes > 1 train on CPU only")
 
     # Files the site keeps under state_dir.
     @property

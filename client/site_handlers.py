@@ -277,7 +277,7 @@ def train_round(site: SiteConfig, arrays: dict[str, torch.Tensor], config: dict
     result = train_dp(setup.model, data.train, steps=request.steps, batch_size=batch_size,
                       lr=request.lr, dp=dp, ledger=ledger, round_id=key,
                       proximal_mu=request.proximal_mu, seed=noise_seed(site, key),
-                      device=_device(site))
+                      device=_device(site), processes=site.training.processes)
     state = {k: v.detach().cpu().contiguous() for k, v in setup.model.state_dict().items()}
     metrics = {
         **released_metrics(site, patients=data.patients, loss=result.mean_loss,
