@@ -1,7 +1,7 @@
 """Writes a MEDS dataset from event chunks, atomically and with bounded memory.
 
 ETLs and the synthetic-hospital generator hand event chunks (any order) to a
-`MEDSWriter`; it spills each chunk to a staging parquet file and counts rows per
+`MEDSWriter`; it spills each chunk to a staging Arrow file and counts rows per
 subject. `finish()` assigns subjects to train/tuning/held_out and to shards (per
 `subjects_per_shard` subjects), cuts each shard into buckets of whole subjects of at
 most `bucket_rows` rows, moves the staged events into one spill file per bucket
@@ -122,7 +122,7 @@ class MEDSWriter:
         table = to_meds_table(df)
         if table.num_rows == 0:
             return
-        pq.write_table(table, self.root / "_staging" / f"{self._chunks:06d}.parquet")
+        _write_arrow(self.root / "_staging" / f"{self._chunks:06d}.arrow", table)
         self._chunks += 1
         self.rows_written += table.num_rows
         frame = pl.from_arrow(table)
@@ -185,7 +185,7 @@ class MEDSWriter:
             schema={S.SUBJECT_ID: pl.Int64, "_bucket": pl.UInt32})
         spill = self.root / "_buckets"
         spill.mkdir()
-        _spill_by_bucket(sorted(staging.glob("*.parquet")), bucket_of, spill)
+        _spill_by_bucket(sorted(staging.glob("*.arrow")), bucket_of, spill)
         first = 0
         for (out, _), shard in zip(shards, buckets, strict=True):
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -252,17 +252,45 @@ def _spill_by_bucket(chunks: list[Path], bucket_of: pl.DataFrame, spill: Path) -
     writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
     try:
         for chunk in chunks:
-            events = pl.read_parquet(chunk).join(bucket_of, on=S.SUBJECT_ID, how="inner")
+            events = _read_arrow(chunk).join(bucket_of, on=S.SUBJECT_ID, how="inner")
             for (bucket,), part in events.partition_by("_bucket", as_dict=True,
                                                        include_key=False).items():
                 table = part.to_arrow().cast(S.DATA_SCHEMA, safe=False)
                 if bucket not in writers:
-                    writers[bucket] = pa.ipc.new_stream(spill / f"{bucket}.arrow", S.DATA_SCHEMA)
+                    writers[bucket] = pa.ipc.new_stream(spill / f"{bucket}.arrow", S.DATA_SCHEMA,
+                                                        options=_SPILL_OPTIONS)
                 writers[bucket].write_table(table)
             chunk.unlink()
     finally:
         for writer in writers.values():
             writer.close()
+
+
+_SPILL_OPTIONS = pa.ipc.IpcWriteOptions(compression="lz4")  # fast; halves the scratch disk
+
+
+def _write_arrow(path: Path, table: pa.Table) -> None:
+    with pa.ipc.new_stream(path, table.schema, options=_SPILL_OPTIONS) as writer:
+        writer.write_table(table)
+
+
+def _read_arrow(path: Path) -> pl.DataFrame:
+    with pa.OSFile(str(path)) as source:
+        return pl.from_arrow(pa.ipc.open_stream(source).read_all())
+
+
+def _distinct_sorted(events: pl.DataFrame) -> pl.DataFrame:
+    """`events` sorted by every column, exact duplicates dropped: after the sort they are
+    neighbours (cheaper than hashing whole rows). NaN equals NaN, as in `unique()`."""
+    events = events.sort(SORT_KEYS, nulls_last=False)
+    differs = pl.int_range(pl.len()) == 0
+    for name in SORT_KEYS:
+        column, before = pl.col(name), pl.col(name).shift(1)
+        changed = column.ne_missing(before)
+        if events.schema[name].is_float():
+            changed = changed & ~(column.is_nan() & before.is_nan()).fill_null(False)
+        differs = differs | changed
+    return events.filter(differs)
 
 
 def _write_sorted_shard(out: Path, buckets: list[Path]) -> None:
@@ -273,10 +301,9 @@ def _write_sorted_shard(out: Path, buckets: list[Path]) -> None:
         for bucket in buckets:
             if not bucket.exists():  # every event of the bucket's subjects was dropped
                 continue
-            with pa.OSFile(str(bucket)) as source:
-                events = pl.from_arrow(pa.ipc.open_stream(source).read_all())
+            events = _read_arrow(bucket)
             bucket.unlink()
-            frame = events.unique().sort(SORT_KEYS, nulls_last=False)
+            frame = _distinct_sorted(events)
             pending.append(frame.to_arrow().cast(S.DATA_SCHEMA, safe=False))
             del events, frame
             pending = _write_full_row_groups(writer, pending)

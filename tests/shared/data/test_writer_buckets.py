@@ -80,7 +80,7 @@ def test_fixture_imports_are_byte_for_byte_what_they_were(source, bucket_rows, t
 
 
 def _events_with_ties(n: int = 3000, seed: int = 0) -> pl.DataFrame:
-    """Random order, 40 subjects, exact duplicates, null times, and events that tie on
+    """Random order, 40 subjects, exact duplicates, null times, NaN, and events that tie on
     (subject, time, code) but differ in value."""
     rng = np.random.default_rng(seed)
     code = pl.Series([f"C//{c}" for c in rng.integers(0, 12, n)])
@@ -90,7 +90,9 @@ def _events_with_ties(n: int = 3000, seed: int = 0) -> pl.DataFrame:
         S.CODE: code,
         S.NUMERIC_VALUE: rng.normal(size=n).astype("float32"),
         S.TEXT_VALUE: pl.Series([None, "a", "b"])[rng.integers(0, 3, n)],
-    }).with_columns(pl.when(code != "C//0").then(pl.col(S.TIME)).alias(S.TIME))
+    }).with_columns(pl.when(code != "C//0").then(pl.col(S.TIME)).alias(S.TIME),
+                    pl.when(code != "C//1").then(pl.col(S.NUMERIC_VALUE))
+                    .otherwise(float("nan")).alias(S.NUMERIC_VALUE))
     return pl.concat([df, df.head(200)])
 
 
