@@ -32,6 +32,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from fedehr.shared.clinical.query import prediction_time
 from fedehr.shared.errors import ConfigError, DataError
 
 app = typer.Typer(help="Train, verify and use fedehr models.", no_args_is_help=True)
@@ -161,7 +162,7 @@ def _ask_one(model, vocab, dataset, outcome, resolved, index, patient, at, *, sa
 
     from fedehr.shared.clinical.zero_shot import predict_detailed
 
-    when = _prediction_time(dataset, patient, resolved, at)
+    when = prediction_time(dataset, patient, resolved, at)
     labels = pl.DataFrame({"subject_id": [patient], "prediction_time": [when]},
                           schema={"subject_id": pl.Int64, "prediction_time": pl.Datetime("us")})
     with console.status(f"sampling {samples} continuations"):
@@ -263,23 +264,6 @@ def _count_groups(result, vocab, max_groups: int) -> int:
     return len(event_groups(tokens, int(result.prompts.prefix_len[0]), vocab, max_groups))
 
 
-def _prediction_time(dataset, patient: int, resolved, at: datetime | None) -> datetime:
-    events = (dataset.scan().filter(pl.col("subject_id") == patient)
-              .filter(pl.col("time").is_not_null()).select("time", "code").collect())
-    if events.is_empty():
-        raise DataError(f"no events for subject {patient}", where=str(dataset.root),
-                        fix="check --patient against the dataset's subject_id values")
-    if at is not None:
-        return at
-    if resolved.index is not None:
-        hits = events.filter(pl.col("code").is_in(list(resolved.index.codes)))
-        if hits.is_empty():
-            raise DataError(f"subject {patient} has no {resolved.prompt.index} in the record",
-                            where="--patient", fix="pass --at TIME or ask about another patient")
-        return hits["time"].max()
-    return events["time"].max()
-
-
 # -- many patients ------------------------------------------------------------------------
 
 def _cohort_labels(dataset, task: dict, split: str) -> pl.DataFrame:
@@ -310,7 +294,7 @@ def _file_labels(path: Path, dataset, resolved, at: datetime | None) -> pl.DataF
     if "subject_id" not in frame.columns:
         raise DataError("no subject_id column", where=str(path), fix="add subject_id")
     if "prediction_time" not in frame.columns:
-        times = [_prediction_time(dataset, int(s), resolved, at)
+        times = [prediction_time(dataset, int(s), resolved, at)
                  for s in frame["subject_id"].to_list()]
         frame = frame.with_columns(pl.Series("prediction_time", times))
     return frame.with_columns(pl.col("subject_id").cast(pl.Int64),

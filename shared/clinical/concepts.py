@@ -112,7 +112,14 @@ class Concept:
 
 
 class AmbiguousConcept(FedEHRError):
-    """A phrase matches several concept families."""
+    """A phrase matches several concept families; `choices` maps each family to its codes
+    (best first), so a caller can offer them and resolve again `with_choices`."""
+
+    def __init__(self, message: str, *, phrase: str = "",
+                 choices: dict[str, tuple[str, ...]] | None = None, **kwargs):
+        super().__init__(message, **kwargs)
+        self.phrase = phrase
+        self.choices = choices or {}
 
 
 class UnknownConcept(FedEHRError):
@@ -128,6 +135,7 @@ class CodeIndex:
         self.description: dict[str, str] = {}
         self.parents: dict[str, tuple[str, ...]] = {}
         self.fallback: dict[str, str] = {}  # descriptions of codes not to resolve to
+        self.chosen: dict[str, tuple[str, ...]] = {}  # ambiguous phrase -> the codes chosen
         for code, desc, pars in zip(codes, descriptions, parents, strict=True):
             self.add(code, desc, pars)
         self._by_parent: dict[str, list[str]] = {}
@@ -215,6 +223,15 @@ class CodeIndex:
         return f"{found[0]} or {len(found) - 1} related"
 
     # -- resolving -----------------------------------------------------------------
+    def with_choices(self, chosen: dict[str, tuple[str, ...]]) -> CodeIndex:
+        """This index with the user's pick for ambiguous phrases (lower-cased phrase ->
+        the codes of one family of `AmbiguousConcept.choices`)."""
+        import copy
+
+        picked = copy.copy(self)
+        picked.chosen = {p.strip().lower(): tuple(c) for p, c in chosen.items()}
+        return picked
+
     def resolve(self, phrase: str) -> Concept:
         """One concept phrase (alternatives joined with ' or ') -> its codes."""
         codes: list[str] = []
@@ -225,6 +242,8 @@ class CodeIndex:
 
     def _resolve_one(self, phrase: str) -> list[str]:
         text = phrase.strip().strip("\"'")
+        if text.lower() in self.chosen:
+            return list(self.chosen[text.lower()])
         if _CODE_LIKE.match(text):
             return self._by_code(text.removeprefix("code:"), phrase)
         target = words(SYNONYMS.get(text.lower(), text))
@@ -251,7 +270,10 @@ class CodeIndex:
             listed = "; ".join(f"{fam}: {self.describe(codes[0])}" + (
                 f" (+{len(codes) - 1})" if len(codes) > 1 else "") for fam, codes in best.items())
             raise AmbiguousConcept(f"{phrase!r} matches {len(best)} concepts: {listed}",
-                                   where="prompt",
+                                   where="prompt", phrase=text, choices={
+                                       fam: tuple(c for r in sorted(ranked)
+                                                  for c in ranked[r].get(fam, []))
+                                       for fam in best},
                                    fix="use more specific words, a code (code:X), or join the "
                                        "ones you mean with 'or'")
         family = next(iter(best))

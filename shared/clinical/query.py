@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from fedehr.shared.errors import ConfigError
+from fedehr.shared.errors import ConfigError, DataError
 
 # Cap for windows that close on an event ("until discharge"): the model is asked
 # to generate at most this far ahead. Chosen to cover any hospital stay.
@@ -426,3 +426,27 @@ def outcome_from_task(
         stop_description=str(meta.get("until_description")
                              or (stop_pred or "").replace("_", " ")),
     )
+
+
+# -- where a question is asked -------------------------------------------------------
+
+def prediction_time(dataset, subject: int, resolved, at: datetime | None = None) -> datetime:
+    """When a question about one patient is asked: `at` if given, else the latest event
+    of the question's index concept in the record (`resolved`: a prompt.ResolvedPrompt),
+    else the patient's last event (`fedehr model ask --patient` and the web page)."""
+    import polars as pl
+
+    events = (dataset.scan().filter(pl.col("subject_id") == subject)
+              .filter(pl.col("time").is_not_null()).select("time", "code").collect())
+    if events.is_empty():
+        raise DataError(f"no events for subject {subject}", where=str(dataset.root),
+                        fix="check --patient against the dataset's subject_id values")
+    if at is not None:
+        return at
+    if resolved.index is not None:
+        hits = events.filter(pl.col("code").is_in(list(resolved.index.codes)))
+        if hits.is_empty():
+            raise DataError(f"subject {subject} has no {resolved.prompt.index} in the record",
+                            where="--patient", fix="pass --at TIME or ask about another patient")
+        return hits["time"].max()
+    return events["time"].max()

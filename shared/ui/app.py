@@ -12,25 +12,46 @@ import hashlib
 import hmac
 import io
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs
 
+import polars as pl
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
+from fedehr.shared.clinical.concepts import AmbiguousConcept
 from fedehr.shared.errors import DataError, FedEHRError
 from fedehr.shared.ui import charts
 from fedehr.shared.ui.jobs import Job, Jobs
 from fedehr.shared.ui.model_view import model_view
 from fedehr.shared.ui.timeline import patient_timeline
-from fedehr.shared.ui.workspace import Settings, Workspace
+from fedehr.shared.ui.workspace import Resolution, Settings, Workspace
 
 HERE = Path(__file__).parent
 COOKIE = "fedehr_ui"
 OPEN_PATHS = ("/login", "/static/")
 MAX_SAMPLES = 1024
+MAX_COHORT = 5000  # patients a predicate may select for one run
+DEFAULT_LIMIT = 50
+CHOICE = "choice:"  # form fields naming the family picked for an ambiguous phrase
+FORM_FIELDS = ("subject_id", "subject_ids", "question", "samples", "seed", "with_code",
+               "with_description", "split", "limit")
+
+
+@dataclass
+class Asked:
+    """A question form, checked and resolved: ready to confirm or to run."""
+
+    form: dict
+    subjects: list[int]
+    samples: int
+    seed: int
+    resolution: Resolution
+    labels: pl.DataFrame  # subject_id, prediction_time
+    left_out: list[str]  # why patients a predicate found cannot be asked about
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -94,82 +115,99 @@ def create_app(settings: Settings) -> FastAPI:
                         error=exc.one_line())
         return page(request, "patients.html", subject_id=subject_id, timeline=timeline)
 
-    # -- ask: one patient ----------------------------------------------------------------
+    # -- questions: one patient or a cohort ---------------------------------------------
+    def asked(fields: dict, cohort: bool) -> Asked:
+        """A posted question form, checked and resolved (FedEHRError: what to fix)."""
+        form = _form(settings, fields, cohort)
+        n, s = _samples(form["samples"], settings), _seed(form["seed"])
+        if not cohort:
+            subjects = [_subject(form["subjects"])]
+        elif form["subjects"].strip() and (form["code"] or form["description"]):
+            raise DataError("give either patient ids or a predicate, not both",
+                            where="patient ids", fix="empty one of them")
+        elif form["subjects"].strip():
+            subjects = _subject_list(form["subjects"])
+        else:
+            subjects = workspace.find_cohort(code=form["code"], description=form["description"],
+                                             split=form["split"], limit=_limit(form["limit"]))
+        resolution = workspace.resolve(form["question"], form["choices"])
+        if cohort:
+            labels, left_out = workspace.cohort_labels(
+                subjects, resolution, skip_unplaced=not form["subjects"].strip())
+        else:
+            labels, left_out = workspace.patient_label(subjects[0], resolution), []
+        return Asked(form, labels["subject_id"].to_list(), n, s, resolution, labels, left_out)
+
+    def form_page(request: Request, fields: dict, cohort: bool,
+                  exc: FedEHRError) -> HTMLResponse:
+        """The form again with the message; for an ambiguous concept, its choices."""
+        ambiguous = None
+        if isinstance(exc, AmbiguousConcept) and exc.choices:
+            ambiguous = {"phrase": exc.phrase, "name": f"{CHOICE}{exc.phrase.lower()}",
+                         "options": [(family, f"{family}: {workspace.index.describe(codes[0])}"
+                                      + (f" (+{len(codes) - 1} codes)" if len(codes) > 1
+                                         else "")) for family, codes in exc.choices.items()]}
+        return page(request, "cohort.html" if cohort else "ask.html", 400,
+                    form=_form(settings, fields, cohort), error=exc.one_line(),
+                    ambiguous=ambiguous, splits=workspace.splits)
+
     @app.get("/ask", response_class=HTMLResponse)
     def ask_form(request: Request, subject_id: str = "", question: str = ""):
-        return page(request, "ask.html", form=_form(settings, subject_id, question))
+        fields = {"subject_id": subject_id, "question": question}
+        return page(request, "ask.html", form=_form(settings, fields, False))
 
-    @app.post("/ask/resolve", response_class=HTMLResponse)
-    def ask_resolve(request: Request, fields: dict = Depends(_fields)):
-        subject_id, question, samples, seed = _question_fields(fields, "subject_id")
-        form = _form(settings, subject_id, question, samples, seed)
-        try:
-            subject = _subject(subject_id)
-            n, s = _samples(samples, settings), _seed(seed)
-            resolution = workspace.resolve(question)
-            when = workspace.prediction_time(subject, resolution)
-        except FedEHRError as exc:
-            return page(request, "ask.html", 400, form=form, error=exc.one_line())
-        return page(request, "confirm.html", form=form, resolution=resolution, action="/ask/run",
-                    what=f"patient {subject}, prediction time {when:%Y-%m-%d %H:%M}",
-                    samples=n, seed=s)
-
-    @app.post("/ask/run")
-    def ask_run(request: Request, fields: dict = Depends(_fields)):
-        subject_id, question, samples, seed = _question_fields(fields, "subject_id")
-        form = _form(settings, subject_id, question, samples, seed)
-        try:
-            subject, n, s = _subject(subject_id), _samples(samples, settings), _seed(seed)
-            resolution = workspace.resolve(question)
-            workspace.prediction_time(subject, resolution)
-            audit = workspace.record_question(resolution, patients=[subject], samples=n, seed=s)
-        except FedEHRError as exc:
-            return page(request, "ask.html", 400, form=form, error=exc.one_line())
-        groups = settings.explain_groups
-        job = Job("patient", f"Patient {subject}: {resolution.question}",
-                  total=n * (groups + 2), context={"resolution": resolution, "audit": audit,
-                                                   "samples": n, "seed": s, "form": form})
-        jobs.start(job, lambda progress: workspace.answer_one(
-            resolution, subject, samples=n, seed=s, explain_groups=groups, progress=progress))
-        return RedirectResponse(f"/jobs/{job.id}", status_code=303)
-
-    # -- cohort ------------------------------------------------------------------------
     @app.get("/cohort", response_class=HTMLResponse)
     def cohort_form(request: Request):
-        return page(request, "cohort.html", form=_form(settings, "", ""))
+        return page(request, "cohort.html", form=_form(settings, {}, True),
+                    splits=workspace.splits)
 
+    @app.post("/ask/resolve", response_class=HTMLResponse)
     @app.post("/cohort/resolve", response_class=HTMLResponse)
-    def cohort_resolve(request: Request, fields: dict = Depends(_fields)):
-        subject_ids, question, samples, seed = _question_fields(fields, "subject_ids")
-        form = _form(settings, subject_ids, question, samples, seed)
+    def resolve(request: Request, fields: dict = Depends(_fields)):
+        cohort = request.url.path.startswith("/cohort")
         try:
-            subjects = _subject_list(subject_ids)
-            n, s = _samples(samples, settings), _seed(seed)
-            resolution = workspace.resolve(question)
-            workspace.cohort_labels(subjects, resolution)
+            q = asked(fields, cohort)
         except FedEHRError as exc:
-            return page(request, "cohort.html", 400, form=form, error=exc.one_line())
-        return page(request, "confirm.html", form=form, resolution=resolution,
-                    action="/cohort/run", what=f"a cohort of {len(subjects)} patients, each at "
-                    "its latest index event (or last event)", samples=n, seed=s, cohort=True)
+            return form_page(request, fields, cohort, exc)
+        if cohort:
+            what = (f"a cohort of {len(q.subjects)} patients, each at its latest index event "
+                    "(or last event)")
+            if q.left_out:
+                what += (f"; {len(q.left_out)} patients the predicate found are left out "
+                         f"({q.left_out[0]}{', ...' if len(q.left_out) > 1 else ''})")
+        else:
+            what = (f"patient {q.subjects[0]}, prediction time "
+                    f"{q.labels['prediction_time'][0]:%Y-%m-%d %H:%M}")
+        return page(request, "confirm.html", form=q.form, resolution=q.resolution,
+                    action="/cohort/run" if cohort else "/ask/run", what=what,
+                    samples=q.samples, seed=q.seed, cohort=cohort,
+                    carry=_carry(fields))
 
+    @app.post("/ask/run")
     @app.post("/cohort/run")
-    def cohort_run(request: Request, fields: dict = Depends(_fields)):
-        subject_ids, question, samples, seed = _question_fields(fields, "subject_ids")
-        form = _form(settings, subject_ids, question, samples, seed)
+    def run(request: Request, fields: dict = Depends(_fields)):
+        cohort = request.url.path.startswith("/cohort")
         try:
-            subjects = _subject_list(subject_ids)
-            n, s = _samples(samples, settings), _seed(seed)
-            resolution = workspace.resolve(question)
-            labels = workspace.cohort_labels(subjects, resolution)
-            audit = workspace.record_question(resolution, patients=subjects, samples=n, seed=s)
+            q = asked(fields, cohort)
+            audit = workspace.record_question(q.resolution, patients=q.subjects,
+                                              samples=q.samples, seed=q.seed)
         except FedEHRError as exc:
-            return page(request, "cohort.html", 400, form=form, error=exc.one_line())
-        job = Job("cohort", f"Cohort of {len(subjects)}: {resolution.question}",
-                  total=n * len(subjects), context={"resolution": resolution, "audit": audit,
-                                                    "samples": n, "seed": s, "form": form})
-        jobs.start(job, lambda progress: workspace.answer_cohort(
-            resolution, labels, samples=n, seed=s, progress=progress))
+            return form_page(request, fields, cohort, exc)
+        context = {"resolution": q.resolution, "audit": audit, "samples": q.samples,
+                   "seed": q.seed, "form": q.form}
+        question = q.resolution.question
+        if cohort:
+            job = Job("cohort", f"Cohort of {len(q.subjects)}: {question}",
+                      total=q.samples * len(q.subjects), context=context)
+            jobs.start(job, lambda progress: workspace.answer_cohort(
+                q.resolution, q.labels, samples=q.samples, seed=q.seed, progress=progress))
+        else:
+            groups = settings.explain_groups
+            job = Job("patient", f"Patient {q.subjects[0]}: {question}",
+                      total=q.samples * (groups + 2), context=context)
+            jobs.start(job, lambda progress: workspace.answer_one(
+                q.resolution, q.subjects[0], samples=q.samples, seed=q.seed,
+                explain_groups=groups, progress=progress))
         return RedirectResponse(f"/jobs/{job.id}", status_code=303)
 
     # -- jobs ------------------------------------------------------------------------------
@@ -242,15 +280,31 @@ async def _fields(request: Request) -> dict[str, str]:
     return {k: v[-1] for k, v in parse_qs(body, keep_blank_values=True).items()}
 
 
-def _question_fields(fields: dict, subjects: str) -> tuple[str, str, str, str]:
-    return (fields.get(subjects, ""), fields.get("question", ""), fields.get("samples", ""),
-            fields.get("seed", "0"))
+def _form(settings: Settings, fields: dict, cohort: bool) -> dict:
+    """What the form showed, to show it again (raw text, checked later)."""
+    return {"subjects": fields.get("subject_ids" if cohort else "subject_id", ""),
+            "question": fields.get("question", ""),
+            "samples": fields.get("samples") or str(settings.samples),
+            "seed": fields.get("seed") or "0",
+            "code": fields.get("with_code", "").strip(),
+            "description": fields.get("with_description", "").strip(),
+            "split": fields.get("split", "").strip(),
+            "limit": fields.get("limit") or str(DEFAULT_LIMIT),
+            "choices": {k.removeprefix(CHOICE): v for k, v in fields.items()
+                        if k.startswith(CHOICE)}}
 
 
-def _form(settings: Settings, subjects: str, question: str, samples: str = "",
-          seed: str = "0") -> dict:
-    return {"subjects": subjects, "question": question,
-            "samples": samples or str(settings.samples), "seed": seed or "0"}
+def _carry(fields: dict) -> list[tuple[str, str]]:
+    """The posted fields the confirmation passes on to the run, as hidden inputs."""
+    return [(k, v) for k, v in fields.items() if k in FORM_FIELDS or k.startswith(CHOICE)]
+
+
+def _limit(text: str) -> int:
+    text = text.strip()
+    if not text.isdigit() or not 1 <= int(text) <= MAX_COHORT:
+        raise DataError(f"at most N patients: a whole number from 1 to {MAX_COHORT}",
+                        where="at most", fix=f"e.g. {DEFAULT_LIMIT}")
+    return int(text)
 
 
 def _subject(text: str) -> int:

@@ -44,6 +44,7 @@ class Resolution:
     outcome: object  # query.Outcome
     lines: list[tuple[str, str]]
     notes: list[str] = field(default_factory=list)
+    choices: dict[str, str] = field(default_factory=dict)  # ambiguous phrase -> family used
 
 
 class Workspace:
@@ -69,8 +70,13 @@ class Workspace:
         self.model_lock = threading.Lock()  # one sampling run at a time on the CPU
 
     # -- questions -------------------------------------------------------------------
-    def resolve(self, question: str) -> Resolution:
-        """Parse and resolve a question; raises FedEHRError with the reason to show."""
+    def resolve(self, question: str, choices: dict[str, str] | None = None) -> Resolution:
+        """Parse and resolve a question; raises FedEHRError with the reason to show.
+
+        `choices` picks a concept family for an ambiguous phrase (lower-cased phrase ->
+        family, as AmbiguousConcept.choices names them); a phrase without a valid pick
+        raises the AmbiguousConcept, whose choices the page offers."""
+        from fedehr.shared.clinical.concepts import AmbiguousConcept
         from fedehr.shared.clinical.prompt import parse_prompt, resolve_prompt
         from fedehr.shared.clinical.query import outcome_from_task
 
@@ -78,11 +84,23 @@ class Workspace:
         if not question.strip():
             raise DataError("the question is empty", where="question",
                             fix='type e.g. "death within 30 days after discharge"')
-        resolved = resolve_prompt(parse_prompt(question), self.index)
+        parsed, choices = parse_prompt(question), choices or {}
+        chosen: dict[str, tuple[str, ...]] = {}
+        used: dict[str, str] = {}
+        while True:  # each pass settles one more ambiguous phrase
+            try:
+                resolved = resolve_prompt(parsed, self.index.with_choices(chosen))
+                break
+            except AmbiguousConcept as exc:
+                phrase = exc.phrase.lower()
+                family = choices.get(phrase)
+                if phrase in chosen or family not in exc.choices:
+                    raise
+                chosen[phrase], used[phrase] = exc.choices[family], family
         outcome = outcome_from_task(resolved.task_config())
         notes = list(self.outcome_tokens(outcome).notes)  # refuses codes outside the vocabulary
         lines = [*resolved.confirmation_lines(), ("compiled window", outcome.clinical_words())]
-        return Resolution(question, resolved, outcome, lines, notes)
+        return Resolution(question, resolved, outcome, lines, notes, used)
 
     def outcome_tokens(self, outcome):
         from fedehr.shared.clinical.zero_shot import candidate_codes, outcome_tokens
@@ -100,28 +118,67 @@ class Workspace:
 
     def prediction_time(self, subject: int, resolution: Resolution) -> datetime:
         """As `fedehr model ask`: the latest index event, or the last event."""
-        from fedehr.shared.clinical.ask_cli import _prediction_time
+        from fedehr.shared.clinical.query import prediction_time
 
-        return _prediction_time(self.dataset, subject, resolution.resolved, None)
+        return prediction_time(self.dataset, subject, resolution.resolved)
 
-    def cohort_labels(self, subjects: list[int], resolution: Resolution) -> pl.DataFrame:
+    def patient_label(self, subject: int, resolution: Resolution) -> pl.DataFrame:
+        """One patient at its prediction time, as a MEDS label frame of one row."""
+        when = self.prediction_time(subject, resolution)
+        return pl.DataFrame({"subject_id": [subject], "prediction_time": [when]},
+                            schema={"subject_id": pl.Int64, "prediction_time": pl.Datetime("us")})
+
+    def cohort_labels(self, subjects: list[int], resolution: Resolution, *,
+                      skip_unplaced: bool = False) -> tuple[pl.DataFrame, list[str]]:
+        """Each patient at its prediction time; with `skip_unplaced` (a cohort found by a
+        predicate) patients the question cannot place are left out and listed, else refused."""
         if not subjects:
             raise DataError("the cohort is empty", where="patient ids",
                             fix="list at least one subject_id, e.g. 2 4 6")
-        times, problems = [], []
+        placed, times, problems = [], [], []
         for subject in subjects:
             try:
                 times.append(self.prediction_time(subject, resolution))
+                placed.append(subject)
             except FedEHRError as exc:
                 problems.append(exc.message)
-        if problems:
+        if problems and (not skip_unplaced or not placed):
             shown = "; ".join(problems[:5]) + (f" (and {len(problems) - 5} more)"
                                                if len(problems) > 5 else "")
             raise DataError(shown, where="patient ids",
-                            fix="remove these patients from the list")
-        return pl.DataFrame({"subject_id": subjects, "prediction_time": times},
-                            schema={"subject_id": pl.Int64,
-                                    "prediction_time": pl.Datetime("us")})
+                            fix="remove these patients from the list" if not skip_unplaced
+                            else "choose patients who have the question's index event")
+        labels = pl.DataFrame({"subject_id": placed, "prediction_time": times},
+                              schema={"subject_id": pl.Int64,
+                                      "prediction_time": pl.Datetime("us")})
+        return labels, problems
+
+    def find_cohort(self, *, code: str, description: str, split: str, limit: int) -> list[int]:
+        """Patients by a predicate, as `fedehr site patients` finds them: a code pattern
+        (regular expression) and/or words of a code's description, optionally one split."""
+        from fedehr.client.patients import find_patients
+
+        if not (code or description):
+            raise DataError("the cohort is empty", where="patient ids",
+                            fix="list subject_ids, or give a code pattern or description words")
+        try:
+            found = find_patients(self.settings.data, code=code or None,
+                                  description=description or None, split=split or None,
+                                  limit=limit)
+        except pl.exceptions.PolarsError as exc:
+            reason = str(exc).strip().splitlines()[0][:120]
+            raise DataError(f"cannot use the code pattern {code!r} ({reason})",
+                            where="code pattern",
+                            fix="write a regular expression, e.g. ^LAB//2160") from None
+        if found.is_empty():
+            raise DataError("no patient matches the predicate"
+                            + (f" in split {split!r}" if split else ""),
+                            where="cohort predicate", fix="try another code, words or split")
+        return found["subject_id"].to_list()
+
+    @property
+    def splits(self) -> list[str]:
+        return self.dataset.splits_present()
 
     def record_question(self, resolution: Resolution, *, patients: list[int],
                         samples: int, seed: int) -> dict:
@@ -135,7 +192,8 @@ class Workspace:
             patients=patients if len(patients) <= 50 else f"{len(patients)} patients",
             cohort_size=len(patients), checkpoint=str(self.settings.checkpoint),
             checkpoint_signature_sha256=sha256_file(signature) if signature.exists() else None,
-            samples=samples, seed=seed)
+            samples=samples, seed=seed, **({"concepts_chosen": resolution.choices}
+                                           if resolution.choices else {}))
 
     # -- sampling (run in a job thread) ------------------------------------------------
     def answer_one(self, resolution: Resolution, subject: int, *, samples: int, seed: int,
@@ -143,10 +201,8 @@ class Workspace:
         from fedehr.shared.clinical.explain import explain
         from fedehr.shared.clinical.zero_shot import predict_detailed
 
-        when = self.prediction_time(subject, resolution)
-        labels = pl.DataFrame({"subject_id": [subject], "prediction_time": [when]},
-                              schema={"subject_id": pl.Int64,
-                                      "prediction_time": pl.Datetime("us")})
+        labels = self.patient_label(subject, resolution)
+        when = labels["prediction_time"][0]
         result = predict_detailed(self.model, self.vocab, self.dataset, labels,
                                   resolution.outcome, samples=samples, seed=seed,
                                   batch_size=BATCH_ROWS, progress=progress)

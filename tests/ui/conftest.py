@@ -65,9 +65,17 @@ def federated_checkpoint(world, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def odd_client(settings, odd_dataset) -> TestClient:
+    from dataclasses import replace
+
+    return TestClient(create_app(replace(settings, data=odd_dataset)))
+
+
+@pytest.fixture(scope="session")
 def odd_dataset(world, tmp_path_factory) -> Path:
     """The planted data with codes the model never saw: a stroke (outside the vocabulary)
-    and ZORB in two code families (an ambiguous concept)."""
+    and ZORB in two code families (an ambiguous concept); and the two procedures in two
+    code families, so that "procedure" is ambiguous between concepts patients have."""
     import polars as pl
 
     root = tmp_path_factory.mktemp("odd") / "meds"
@@ -76,6 +84,9 @@ def odd_dataset(world, tmp_path_factory) -> Path:
     codes = pl.read_parquet(codes_path)
     extra = pl.DataFrame({"code": ["EVENT//STROKE", "FOO//ZORB", "BAR//ZORB"],
                           "description": ["Stroke", "Foo thing", "Bar thing"]})
+    families = {"PROC//ALPHA": ["SNOMEDCT/1001"], "PROC//BETA": ["SNOMEDCT/1002"]}
+    codes = codes.with_columns(pl.col("code").replace_strict(
+        families, default=None, return_dtype=pl.List(pl.String)).alias("parent_codes"))
     pl.concat([codes, extra.cast(codes.select("code", "description").schema)],
               how="diagonal_relaxed").write_parquet(codes_path)
     return root

@@ -94,14 +94,78 @@ def test_unknown_patient_on_the_patients_page_is_a_message(client):
                    "no patient with subject_id 999")
 
 
-def test_concepts_outside_the_vocabulary_or_ambiguous_are_messages(settings, odd_dataset):
-    from dataclasses import replace
-
-    odd = TestClient(create_app(replace(settings, data=odd_dataset)))
+def test_concepts_outside_the_vocabulary_or_ambiguous_are_messages(odd_client):
+    odd = odd_client
     assert_message(ask(odd, question="stroke within 1 day after alpha procedure",
                        step="resolve"), "codes is in the model&#39;s vocabulary")
     assert_message(ask(odd, question="zorb within 1 day after alpha procedure",
                        step="resolve"), "matches 2 concepts")
+
+
+def test_an_ambiguous_concept_is_offered_as_choices_and_the_choice_is_used(odd_client):
+    question = "cardiac arrest within 1 day after procedure"
+    offered = ask(odd_client, question=question, step="resolve")
+    assert_message(offered, "matches 2 concepts")
+    fieldset = offered.text.split('id="choices"')[1].split("</fieldset>")[0]
+    assert fieldset.count('type="radio" ') == 2 and 'name="choice:procedure"' in fieldset
+    assert "SNOMEDCT/1001: Alpha procedure" in fieldset and 'value="SNOMEDCT/1002"' in fieldset
+    alpha = {"choice:procedure": "SNOMEDCT/1001"}
+    confirm = ask(odd_client, question=question, step="resolve", **alpha)
+    assert confirm.status_code == 200 and 'id="chosen"' in confirm.text
+    resolution = confirm.text.split('class="resolution"')[1].split("</table>")[0]
+    assert "PROC//ALPHA" in resolution and "PROC//BETA" not in resolution
+    assert 'name="choice:procedure" value="SNOMEDCT/1001"' in confirm.text  # carried to run
+    beta = ask(odd_client, question=question, step="resolve",
+               **{"choice:procedure": "SNOMEDCT/1002"})
+    assert_message(beta, "subject 4 has no procedure")  # the even patients had alpha
+    started = ask(odd_client, question=question, **alpha)
+    assert started.status_code == 303
+    job = odd_client.app.state.jobs.get(started.headers["location"].rsplit("/", 1)[1])
+    assert job.context["resolution"].resolved.index.codes == ("PROC//ALPHA",)
+    assert job.context["audit"]["concepts_chosen"] == {"procedure": "SNOMEDCT/1001"}
+    job.cancel()
+
+
+def predicate_cohort(client, step="run", **fields):
+    data = {"subject_ids": "", "question": "cardiac arrest within 1 day after procedure",
+            "samples": "8", "seed": "0", **fields}
+    return client.post(f"/cohort/{step}", data=data, follow_redirects=False)
+
+
+def test_a_cohort_by_predicate_is_the_patients_site_patients_finds(client, world):
+    from fedehr.client.patients import find_patients
+
+    predicate = {"with_code": "^PROC//ALPHA", "split": "train", "limit": "5"}
+    confirm = predicate_cohort(client, step="resolve", **predicate)
+    assert confirm.status_code == 200 and "a cohort of 5 patients" in confirm.text
+    assert 'name="with_code" value="^PROC//ALPHA"' in confirm.text  # carried to run
+    started = predicate_cohort(client, **predicate)
+    job = started.headers["location"]
+    assert answered(client, job)["state"] == "done"
+    csv = pl.read_csv(io.BytesIO(client.get(f"{job}/predictions.csv").content))
+    found = find_patients(world.dataset.root, code="^PROC//ALPHA", split="train", limit=5)
+    assert csv["subject_id"].to_list() == found["subject_id"].to_list()
+
+
+def test_a_predicate_cohort_leaves_out_patients_the_question_cannot_place(client):
+    page = predicate_cohort(client, step="resolve", with_description="procedure", limit="6",
+                            question="cardiac arrest within 1 day after alpha procedure")
+    assert page.status_code == 200 and "a cohort of 3 patients" in page.text
+    assert "3 patients the predicate found are left out (subject 1 has no alpha" in page.text
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"with_code": "^PROC//("}, "cannot use the code pattern"),
+    ({"with_code": "^NOPE//"}, "no patient matches the predicate"),
+    ({"with_description": "alpha", "split": "nosuchsplit"}, "in split &#39;nosuchsplit&#39;"),
+    ({"with_code": "^PROC", "subject_ids": "2 4"}, "either patient ids or a predicate"),
+    ({"with_code": "^PROC", "limit": "0"}, "a whole number from 1 to"),
+    ({"with_code": "^PROC//BETA", "question": "cardiac arrest within 1 day after alpha "
+      "procedure"}, "subject 1 has no alpha procedure"),
+])
+def test_cohort_predicate_mistakes_are_messages(client, fields, message):
+    assert_message(predicate_cohort(client, step="resolve", **fields), message)
+    assert_message(predicate_cohort(client, **fields), message)
 
 
 def test_cohort_downloads_parse_in_the_label_schema(client):

@@ -119,6 +119,25 @@ def test_find_the_planted_patient_ask_confirm_and_see_why(page, site, world, cap
     shot(page, "answer")
 
 
+def test_an_ambiguous_concept_is_chosen_with_the_keyboard(page, settings, odd_dataset):
+    url, stop = serve(create_app(replace(settings, data=odd_dataset)))
+    try:
+        page.goto(f"{url}/ask?subject_id=4")
+        page.get_by_label("Question").fill("cardiac arrest within 1 day after procedure")
+        page.get_by_role("button", name="Check the question").click()
+        assert "matches 2 concepts" in page.get_by_role("alert").inner_text()
+        alpha = page.get_by_role("radio", name="SNOMEDCT/1001: Alpha procedure")
+        shot(page, "choices")
+        page.keyboard.press("Space")  # the first choice has the focus
+        assert alpha.is_checked()
+        page.keyboard.press("Enter")
+        resolution = page.locator("table.resolution").inner_text()
+        assert "PROC//ALPHA (Alpha procedure)" in resolution and "PROC//BETA" not in resolution
+        assert "SNOMEDCT/1001" in page.locator("#chosen").inner_text()
+    finally:
+        stop()
+
+
 def test_cohort_table_sorts_and_its_csv_downloads(page, site):
     page.goto(f"{site}/cohort")
     page.get_by_label("Patient ids").fill("2 3 4 5 6 7")

@@ -118,3 +118,16 @@ def test_a_folded_icd_token_is_described_by_its_subcodes_words():
     }, schema_overrides={"parent_codes": pl.List(pl.String)})
     assert CodeIndex.for_dataset(table).describe("ICD9CM/E849") == \
         "Accidents occurring in (any of 2)"
+
+
+def test_an_ambiguous_phrase_offers_its_families_and_a_choice_resolves_it(index):
+    with pytest.raises(AmbiguousConcept) as err:
+        index.resolve("failure")
+    assert err.value.phrase == "failure" and {"ICD10CM/I50", "ICD10CM/N17"} <= set(
+        err.value.choices)
+    heart = err.value.choices["ICD10CM/I50"]
+    picked = index.with_choices({"Failure": heart})
+    assert picked.resolve("failure").codes == heart
+    assert set(heart) == {"DIAGNOSIS//ICD//10//I509", "DIAGNOSIS//ICD//10//I5022"}
+    with pytest.raises(AmbiguousConcept):
+        index.resolve("failure")  # the original index is unchanged
