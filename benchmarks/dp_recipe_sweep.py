@@ -78,6 +78,12 @@ RECIPES = {r.name: r for r in [
     replace(BASE, name="lr-half", lr=1e-3),
     replace(BASE, name="lr-4x", lr=8e-3),  # the learning rate alone, at today's batch
     replace(BASE, name="anchor-10", anchor_per_round=10),
+    replace(BASE, name="batch128-lr4x-anchor-10", batch=128, steps=20, lr=8e-3,
+            anchor_per_round=10),
+    # arm (a) at the batch of the tuned recipe: which learning rate serves it best
+    replace(BASE, name="central-b128", central=True, warm=0, batch=128, steps=20),
+    replace(BASE, name="central-b128-lr4x", central=True, warm=0, batch=128, steps=20,
+            lr=8e-3),
 ]}
 
 

@@ -29,8 +29,10 @@ def _worker_pid(fed, name: str) -> int:
 
 def test_a_worker_killed_mid_task_is_restarted_and_charges_nothing_twice(tmp_path, hospitals,
                                                                          anchor):
+    # round_timeout: the other two sites must finish round 1 inside it; on CI's loaded
+    # cores pulling a round's input took 10 s and training 21 s (30 was too short)
     fed = make_federation(tmp_path, hospitals, anchor, federation={
-        **NO_NOTES, "rounds": 2, "min_sites": 2, "round_timeout": 30})
+        **NO_NOTES, "rounds": 2, "min_sites": 2, "round_timeout": 75})
     try:
         fed.start_all()
         run_id = fed.launch()
