@@ -18,13 +18,14 @@ from urllib.parse import parse_qs
 
 import polars as pl
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from fedehr.shared.clinical.concepts import AmbiguousConcept
 from fedehr.shared.errors import DataError, FedEHRError
 from fedehr.shared.ui import charts
+from fedehr.shared.ui.evaluation import plot_names, read_evaluation
 from fedehr.shared.ui.jobs import Job, Jobs
 from fedehr.shared.ui.model_view import model_view
 from fedehr.shared.ui.timeline import patient_timeline
@@ -266,8 +267,22 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get("/model", response_class=HTMLResponse)
     def model(request: Request):
         view = model_view(settings.checkpoint, settings.trusted_key)
-        return page(request, "model.html", view=view,
+        evaluation, problem = None, ""
+        if settings.report is not None:
+            try:
+                evaluation = read_evaluation(settings.report, settings.checkpoint)
+            except FedEHRError as exc:  # the report changed since the server started
+                problem = exc.one_line()
+        return page(request, "model.html", view=view, evaluation=evaluation,
+                    evaluation_problem=problem,
                     chart=charts.line_chart(view.losses) if view.losses else "")
+
+    @app.get("/model/report/{name}")
+    def report_plot(name: str):
+        if settings.report is None or name not in plot_names(settings.report):
+            return Response("no such plot in the evaluation report", status_code=404,
+                            media_type="text/plain")
+        return FileResponse(Path(settings.report) / name, media_type="image/png")
 
     return app
 

@@ -38,6 +38,8 @@ def ui(
     trusted_key: Path = typer.Option(None, "--trusted-key", help="The consortium's public "
                                      "key: the checkpoint must be signed by it."),
     samples: int = typer.Option(32, "--samples", min=1, help="Default continuations."),
+    report: Path = typer.Option(None, "--report", help="The --out folder of `fedehr model "
+                                "evaluate`: its scores and plots on the Model page."),
     user: str = typer.Option(None, "--user", help="Who asks, for the audit log (default: "
                              "the login name of this process)."),
 ) -> None:
@@ -51,9 +53,13 @@ def ui(
     from fedehr.shared.ui.workspace import Settings
 
     token = check_exposure(host, tls_cert, tls_key, token_file)
+    if report is not None:
+        from fedehr.shared.ui.evaluation import read_evaluation
+
+        read_evaluation(report, checkpoint)  # a wrong folder is refused now, not on the page
     settings = Settings(checkpoint=checkpoint, data=data, audit_log=audit_log,
                         trusted_key=trusted_key, user=user or getpass.getuser(), token=token,
-                        secure_cookie=tls_cert is not None, samples=samples)
+                        secure_cookie=tls_cert is not None, samples=samples, report=report)
     app = create_app(settings)
     scheme = "https" if tls_cert else "http"
     typer.echo(f"fedehr ui on {scheme}://{host}:{port} (Ctrl-C stops it)")

@@ -33,6 +33,7 @@ class Settings:
     secure_cookie: bool = False  # served over TLS
     samples: int = 32
     explain_groups: int = 8
+    report: Path | None = None  # the --out folder of `fedehr model evaluate`, shown on Model
 
 
 @dataclass

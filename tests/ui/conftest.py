@@ -103,3 +103,47 @@ def answered(client: TestClient, location: str, timeout: float = 30.0) -> dict:
             return status
         time.sleep(0.05)
     raise AssertionError(f"{location} still running after {timeout} s")
+
+
+def write_evaluation(folder: Path, checkpoint: Path) -> Path:
+    """An evaluation report as `fedehr model evaluate --out` leaves it: results.json from
+    EvaluationResult.to_dict, report.md linking one plot, the plot, and another file."""
+    import json
+
+    import numpy as np
+
+    from fedehr.shared.clinical.evaluate import EvaluationResult, MethodResult, TaskResult
+    from fedehr.shared.clinical.metrics import Scores
+
+    def method(name, k, *aurocs):
+        runs = [Scores(n=24, positives=3, auroc=a, auprc=0.4, ece=0.1, brier=0.1)
+                for a in aurocs]
+        return MethodResult(name, k, runs, np.zeros(1), np.zeros(1))
+
+    task = TaskResult("mortality", "In-hospital mortality", 224, 24, 19, 3, [
+        method("zero-shot", None, 0.5), method("probe", 16, 0.6, 0.8),
+        method("counts", "all", float("nan"))], notes=["few positives"])
+    result = EvaluationResult(str(folder), str(checkpoint), {"split": "held_out",
+                              "ks": [16, "all"], "seeds": 2, "zero_shot_samples": 2}, [task])
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "results.json").write_text(json.dumps(result.to_dict()))
+    (folder / "report.md").write_text("# fedehr model evaluate\n\n"
+                                      "![In-hospital mortality roc](mortality-roc.png)\n")
+    (folder / "mortality-roc.png").write_bytes(_grey_png(160, 120))
+    (folder / "notes.txt").write_text("not a plot")
+    return folder
+
+
+def _grey_png(width: int, height: int) -> bytes:
+    """A valid plain PNG standing in for a plot (matplotlib would cost seconds)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))
+
+    rows = b"".join(b"\x00" + b"\xe8" * width for _ in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows))
+            + chunk(b"IEND", b""))

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from fedehr.shared.audit import read, verify
 from fedehr.shared.ui.app import create_app
 from fedehr.shared.ui.jobs import Job, Jobs
-from tests.ui.conftest import QUESTION, answered
+from tests.ui.conftest import QUESTION, answered, write_evaluation
 
 
 def ask(client, subject="4", question=QUESTION, step="run", **extra):
@@ -264,3 +264,40 @@ def test_progress_past_the_estimate_shows_a_second_pass_not_a_full_bar():
     job.progress(30)
     assert job.status() | {"seconds": 0} == {"state": "running", "done": 130, "total": 200,
                                              "seconds": 0}
+
+
+def test_the_model_page_shows_the_evaluation_report_as_tables_and_plots(settings, tmp_path):
+    from dataclasses import replace
+
+    report = write_evaluation(tmp_path / "eval", settings.checkpoint)
+    page = TestClient(create_app(replace(settings, report=report)))
+    html = page.get("/model").text
+    section = html.split('id="evaluation"')[1].split("</section>")[0]
+    assert "In-hospital mortality" in section and "few positives" in section
+    rows = section.split("<tbody>")[1].split("</tbody>")[0].split("<tr")[1:]
+    assert ["zero-shot" in rows[0], "probe k=16" in rows[1], "counts k=all" in rows[2]] == \
+        [True] * 3
+    assert 'class="best"' in rows[1] and "<strong>0.700 ± 0.141</strong>" in rows[1]
+    assert "n/a" in rows[2] and 'id="evaluation-other"' not in html
+    plot = page.get("/model/report/mortality-roc.png")
+    assert plot.status_code == 200 and plot.headers["content-type"] == "image/png"
+    assert 'src="/model/report/mortality-roc.png"' in section
+    assert page.get("/model/report/notes.txt").status_code == 404  # only the plots it links
+
+
+def test_an_evaluation_of_another_checkpoint_is_flagged(settings, tmp_path):
+    from dataclasses import replace
+
+    report = write_evaluation(tmp_path / "eval", tmp_path / "other-ckpt")
+    html = TestClient(create_app(replace(settings, report=report))).get("/model").text
+    assert 'id="evaluation-other"' in html and str(tmp_path / "other-ckpt") in html
+
+
+def test_an_unreadable_evaluation_report_is_a_message_on_the_model_page(settings, tmp_path):
+    from dataclasses import replace
+
+    report = write_evaluation(tmp_path / "eval", settings.checkpoint)
+    (report / "results.json").write_text("{not json")
+    html = TestClient(create_app(replace(settings, report=report))).get("/model").text
+    assert 'id="evaluation-problem"' in html and "cannot read the evaluation results" in html
+    assert "Traceback" not in html

@@ -15,6 +15,7 @@ import pytest
 
 from fedehr.shared.cli import main
 from fedehr.shared.ui.app import create_app
+from tests.ui.conftest import write_evaluation
 
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -168,13 +169,18 @@ def test_an_empty_cohort_is_a_message_not_a_trace(page, site):
     assert "the cohort is empty" in page.get_by_role("alert").inner_text()
 
 
-def test_model_page_green_for_a_federated_checkpoint(page, settings, federated_checkpoint):
-    url, stop = serve(create_app(replace(settings, checkpoint=federated_checkpoint)))
+def test_model_page_green_for_a_federated_checkpoint(page, settings, federated_checkpoint,
+                                                     tmp_path):
+    report = write_evaluation(tmp_path / "eval", federated_checkpoint)
+    url, stop = serve(create_app(replace(settings, checkpoint=federated_checkpoint,
+                                         report=report)))
     try:
         page.goto(f"{url}/model")
         assert "Verified" in page.locator("#verdict").inner_text()
         assert page.locator("#losses svg").is_visible()
         assert "hospital_b" in page.locator("#privacy").inner_text()
+        best = page.locator("#evaluation tr.best")
+        assert "probe k=16" in best.inner_text() and best.locator("strong").is_visible()
         shot(page, "model")
     finally:
         stop()

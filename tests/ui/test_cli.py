@@ -24,6 +24,13 @@ def test_a_network_host_without_tls_and_login_is_refused_in_one_line(capsys, tmp
     assert "without TLS and a login" in err and "Traceback" not in err
 
 
+def test_a_folder_without_an_evaluation_report_is_refused_in_one_line(capsys, tmp_path):
+    code, err = run(capsys, "--checkpoint", str(tmp_path), "--data", str(tmp_path),
+                    "--report", str(tmp_path))
+    assert code != 0 and "results.json" in err and "no evaluation report here" in err
+    assert "Traceback" not in err
+
+
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "::1"])
 def test_loopback_needs_nothing(host):
     assert check_exposure(host, None, None, None) is None
