@@ -130,6 +130,10 @@ class Federation:
         self.strategy = build_strategy(cfg.strategy, cfg.min_sites)
         self.audit = AuditLog(cfg.audit_path)
         self._reported_patients: list[float] = []  # the sites' sizes, for SecAgg+'s weights
+        # True once every site answered round 0's evaluation without a loss (site.yaml
+        # privacy.release_metrics: none, the default): later evaluation rounds would
+        # bring back nothing, and each costs the sites a message round
+        self._no_site_releases_losses = False
         torch.set_num_threads(cfg.threads)
 
     def _signing_key(self):
@@ -385,6 +389,8 @@ class Federation:
 
     def _evaluate_sites(self, grid: Grid, rnd: int, model: EHRModel, vocab: Vocabulary
                         ) -> dict[str, float]:
+        if self._no_site_releases_losses:
+            return {}
         config = ConfigRecord(self._round_config(rnd, model, vocab))
         messages = self.strategy.configure_evaluate(rnd, ArrayRecord(model.state_dict()),
                                                     config, grid)
@@ -398,6 +404,9 @@ class Federation:
                 losses[_site_name(reply)] = float(metrics[M.EVAL_LOSS])
         if rnd == 0:
             self._reported_patients = weights_known_at_start(public, self.cfg.sites)
+            self._no_site_releases_losses = not losses and set(public) >= set(self.cfg.sites)
+            if self._no_site_releases_losses:
+                log.info("no site releases its losses: the rounds skip site evaluation")
         return losses
 
     # -- anchor and checkpoints ---------------------------------------------------------
