@@ -106,7 +106,7 @@ def zero_vectors(path: Path, rows: int, dim: int):
 
 
 def stage_train(cache_path: str, vocab_path: str, *, dp: bool, processes: int, steps: int,
-                threads: int, device: str) -> dict:
+                threads: int, device: str, batch: int = BATCH) -> dict:
     import torch
 
     from fedehr.client.privacy.dp_sgd import DPConfig, train_dp
@@ -135,7 +135,7 @@ def stage_train(cache_path: str, vocab_path: str, *, dp: bool, processes: int, s
             torch.cuda.synchronize()
         clock.append(time.perf_counter())
 
-    kwargs = dict(steps=steps, batch_size=BATCH, lr=LR, progress=watch, device=device)
+    kwargs = dict(steps=steps, batch_size=batch, lr=LR, progress=watch, device=device)
     if dp:
         result = train_dp(model, windows, dp=DPConfig(max_grad_norm=CLIP,
                                                       noise_multiplier=NOISE, delta=1e-5),
@@ -199,6 +199,24 @@ def run(sizes: list[int], steps: int, threads: int, device: str, root: Path) -> 
             "max_len": MAX_LEN, "batch_size": BATCH, "vocab_size": vocab["size"],
             "cpu_count": os.cpu_count(), "rows": rows,
             "extrapolation": extrapolate(rows, 300_000)}
+
+
+def run_cached(cache_path: Path, vocab_path: Path, steps: int, threads: int, device: str,
+               batch: int = BATCH) -> dict:
+    """Training only, on a cache built earlier (e.g. carried to a GPU machine)."""
+    meta = json.loads((cache_path / "meta.json").read_text())
+    disk = sum(f.stat().st_size for f in cache_path.glob("*") if not f.name.startswith("bench-"))
+    cache = {"seconds": float("nan"), "disk_mb": disk / 2**20, "peak_rss_mb": float("nan"),
+             "patients": meta["patients"], "tokens": meta["tokens"]}
+    row = {"patients": meta["patients"], "events": meta["events"], "cache": cache}
+    train_args = dict(cache_path=str(cache_path), vocab_path=str(vocab_path), steps=steps,
+                      threads=threads, device=device, batch=batch)
+    row["non_dp"] = in_child("train", dp=False, processes=1, **train_args)
+    row["dp"] = in_child("train", dp=True, processes=1, **train_args)
+    vocab_size = len(json.loads(vocab_path.read_text()).get("tokens", [])) or None
+    return {"device": device, "threads": threads, "steps": steps, "preset": PRESET,
+            "max_len": MAX_LEN, "batch_size": batch, "vocab_size": vocab_size,
+            "cpu_count": os.cpu_count(), "rows": [row], "extrapolation": None}
 
 
 def extrapolate(rows: list[dict], target: int) -> dict | None:
@@ -269,6 +287,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--data", type=Path, default=DATA, help="where data and caches go")
     parser.add_argument("--out", type=Path, default=RESULTS / "dp_scale")
+    parser.add_argument("--cache", type=Path, help="train only, on this built token cache")
+    parser.add_argument("--vocab", type=Path, help="the vocabulary of --cache")
+    parser.add_argument("--batch", type=int, default=BATCH, help="with --cache: batch size")
     parser.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)
     parser.add_argument("--args", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -278,7 +299,11 @@ def main() -> None:
             kwargs["root"] = Path(kwargs["root"])
         print(json.dumps(STAGES[args.stage](**kwargs)))
         return
-    result = run(args.sizes, args.steps, args.threads, args.device, args.data)
+    if args.cache is not None:
+        result = run_cached(args.cache, args.vocab, args.steps, args.threads, args.device,
+                            args.batch)
+    else:
+        result = run(args.sizes, args.steps, args.threads, args.device, args.data)
     text = report(result)
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
