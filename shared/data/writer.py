@@ -178,14 +178,15 @@ class MEDSWriter:
         shards = self._plan_shards(splits)
         bucket_rows = max(self.bucket_rows, -(-self.rows_written // MAX_BUCKETS))
         buckets = [_cut_buckets(ids, rows, bucket_rows) for _, ids in shards]
-        bucket_of = pl.DataFrame(
-            {S.SUBJECT_ID: [s for shard in buckets for bucket in shard for s in bucket],
-             "_bucket": [b for b, bucket in enumerate(x for shard in buckets for x in shard)
-                         for _ in bucket]},
-            schema={S.SUBJECT_ID: pl.Int64, "_bucket": pl.UInt32})
+        subjects = np.array([s for shard in buckets for bucket in shard for s in bucket],
+                            dtype=np.int64)
+        bucket_of = np.array([b for b, bucket in enumerate(x for shard in buckets for x in shard)
+                              for _ in bucket], dtype=np.int64)
+        order = np.argsort(subjects)
         spill = self.root / "_buckets"
         spill.mkdir()
-        _spill_by_bucket(sorted(staging.glob("*.arrow")), bucket_of, spill)
+        _spill_by_bucket(sorted(staging.glob("*.arrow")), subjects[order], bucket_of[order],
+                         spill)
         first = 0
         for (out, _), shard in zip(shards, buckets, strict=True):
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -246,20 +247,26 @@ def _cut_buckets(ids: list[int], rows: dict[int, int], bucket_rows: int) -> list
     return buckets
 
 
-def _spill_by_bucket(chunks: list[Path], bucket_of: pl.DataFrame, spill: Path) -> None:
-    """Move staged events into one Arrow stream file per bucket, a chunk at a time; each
-    chunk is deleted once moved, so the disk holds the events about once."""
+def _spill_by_bucket(chunks: list[Path], subjects: np.ndarray, bucket_of: np.ndarray,
+                     spill: Path) -> None:
+    """Move staged events into one Arrow stream file per bucket, a chunk at a time
+    (`bucket_of[i]` is the bucket of `subjects[i]`, sorted); each chunk is deleted once
+    moved, so the disk holds the events about once."""
     writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
     try:
         for chunk in chunks:
-            events = _read_arrow(chunk).join(bucket_of, on=S.SUBJECT_ID, how="inner")
-            for (bucket,), part in events.partition_by("_bucket", as_dict=True,
-                                                       include_key=False).items():
-                table = part.to_arrow().cast(S.DATA_SCHEMA, safe=False)
+            with pa.OSFile(str(chunk)) as source:
+                table = pa.ipc.open_stream(source).read_all()
+            buckets = bucket_of[np.searchsorted(subjects, table[S.SUBJECT_ID].to_numpy())]
+            order = np.argsort(buckets, kind="stable")
+            table, buckets = table.take(order), buckets[order]
+            starts = np.flatnonzero(np.r_[True, buckets[1:] != buckets[:-1]])
+            for start, stop in zip(starts, [*starts[1:], len(buckets)], strict=True):
+                bucket = int(buckets[start])
                 if bucket not in writers:
                     writers[bucket] = pa.ipc.new_stream(spill / f"{bucket}.arrow", S.DATA_SCHEMA,
                                                         options=_SPILL_OPTIONS)
-                writers[bucket].write_table(table)
+                writers[bucket].write_table(table.slice(start, stop - start))
             chunk.unlink()
     finally:
         for writer in writers.values():
