@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -176,7 +177,28 @@ def in_child(stage: str, **kwargs) -> dict:
 # -- the run -------------------------------------------------------------------------
 
 
-def run(sizes: list[int], steps: int, threads: int, device: str, root: Path) -> dict:
+def process_speedup(train_args: dict, repeats: int) -> dict:
+    """DP in 2 processes x 1 thread vs 1 process x 2 threads, alternating `repeats` times
+    (the machine is shared): whole-run patients/s, start-up and warm-up included in both."""
+    runs: dict[int, list[dict]] = {1: [], 2: []}
+    for r in range(repeats):
+        for processes in ((1, 2) if r % 2 == 0 else (2, 1)):
+            runs[processes].append(in_child("train", dp=True, processes=processes,
+                                            **train_args))
+
+    def rate(t: dict) -> float:
+        return t["patients"] / t["seconds"]
+
+    one = statistics.median(rate(t) for t in runs[1])
+    two = statistics.median(rate(t) for t in runs[2])
+    return {"dp_2_processes": min(runs[2], key=lambda t: abs(rate(t) - two)),
+            "speedup_2_processes": {"one_process_patients_per_s": [rate(t) for t in runs[1]],
+                                    "two_processes_patients_per_s": [rate(t) for t in runs[2]],
+                                    "ratio_of_medians": two / one}}
+
+
+def run(sizes: list[int], steps: int, threads: int, device: str, root: Path,
+        repeats: int = 3) -> dict:
     root.mkdir(parents=True, exist_ok=True)
     rows = []
     vocab = None
@@ -192,7 +214,7 @@ def run(sizes: list[int], steps: int, threads: int, device: str, root: Path) -> 
         row["non_dp"] = in_child("train", dp=False, processes=1, **train_args)
         row["dp"] = in_child("train", dp=True, processes=1, **train_args)
         if size == min(sizes) and device == "cpu":
-            row["dp_2_processes"] = in_child("train", dp=True, processes=2, **train_args)
+            row.update(process_speedup(train_args, repeats))
         rows.append(row)
         print(table([row], header=len(rows) == 1), flush=True)
     return {"device": device, "threads": threads, "steps": steps, "preset": PRESET,
@@ -264,10 +286,13 @@ def report(result: dict) -> str:
              f"batch {result['batch_size']}, vocabulary {result['vocab_size']}",
              table(result["rows"])]
     first = result["rows"][0]
-    if "dp_2_processes" in first:
-        ratio = first["dp_2_processes"]["patients_per_s"] / first["dp"]["patients_per_s"]
-        lines.append(f"DP with 2 processes x 1 thread vs 1 process x 2 threads: {ratio:.2f}x "
-                     "(RSS columns of the 2-process row: the calling process only)")
+    if "speedup_2_processes" in first:
+        speed = first["speedup_2_processes"]
+        runs = len(speed["one_process_patients_per_s"])
+        lines.append(f"DP with 2 processes x 1 thread vs 1 process x 2 threads: "
+                     f"{speed['ratio_of_medians']:.2f}x (median of {runs} "
+                     "alternating runs each, whole-run patients/s with start-up; the 2-process "
+                     "row's pat/s also counts start-up, its RSS is the calling process only)")
     for row in result["rows"]:
         ratio = row["dp"]["tokens_per_s"] / row["non_dp"]["tokens_per_s"]
         lines.append(f"{row['patients']} patients: DP runs at {ratio:.2f} of non-DP tokens/s")
@@ -285,6 +310,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of the 1 vs 2 processes pair")
     parser.add_argument("--data", type=Path, default=DATA, help="where data and caches go")
     parser.add_argument("--out", type=Path, default=RESULTS / "dp_scale")
     parser.add_argument("--cache", type=Path, help="train only, on this built token cache")
@@ -303,7 +329,7 @@ def main() -> None:
         result = run_cached(args.cache, args.vocab, args.steps, args.threads, args.device,
                             args.batch)
     else:
-        result = run(args.sizes, args.steps, args.threads, args.device, args.data)
+        result = run(args.sizes, args.steps, args.threads, args.device, args.data, args.repeats)
     text = report(result)
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
