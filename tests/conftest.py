@@ -12,9 +12,9 @@ from __future__ import annotations
 LONGEST_FIRST = (
     "tests/e2e/test_fault_tolerance.py",
     "tests/e2e/test_guide_walkthrough.py",
-    "tests/e2e/test_secure_aggregation.py",
+    "tests/e2e/test_server_restart.py",
     "tests/e2e/test_federation.py",
-    "tests/e2e/test_site_worker.py",
+    "tests/e2e/test_secure_aggregation.py",
     "tests/e2e/test_site_approval.py",
 )
 

@@ -21,7 +21,9 @@ from typing import NamedTuple
 
 import torch
 
-PAD_ID = 0
+from fedehr.shared.tokenizer.vocabulary import PAD_ID
+
+__all__ = ["PAD_ID", "Batch", "FIELDS"]
 
 FIELDS = ("tokens", "times", "note_emb", "image_emb", "pro", "pro_mask")
 

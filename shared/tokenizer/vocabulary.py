@@ -4,7 +4,7 @@
 trajectory prediction using transformer"), CEHR-GPT (Pang et al., 2024) and
 MEDS_EIC_AR (McDermott et al.):
 
-* special tokens: ``[PAD]`` (id 0 = `batch.PAD_ID`), ``[BOS]``, ``[EOS]``,
+* special tokens: ``[PAD]`` (id 0 = `PAD_ID`), ``[BOS]``, ``[EOS]``,
   ``[UNK]``, ``[MASK]``, and the modality markers ``[NOTE]`` and ``[IMAGE]``
   (a note or image event is its code token followed by the marker; the marker's
   position carries the frozen-encoder vector) and ``[PRO]`` (reserved for the
@@ -42,14 +42,13 @@ import numpy as np
 
 from fedehr.shared.atomic import write_text
 from fedehr.shared.errors import DataError
-from fedehr.shared.tokenizer.batch import PAD_ID
 
 FORMAT_VERSION = 1
 
 PAD, BOS, EOS, UNK, MASK = "[PAD]", "[BOS]", "[EOS]", "[UNK]", "[MASK]"
 NOTE, IMAGE, PRO = "[NOTE]", "[IMAGE]", "[PRO]"
 SPECIAL_TOKENS = (PAD, BOS, EOS, UNK, MASK, NOTE, IMAGE, PRO)
-assert SPECIAL_TOKENS.index(PAD) == PAD_ID
+PAD_ID = SPECIAL_TOKENS.index(PAD)  # 0; defined here, not in batch.py, to keep torch out
 
 N_QUANTILES = 10
 QUANTILE_TOKENS = tuple(f"Q{i}" for i in range(N_QUANTILES))

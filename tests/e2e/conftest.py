@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from fedehr.client.privacy import PrivacyLedger
 from fedehr.server.local_federation import HospitalSpec, LocalFederation
+from fedehr.server.status import read_status
 from fedehr.shared.data.anchor import fetch_anchor
 from fedehr.shared.data.synth import synthesize
 
@@ -71,3 +73,18 @@ def make_federation(root: Path, hospitals, anchor: Path, *, federation: dict | N
                                  site_env=env or {})
     fed.clientapp = TAP_APP
     return fed
+
+
+def phase_round(fed) -> tuple[str, int]:
+    """The run's phase and round from status.json; a failed run fails the test at once."""
+    status = read_status(fed.config.status_path) or {}
+    if status.get("phase") == "failed":
+        raise AssertionError(f"the run failed: {status.get('message')}")
+    return status.get("phase", ""), int(status.get("round", 0))
+
+
+def dp_rounds(fed, name: str) -> list[str]:
+    """The rounds a site's ledger charged for DP-SGD, sorted."""
+    ledger = PrivacyLedger.open(fed.root / "site-state" / name / "privacy-ledger.json",
+                                epsilon_budget=8.0, delta=1e-5)
+    return sorted(e.round_id.split(":")[0] for e in ledger.entries if e.purpose == "dp-sgd")

@@ -172,7 +172,7 @@ def test_the_guides_from_an_empty_folder(tmp_path, anchor):
         patient = _first_patient(listing)
         answer = fedehr("model", "ask", "--checkpoint", "ckpt", "--data", synth[0].path,
                         "--patient", patient, "--prompt", "death within 30 days after discharge",
-                        "--samples", "8", "--explain", "2", "--trusted-key",
+                        "--samples", "4", "--explain", "1", "--trusted-key",
                         "pki/signing/consortium.pub", "--yes", cwd=root).stdout
         assert "probability" in answer and "95% CI" in answer
         fedehr("model", "evaluate", "--checkpoint", "ckpt", "--data", synth[0].path,
