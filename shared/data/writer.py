@@ -66,12 +66,14 @@ def assign_splits(
 
 
 DATASET_KIND = "MEDS dataset"  # the marker an --overwrite recognises
-BUCKET_ROWS = 2_000_000  # rows sorted in memory at once (about 0.5 GB at MIMIC-IV's row widths)
+BUCKET_ROWS = 2_000_000  # rows sorted in memory at once (import peak RSS ~1.3 GB, see
+# benchmarks/results/import_scale.txt)
 MAX_BUCKETS = 1_000  # spill files open at once; beyond it buckets grow instead
 ROW_GROUP_ROWS = 1024 * 1024  # pyarrow's default, so that a shard's bytes do not depend
 # on how it was cut into buckets
 SORT_KEYS = [S.SUBJECT_ID, S.TIME, S.CODE, S.NUMERIC_VALUE, S.TEXT_VALUE]  # every column:
 # events that tie on subject, time and code still come out in one order, run after run
+_SPILL_OPTIONS = pa.ipc.IpcWriteOptions(compression="lz4")  # staging files: fast, and smaller
 
 
 class MEDSWriter:
@@ -273,9 +275,6 @@ def _spill_by_bucket(chunks: list[Path], subjects: np.ndarray, bucket_of: np.nda
             writer.close()
 
 
-_SPILL_OPTIONS = pa.ipc.IpcWriteOptions(compression="lz4")  # fast; halves the scratch disk
-
-
 def _write_arrow(path: Path, table: pa.Table) -> None:
     with pa.ipc.new_stream(path, table.schema, options=_SPILL_OPTIONS) as writer:
         writer.write_table(table)
@@ -306,8 +305,6 @@ def _write_sorted_shard(out: Path, buckets: list[Path]) -> None:
     pending: list[pa.Table] = []
     with pq.ParquetWriter(out, S.DATA_SCHEMA) as writer:
         for bucket in buckets:
-            if not bucket.exists():  # every event of the bucket's subjects was dropped
-                continue
             events = _read_arrow(bucket)
             bucket.unlink()
             frame = _distinct_sorted(events)
