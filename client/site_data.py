@@ -9,6 +9,7 @@ and the image-study embeddings from the dataset's sidecar. A fresh process
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,6 +88,14 @@ def cached_fingerprint(dataset: MEDSDataset, cache_dir: Path) -> str:
     return fingerprint
 
 
+def note_vectors_name(site: SiteConfig, dim: int) -> str:
+    """The cached vectors' file, one per encoder: a switch of encoder re-encodes."""
+    modalities = site.modalities
+    chosen = f"{modalities.note_encoder}" if modalities.note_encoder else modalities.note_language
+    tag = hashlib.sha256(chosen.encode()).hexdigest()[:12]
+    return f"note-vectors-{dim}-{tag}.npy"
+
+
 def _note_vectors(site: SiteConfig, cache: TokenCache, dim: int) -> np.ndarray | None:
     """Frozen-encoder vectors of the cache's notes, computed once and stored beside it.
 
@@ -98,12 +107,12 @@ def _note_vectors(site: SiteConfig, cache: TokenCache, dim: int) -> np.ndarray |
     texts = cache.note_texts
     if not site.modalities.notes or not texts:
         return np.zeros((len(texts), dim), dtype=np.float32)
-    path = Path(cache.path) / f"note-vectors-{dim}.npy"
+    path = Path(cache.path) / note_vectors_name(site, dim)
     if path.exists():
         return np.load(path, mmap_mode="r")
     from fedehr.shared.model.encoders import NoteEncoder
 
-    encoder = NoteEncoder(site.modalities.note_encoder)
+    encoder = NoteEncoder(site.modalities.note_encoder, language=site.modalities.note_language)
     if encoder.dim != dim:
         raise ConfigError(f"the note encoder gives {encoder.dim}-d vectors but the model "
                           f"expects {dim}", where="site.yaml: modalities.note_encoder",
