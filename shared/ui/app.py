@@ -191,7 +191,8 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             q = asked(fields, cohort)
             audit = workspace.record_question(q.resolution, patients=q.subjects,
-                                              samples=q.samples, seed=q.seed)
+                                              samples=q.samples, seed=q.seed,
+                                              predicate=_predicate(q.form))
         except FedEHRError as exc:
             return form_page(request, fields, cohort, exc)
         context = {"resolution": q.resolution, "audit": audit, "samples": q.samples,
@@ -312,6 +313,14 @@ def _form(settings: Settings, fields: dict, cohort: bool) -> dict:
 def _carry(fields: dict) -> list[tuple[str, str]]:
     """The posted fields the confirmation passes on to the run, as hidden inputs."""
     return [(k, v) for k, v in fields.items() if k in FORM_FIELDS or k.startswith(CHOICE)]
+
+
+def _predicate(form: dict) -> dict | None:
+    """How a cohort was found, for the audit line (None: a list of ids, or one patient)."""
+    if form["subjects"].strip() or not (form["code"] or form["description"]):
+        return None
+    return {"code": form["code"], "description": form["description"],
+            "split": form["split"] or None, "limit": int(form["limit"])}
 
 
 def _limit(text: str) -> int:

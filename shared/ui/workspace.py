@@ -182,7 +182,7 @@ class Workspace:
         return self.dataset.splits_present()
 
     def record_question(self, resolution: Resolution, *, patients: list[int],
-                        samples: int, seed: int) -> dict:
+                        samples: int, seed: int, predicate: dict | None = None) -> dict:
         """One audit line per question: who, which patients, which checkpoint."""
         from fedehr.shared.checkpoint.format import SIGNATURE
         from fedehr.shared.checkpoint.signing import sha256_file
@@ -193,8 +193,9 @@ class Workspace:
             patients=patients if len(patients) <= 50 else f"{len(patients)} patients",
             cohort_size=len(patients), checkpoint=str(self.settings.checkpoint),
             checkpoint_signature_sha256=sha256_file(signature) if signature.exists() else None,
-            samples=samples, seed=seed, **({"concepts_chosen": resolution.choices}
-                                           if resolution.choices else {}))
+            samples=samples, seed=seed,
+            **({"concepts_chosen": resolution.choices} if resolution.choices else {}),
+            **({"cohort_predicate": predicate} if predicate else {}))
 
     # -- sampling (run in a job thread) ------------------------------------------------
     def answer_one(self, resolution: Resolution, subject: int, *, samples: int, seed: int,

@@ -145,6 +145,9 @@ def test_a_cohort_by_predicate_is_the_patients_site_patients_finds(client, world
     csv = pl.read_csv(io.BytesIO(client.get(f"{job}/predictions.csv").content))
     found = find_patients(world.dataset.root, code="^PROC//ALPHA", split="train", limit=5)
     assert csv["subject_id"].to_list() == found["subject_id"].to_list()
+    line = read(client.app.state.workspace.settings.audit_log)[-1]
+    assert line["cohort_predicate"] == {"code": "^PROC//ALPHA", "description": "",
+                                        "split": "train", "limit": 5}
 
 
 def test_a_predicate_cohort_leaves_out_patients_the_question_cannot_place(client):

@@ -120,8 +120,8 @@ def test_find_the_planted_patient_ask_confirm_and_see_why(page, site, world, cap
     shot(page, "answer")
 
 
-def test_an_ambiguous_concept_is_chosen_with_the_keyboard(page, settings, odd_dataset):
-    url, stop = serve(create_app(replace(settings, data=odd_dataset)))
+def test_an_ambiguous_concept_is_chosen_with_the_keyboard(page, odd_client):
+    url, stop = serve(odd_client.app)
     try:
         page.goto(f"{url}/ask?subject_id=4")
         page.get_by_label("Question").fill("cardiac arrest within 1 day after procedure")
