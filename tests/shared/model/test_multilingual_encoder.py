@@ -53,3 +53,14 @@ def test_multilingual_encoder_puts_a_german_note_next_to_its_translation():
     assert similarity[0, 0] > similarity[0, 1] and similarity[1, 1] > similarity[1, 0]
     assert torch.equal(encoder.encode(german), vectors_de)
     assert encoder.encode([]).shape == (0, 384)
+
+
+def test_site_yaml_takes_multilingual_and_refuses_another_language(tmp_path):
+    from fedehr.shared.config import from_dict
+
+    raw = {"name": "a", "data": "d", "state_dir": "s", "insecure": True}
+    site = from_dict({**raw, "modalities": {"note_language": "multilingual"}}, SiteConfig,
+                     base_dir=tmp_path)
+    assert site.modalities.note_language == "multilingual"
+    with pytest.raises(ConfigError, match="note_language"):
+        from_dict({**raw, "modalities": {"note_language": "de"}}, SiteConfig, base_dir=tmp_path)
