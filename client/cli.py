@@ -332,7 +332,7 @@ def patients(data: Path = typer.Option(..., "--data", help="The hospital's MEDS 
     Example: fedehr site patients --data /srv/fedehr/meds --description creatinine
     --split held_out
     """
-    from fedehr.client.patients import find_patients
+    from fedehr.shared.data.patients import find_patients
 
     found = find_patients(data, subject_id=subject_id, code=code, description=description,
                           split=split, limit=limit)

@@ -157,7 +157,7 @@ class Workspace:
     def find_cohort(self, *, code: str, description: str, split: str, limit: int) -> list[int]:
         """Patients by a predicate, as `fedehr site patients` finds them: a code pattern
         (regular expression) and/or words of a code's description, optionally one split."""
-        from fedehr.client.patients import find_patients
+        from fedehr.shared.data.patients import find_patients
 
         if not (code or description):
             raise DataError("the cohort is empty", where="patient ids",

@@ -133,7 +133,7 @@ def predicate_cohort(client, step="run", **fields):
 
 
 def test_a_cohort_by_predicate_is_the_patients_site_patients_finds(client, world):
-    from fedehr.client.patients import find_patients
+    from fedehr.shared.data.patients import find_patients
 
     predicate = {"with_code": "^PROC//ALPHA", "split": "train", "limit": "5"}
     confirm = predicate_cohort(client, step="resolve", **predicate)

@@ -7,7 +7,7 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from fedehr.client.patients import find_patients
+from fedehr.shared.data.patients import find_patients
 from fedehr.shared.cli import build_app
 from fedehr.shared.data.dataset import MEDSDataset
 from fedehr.shared.data.synth import synthesize
