@@ -77,6 +77,11 @@ UNIT_CONVERSIONS: dict[tuple[str, str], tuple[str, float]] = {
 _ICD_EVENT_RE = re.compile(r"(?:^|//)DIAGNOSIS//ICD//(9|10)//([A-Z0-9]+)$")
 
 
+# Notes and images are found by these prefixes (tokenizer/encode.py); a parent code, such as
+# the LOINC document type FHIR gives a letter, must not rename them, or their text is lost.
+MARKER_PREFIXES = ("NOTE//", "IMAGE//")
+
+
 def normalise_unit(unit: str | None) -> str | None:
     if unit is None or unit.strip().upper() in NO_UNIT:
         return None
@@ -172,7 +177,7 @@ class CodeMapping:
                 if pattern.match(code):
                     target = std
                     break
-        if target is None:
+        if target is None and not code.startswith(MARKER_PREFIXES):
             target = next((p for p in self.parents.get(code, ()) if self.is_standard(p)), None)
         if target is None:
             target = icd_from_event_code(code)
