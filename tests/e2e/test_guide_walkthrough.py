@@ -1,7 +1,8 @@
 """The guides, followed literally: an operator, two hospitals and a researcher,
 each typing only the `fedehr` commands docs/ teaches, as separate programs.
 
-Consortium from nothing (PKI), hospital data into MEDS, the server with JSON
+Consortium from nothing (PKI), hospital data into MEDS (one hospital's from a German
+FHIR bulk export, which its site then serves), the server with JSON
 logs, two site daemons, one federated round, the researcher's list, pull,
 verify and card, a patient found as docs/ask.md says and asked about, the
 operator's registry (started and stopped) and revocation commands, the audit
@@ -25,6 +26,7 @@ import yaml
 
 from fedehr.shared.data.synth import synthesize
 from fedehr.shared.processes import free_port, wait_for_port
+from tests.fixtures.fhir_fixture import write_mii_hospital
 from tests.fixtures.mimic_iv_fixture import write_mimic_iv_fixture
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
@@ -109,14 +111,22 @@ def test_the_guides_from_an_empty_folder(tmp_path, anchor):
     fedehr("data", "import", "--from", "mimic-iv", export, "meds-import", cwd=root)
     fedehr("data", "validate", "meds-import", cwd=root)
     assert "subjects" in fedehr("data", "stats", "meds-import", cwd=root).stdout.lower()
-    synth = synthesize(root / "synth", sites=2, patients=240, seed=3)
+    # hospital_b is a German university hospital: its FHIR bulk export in the MII core
+    # data set's shapes (ICD-10-GM, OPS, LOINC/UCUM, ATC, German letters; docs/etl-fhir.md)
+    write_mii_hospital(root / "fhir-export", patients=120, seed=5)
+    imported = fedehr("data", "import", "--from", "fhir", "fhir-export", "meds-german",
+                      cwd=root).stdout
+    assert "120" in imported, imported
+    fedehr("data", "validate", "meds-german", cwd=root)
+    synth = synthesize(root / "synth", sites=1, patients=240, seed=3)
     ports = write_federation(root, anchor)
     # hospital_a trusts the consortium's bundle key, hospital_b this exact bundle
     bundle = fedehr("run", "bundle-hash", "--config", "federation.yaml", cwd=root).stdout
     approvals = [{"bundle_public_key": "pki/signing/bundle.pub"},
                  {"bundle_hashes": [bundle.strip()]}]
-    for name, data, approval in zip(SITES, synth, approvals, strict=True):
-        write_site(root, name, Path(data.path), ports["superlink"], approval)
+    site_data = [Path(synth[0].path), root / "meds-german"]
+    for name, data, approval in zip(SITES, site_data, approvals, strict=True):
+        write_site(root, name, data, ports["superlink"], approval)
 
     # -- both sides: the pre-flight checks (docs/federation.md, docs/site.md) ----------
     # exit 2 (amber only) is allowed: free disk on a test machine is not ours to decide
@@ -153,6 +163,11 @@ def test_the_guides_from_an_empty_folder(tmp_path, anchor):
         site_status = fedehr("site", "status", "--config", "hospital_a.yaml", cwd=root).stdout
         assert "dp-sgd" in site_status and "daemon: running since" in site_status
         assert "its SuperNode is connected to" in site_status
+        german = fedehr("site", "status", "--config", "hospital_b.yaml", cwd=root).stdout
+        assert "dp-sgd" in german, german
+        # its German letters reached the note encoder (the token caches count them)
+        caches = (root / "state" / "hospital_b" / "cache").glob("*/meta.json")
+        assert sum(json.loads(c.read_text())["notes"] for c in caches) > 0
 
         # -- researcher: list, pull, verify, card (docs/researchers.md) ----------------
         registry = f"127.0.0.1:{ports['registry']}"
