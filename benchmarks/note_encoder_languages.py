@@ -1,4 +1,4 @@
-"""Do the note encoders read German? German/English pairs of one clinical meaning (issue 19, section 2).
+"""Do the note encoders read German? German/English pairs of one meaning (issue 19, sec. 2).
 
 16 short clinical sentences, each written in German and in English with the same
 meaning. For each encoder: cosine similarity of every German sentence with every
