@@ -89,7 +89,7 @@ class TokenCache:
         meta_path = path / "meta.json"
         if not meta_path.exists():
             raise DataError("not a token cache (no meta.json)", where=str(path),
-                            fix="build it with `write_cache` / `load_or_build`")
+                            fix="build it with `load_or_build`")
         meta = json.loads(meta_path.read_text())
         if meta.get("format") != CACHE_FORMAT:
             raise DataError(f"token cache format {meta.get('format')} is not {CACHE_FORMAT}",
@@ -98,22 +98,87 @@ class TokenCache:
         return cls(path=path, meta=meta, **arrays)
 
 
-def write_cache(encoded, dest: str | os.PathLike, *, key: str, dataset_fingerprint: str,
-                vocab_hash: str, mapping_hash: str) -> TokenCache:
-    """Write `EncodedTimelines` to `dest` atomically and open it."""
+# Arrays indexed by patient that hold positions in another array: shifted by the
+# length of that array in the shards before (the leading 0 is written once).
+OFFSET_OF = {"offsets": "tokens", "pro_offsets": "pro_times"}
+REF_OF = {"note_ref": "note_texts", "image_ref": "image_ids"}  # -1: no note / image
+
+
+def build_cache(dataset, vocab, mapping, dest: str | os.PathLike, *, key: str,
+                dataset_fingerprint: str, split: str | None = None) -> TokenCache:
+    """Encode the dataset shard by shard into `dest`, in memory bounded by one shard.
+
+    Each shard's arrays are saved as they come; the final arrays are then filled
+    from them through memory maps, with offsets and note/image references shifted
+    by the shards before. The arrays equal `encode_dataset`'s.
+    Note texts and image ids are still held in memory (one string per note).
+    """
+    from fedehr.shared.tokenizer.encode import encode_shard
+
     dest = Path(dest)
+    paths = dataset.shard_paths(split)
+    if not paths:
+        raise DataError("no parquet shards found", where=str(dataset.root),
+                        fix="check the dataset path and split name")
     with staged_directory(dest, overwrite=True) as stage:
+        lengths, texts, events, subjects = [], {"note_texts": [], "image_ids": []}, 0, []
+        for i, shard in enumerate(paths):
+            encoded = encode_shard(shard, vocab, mapping)
+            part = stage / f"part-{i}"
+            part.mkdir()
+            for name in ARRAYS:
+                np.save(part / f"{name}.npy", getattr(encoded, name))
+            lengths.append({name: len(getattr(encoded, name))
+                            for name in (*ARRAYS, *REF_OF.values())})
+            for name in REF_OF.values():
+                texts[name].extend(getattr(encoded, name))
+            events += encoded.n_events
+            subjects.append(encoded.subject_ids.copy())
+            del encoded
+        if len(np.unique(np.concatenate(subjects))) != sum(map(len, subjects)):
+            raise DataError("a subject appears in more than one shard", where=str(dataset.root),
+                            fix="re-export the dataset so each subject sits in one shard")
         for name in ARRAYS:
-            np.save(stage / f"{name}.npy", np.ascontiguousarray(getattr(encoded, name)))
-        (stage / "notes.json").write_text(json.dumps(encoded.note_texts))
-        (stage / "images.json").write_text(json.dumps(encoded.image_ids))
+            _join_parts(stage, name, lengths)
+        for i in range(len(paths)):
+            (stage / f"part-{i}").rmdir()
+        (stage / "notes.json").write_text(json.dumps(texts["note_texts"]))
+        (stage / "images.json").write_text(json.dumps(texts["image_ids"]))
         meta = {"format": CACHE_FORMAT, "key": key, "dataset_fingerprint": dataset_fingerprint,
-                "vocab_hash": vocab_hash, "mapping_hash": mapping_hash,
-                "patients": int(len(encoded.subject_ids)), "tokens": int(len(encoded.tokens)),
-                "events": int(encoded.n_events), "notes": len(encoded.note_texts),
-                "images": len(encoded.image_ids)}
+                "vocab_hash": vocab.hash, "mapping_hash": mapping.hash,
+                "patients": int(sum(n["subject_ids"] for n in lengths)),
+                "tokens": int(sum(n["tokens"] for n in lengths)), "events": int(events),
+                "notes": len(texts["note_texts"]), "images": len(texts["image_ids"])}
         (stage / "meta.json").write_text(json.dumps(meta, indent=2))
     return TokenCache.open(dest)
+
+
+def _join_parts(stage: Path, name: str, lengths: list[dict]) -> None:
+    """One array from its per-shard parts, written through a memory map; parts deleted."""
+    is_offsets = name in OFFSET_OF
+    total = sum(n[name] - is_offsets for n in lengths) + is_offsets
+    first = np.load(stage / "part-0" / f"{name}.npy", mmap_mode="r")
+    out = np.lib.format.open_memmap(stage / f"{name}.npy", mode="w+", dtype=first.dtype,
+                                    shape=(total,))
+    del first
+    at, shift = 0, 0
+    for i, n in enumerate(lengths):
+        part_path = stage / f"part-{i}" / f"{name}.npy"
+        part = np.load(part_path, mmap_mode="r")
+        if is_offsets:
+            part = part[1:] if i else part
+            out[at:at + len(part)] = part + shift
+            shift += n[OFFSET_OF[name]]
+        elif name in REF_OF:
+            out[at:at + len(part)] = np.where(part >= 0, part + shift, -1)
+            shift += n[REF_OF[name]]
+        else:
+            out[at:at + len(part)] = part
+        at += len(part)
+        del part
+        part_path.unlink()
+    out.flush()
+    del out
 
 
 def load_or_build(dataset, vocab, mapping, cache_dir: str | os.PathLike, *,
@@ -127,8 +192,5 @@ def load_or_build(dataset, vocab, mapping, cache_dir: str | os.PathLike, *,
     path = Path(cache_dir) / key
     if (path / "meta.json").exists():
         return TokenCache.open(path)
-    from fedehr.shared.tokenizer.encode import encode_dataset
-
-    encoded = encode_dataset(dataset, vocab, mapping, split=split)
-    return write_cache(encoded, path, key=key, dataset_fingerprint=fingerprint,
-                       vocab_hash=vocab.hash, mapping_hash=mapping.hash)
+    return build_cache(dataset, vocab, mapping, path, key=key,
+                       dataset_fingerprint=fingerprint, split=split)

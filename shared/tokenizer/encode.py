@@ -272,16 +272,21 @@ def encode_events(events: pl.DataFrame | pl.LazyFrame, vocab: Vocabulary,
     )
 
 
+def encode_shard(path, vocab: Vocabulary, mapping: CodeMapping | None = None
+                 ) -> EncodedTimelines:
+    """One MEDS parquet shard (its subjects are in no other shard)."""
+    frame = pl.read_parquet(path)
+    for col, dtype in ((S.NUMERIC_VALUE, pl.Float32), (S.TEXT_VALUE, pl.String)):
+        if col not in frame.columns:
+            frame = frame.with_columns(pl.lit(None, dtype=dtype).alias(col))
+    return encode_events(frame, vocab, mapping)
+
+
 def encode_dataset(dataset: MEDSDataset, vocab: Vocabulary, mapping: CodeMapping | None = None,
                    split: str | None = None) -> EncodedTimelines:
-    """Encode a whole dataset (or one split), one shard at a time to bound memory."""
-    parts = []
-    for path in dataset.shard_paths(split):
-        frame = pl.read_parquet(path)
-        for col, dtype in ((S.NUMERIC_VALUE, pl.Float32), (S.TEXT_VALUE, pl.String)):
-            if col not in frame.columns:
-                frame = frame.with_columns(pl.lit(None, dtype=dtype).alias(col))
-        parts.append(encode_events(frame, vocab, mapping))
+    """Encode a whole dataset (or one split) in memory; the token cache builds shard by
+    shard on disk instead (`cache.build_cache`)."""
+    parts = [encode_shard(path, vocab, mapping) for path in dataset.shard_paths(split)]
     if not parts:
         raise DataError("no parquet shards found", where=str(dataset.root),
                         fix="check the dataset path and split name")

@@ -58,3 +58,26 @@ def test_a_fresh_process_opens_the_cache(site_dataset, tmp_path):
                          check=True).stdout.split()
     assert out == [str(len(cache)), str(int(np.asarray(cache.tokens).sum()))]
     assert TokenCache.open(cache.path).meta["events"] == site_dataset.scan().collect().height
+
+
+def test_a_cache_built_shard_by_shard_equals_the_whole_encoding(tmp_path):
+    """Several shards: offsets, note and image references shifted across the joins."""
+    from fedehr.shared.data.dataset import MEDSDataset
+    from fedehr.shared.data.writer import MEDSWriter
+    from tests.shared.tokenizer.meds_builders import STANDARD_PARENTS, event_rows
+
+    events = event_rows(25)
+    with MEDSWriter(tmp_path / "ds", dataset_name="t", etl_name="tests",
+                    subjects_per_shard=7) as writer:
+        writer.add_events(events)
+    dataset = MEDSDataset.open(tmp_path / "ds")
+    assert len(dataset.shard_paths(None)) >= 4
+    mapping = CodeMapping(parents=STANDARD_PARENTS)
+    vocab = vocabulary_from_public(mapping.apply(events), min_count=1, min_anchor_values=10)
+    cache = load_or_build(dataset, vocab, mapping, tmp_path / "cache")
+    whole = encode_dataset(dataset, vocab, mapping)
+    for name in ("subject_ids", "offsets", "tokens", "times", "note_ref", "image_ref",
+                 "static_len", "birth", "pro_offsets", "pro_times", "pro_index", "pro_values"):
+        np.testing.assert_array_equal(getattr(cache, name), getattr(whole, name), err_msg=name)
+    assert cache.note_texts == whole.note_texts and cache.image_ids == whole.image_ids
+    assert sorted(p.name for p in cache.path.iterdir() if p.is_dir()) == []  # parts removed
