@@ -13,13 +13,15 @@ one of them (default hospital_c) is left out of all training:
                      site trainer's path: privacy ledger, noise for the budget);
   (d) fed no anchor  the same federation as (b) with ``warm_start.enabled: false``.
 
-Budgets. Every arm uses the batch size of the federation's local training;
-the DP arms its learning rate, (a) its own (`--central-lr`: non-private AdamW
-was tuned separately on the tuning splits). (a) takes as many optimizer steps
-as the three sites take in the federation together (3 x rounds x local steps);
-each (c) site takes as many as it takes in the federation (rounds x local
-steps). (b) additionally gets the anchor warm start (`--warm-steps`,
-non-private, public data, batch 32, lr 2e-3).
+Budgets. The DP arms use the federation's local recipe (batch, learning
+rate, steps). (a) is trained with the central recipe of
+benchmarks/dp_recipe_sweep.py ("central": 480 steps of batch 32 at lr 2e-3,
+chosen on the tuning splits), half the patients-seen of the three sites
+together; trained at the DP batch of 128 with 240 steps it was weaker (train
+loss 3.25 against 2.32, seed 0), which would flatter (b). Each (c) site takes
+as many steps as it takes in the federation (rounds x local steps). (b)
+additionally gets the anchor warm start (`--warm-steps`, non-private, public
+data, batch 32, lr 2e-3).
 
 Vocabulary. (a) and (c) use (b)'s vocabulary (anchor + the sites' DP count
 release) and (b)'s model configuration and initial weights (seed 0, before the
@@ -80,7 +82,6 @@ MIN_CLASS = 10  # a set with fewer test positives (or negatives) is reported, no
 # the anchor warm start keeps the recipe it was tuned with (100 public patients: a small
 # batch, a small learning rate); benchmarks/dp_recipe_sweep.py warms up the same way
 WARM_BATCH, WARM_LR = 32, 2e-3
-CENTRAL_LR = 2e-3  # dp_recipe_sweep.py central-b128 vs central-b128-lr4x (tuning splits)
 
 
 def notes(args, training: dict, left_out: str) -> list[str]:
@@ -88,10 +89,10 @@ def notes(args, training: dict, left_out: str) -> list[str]:
     steps = args.rounds * args.steps
     b_tokens, d_tokens = training["b"]["vocab_tokens"], training["d"]["vocab_tokens"]
     return [
-        f"budget: every arm at batch {args.batch_size}; DP arms at lr {args.lr}, (a) at lr "
-        f"{args.central_lr}; (a) {3 * steps} non-private steps on the pooled train splits "
-        f"(= the three sites' {steps} local steps each in (b)); (c) {steps} DP steps per "
-        f"site; (b) also {args.warm_steps} non-private anchor steps (public data, batch "
+        f"budget: DP arms at batch {args.batch_size}, lr {args.lr}, {steps} steps per site; "
+        f"(a) {args.central_steps} non-private steps of batch {args.central_batch_size} at lr "
+        f"{args.central_lr} on the pooled train splits (the sweep's central recipe); "
+        f"(b) also {args.warm_steps} non-private anchor steps (public data, batch "
         f"{WARM_BATCH}, lr {WARM_LR}) before round 1",
         f"privacy: epsilon {args.epsilon} per site (delta 1e-5, RDP) in (b), (c) and (d), the "
         "vocabulary release included: (c) starts from the same vocabulary charges as in (b)",
@@ -252,10 +253,11 @@ def train_central(hospitals, vocab, config, args, workdir: Path) -> tuple[object
              for h in hospitals]
     pooled = ConcatDataset(parts)
     model = initial_model(config)
-    steps = len(hospitals) * args.rounds * args.steps
-    out = train(model, pooled, steps=steps, batch_size=min(args.batch_size, len(pooled)),
-                lr=args.central_lr, dp=None, seed=0, num_threads=args.threads)
-    return model, {"steps": out.steps, "batch_size": args.batch_size, "patients": len(pooled),
+    out = train(model, pooled, steps=args.central_steps,
+                batch_size=min(args.central_batch_size, len(pooled)), lr=args.central_lr,
+                dp=None, seed=0, num_threads=args.threads)
+    return model, {"steps": out.steps, "batch_size": args.central_batch_size,
+                   "patients": len(pooled),
                    "seconds": out.seconds, "mean_train_loss": out.mean_loss}
 
 
@@ -614,8 +616,10 @@ def parse(argv):
     parser.add_argument("--steps", type=int, default=20, help="local DP steps per site per round")
     parser.add_argument("--batch-size", type=int, default=128, help="expected batch, every arm")
     parser.add_argument("--lr", type=float, default=8e-3, help="learning rate of the DP arms")
-    parser.add_argument("--central-lr", type=float, default=CENTRAL_LR,
-                        help="learning rate of (a), chosen on the tuning splits")
+    # (a): the sweep's "central" recipe (tuning splits)
+    parser.add_argument("--central-steps", type=int, default=480, help="optimizer steps of (a)")
+    parser.add_argument("--central-batch-size", type=int, default=32)
+    parser.add_argument("--central-lr", type=float, default=2e-3)
     parser.add_argument("--max-len", type=int, default=128)
     parser.add_argument("--warm-steps", type=int, default=100, help="anchor warm start of (b)")
     parser.add_argument("--epsilon", type=float, default=8.0, help="per site, (b), (c), (d)")
@@ -639,6 +643,7 @@ def parse(argv):
     args = parser.parse_args(argv)
     if args.quick:
         args.patients, args.rounds, args.steps, args.warm_steps = 2000, 1, 5, 10
+        args.central_steps = 15
         args.max_len, args.probe_seeds = 64, 1
         args.zero_shot_rows, args.zero_shot_samples = 20, 2
         if args.out == RESULTS:
@@ -700,7 +705,7 @@ def main(argv: list[str] | None = None) -> int:
                              "privacy": res.get("privacy"), "history": res.get("history"),
                              "vocab_tokens": len(vocabs[arm].tokens)}
 
-        log(f"{ARMS['a']}: {len(sites) * args.rounds * args.steps} steps on pooled data", start)
+        log(f"{ARMS['a']}: {args.central_steps} steps on pooled data", start)
         models["a"], training["a"] = train_central(sites, vocab, config, args, workdir)
         vocabs["a"] = vocab
         timings["a"] = training["a"]["seconds"]
@@ -785,7 +790,8 @@ def main(argv: list[str] | None = None) -> int:
         "hospitals": [{"name": s.name, "patients": s.subjects, "events": s.events,
                        "local_codes": s.local_codes, "left_out": s.name == args.left_out}
                       for s in summaries],
-        "budgets": {"a": "3 x rounds x steps optimizer steps, non-private, pooled train splits",
+        "budgets": {"a": "the sweep's central recipe (--central-steps of --central-batch-size "
+                          "at --central-lr), non-private, pooled train splits",
                     "b": "rounds x steps DP steps per site + anchor warm start",
                     "c": "rounds x steps DP steps, ledger pre-charged with (b)'s vocab release",
                     "d": "as (b) without the anchor warm start; own vocabulary round"},
