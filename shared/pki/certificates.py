@@ -104,8 +104,14 @@ def load_ca(dir: str | os.PathLike) -> tuple[x509.Certificate, ec.EllipticCurveP
 
 
 def issue_server_cert(dir: str | os.PathLike, hosts: list[str] | tuple[str, ...] = (), *,
-                      force: bool = False) -> tuple[Path, Path]:
-    """Issue superlink.pem/superlink.key for `hosts` (plus localhost, 127.0.0.1, ::1)."""
+                      force: bool = False, days: int = SERVER_DAYS,
+                      valid_from: dt.datetime | None = None) -> tuple[Path, Path]:
+    """Issue superlink.pem/superlink.key for `hosts` (plus localhost, 127.0.0.1, ::1),
+    valid `days` days from `valid_from` (default now; an earlier start rehearses an
+    expired certificate: its last day is then in the past)."""
+    if days < 1:
+        raise PKIError(f"--days {days}: a certificate must be valid at least 1 day",
+                       where="--days", fix=f"give 1 or more (default {SERVER_DAYS})")
     paths = PKIPaths.of(dir)
     ca_cert, ca_key = load_ca(dir)
     refuse_overwrite(paths.server_key, force=force)
@@ -115,8 +121,8 @@ def issue_server_cert(dir: str | os.PathLike, hosts: list[str] | tuple[str, ...]
     cert = _sign_leaf(
         ca_cert, ca_key, key,
         x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn), *_org(ca_cert)]),
-        days=SERVER_DAYS, eku=ExtendedKeyUsageOID.SERVER_AUTH,
-        san=x509.SubjectAlternativeName([_general_name(h) for h in names]),
+        days=days, eku=ExtendedKeyUsageOID.SERVER_AUTH,
+        san=x509.SubjectAlternativeName([_general_name(h) for h in names]), now=valid_from,
     )
     write_private_pem(paths.server_key, key)
     write_cert(paths.server_cert, cert)
@@ -156,8 +162,9 @@ def fingerprint(cert: x509.Certificate) -> str:
 
 
 def _sign_leaf(ca_cert, ca_key, key, subject: x509.Name, *, days: int, eku,
-               san: x509.SubjectAlternativeName | None) -> x509.Certificate:
-    now = _now()
+               san: x509.SubjectAlternativeName | None,
+               now: dt.datetime | None = None) -> x509.Certificate:
+    now = now or _now()
     not_after = min(now + dt.timedelta(days=days), ca_cert.not_valid_after_utc)
     builder = (
         x509.CertificateBuilder()

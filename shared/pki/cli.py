@@ -44,6 +44,9 @@ def server(
                                    "always included."),
     dir: Path = DIR_OPTION,
     force: bool = FORCE_OPTION,
+    days: int = typer.Option(None, "--days", min=1, help="How long the certificate is valid, "
+                             "in days (default 825; `fedehr server check` warns 30 days "
+                             "before it ends)."),
 ) -> None:
     """Issue the SuperLink's TLS certificate (superlink.pem, superlink.key) signed by the CA.
 
@@ -51,7 +54,8 @@ def server(
     """
     from fedehr.shared.pki import issue_server_cert
 
-    cert, key = issue_server_cert(dir, host, force=force)
+    validity = {} if days is None else {"days": days}
+    cert, key = issue_server_cert(dir, host, force=force, **validity)
     console.print(f"[green]issued[/] {escape(str(cert))}, {escape(str(key))}")
     console.print(f"next: `fedehr pki site NAME --dir {dir}` for each hospital and "
                   f"`fedehr pki bundle-key --dir {dir}`; then, with `pki: {dir}` in "

@@ -58,3 +58,18 @@ def test_researcher_certificate_carries_role_and_client_auth(pki_dir):
     assert (ou, list(eku)) == ("operator", [ExtendedKeyUsageOID.CLIENT_AUTH])
     ca = _load(PKIPaths.of(pki_dir).ca_cert)
     cert.verify_directly_issued_by(ca)
+
+
+def test_server_cert_lasts_the_days_asked_from_its_start(pki_dir):
+    import datetime as dt
+
+    start = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
+    cert_path, _ = issue_server_cert(pki_dir, ["10.0.0.5"], days=2, valid_from=start)
+    cert = _load(cert_path)
+    assert cert.not_valid_after_utc == start + dt.timedelta(days=2)  # expired long ago
+    assert cert.not_valid_before_utc < start
+
+
+def test_server_cert_refuses_a_validity_under_one_day(pki_dir):
+    with pytest.raises(PKIError, match="at least 1 day"):
+        issue_server_cert(pki_dir, ["10.0.0.5"], days=0)

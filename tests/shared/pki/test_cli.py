@@ -52,3 +52,19 @@ def test_server_and_site_point_to_fedehr_commands_not_raw_flower_ones(with_pki_g
     assert "fedehr server register st-marys" in outputs[1]
     assert not any("flower-superlink" in out or "flwr supernode register" in out
                    for out in outputs)
+
+
+def test_server_days_sets_the_certificate_validity(with_pki_group, tmp_path):
+    import datetime as dt
+
+    from fedehr.shared.pki import PKIPaths
+    from fedehr.shared.pki.certificates import load_cert
+
+    runner, app, d = CliRunner(), root_cli.build_app(), str(tmp_path / "pki")
+    assert runner.invoke(app, ["pki", "init", "--dir", d]).exit_code == 0
+    result = runner.invoke(app, ["pki", "server", "--host", "10.0.0.5", "--days", "7",
+                                 "--dir", d])
+    assert result.exit_code == 0
+    cert = load_cert(PKIPaths.of(d).server_cert)
+    left = cert.not_valid_after_utc - dt.datetime.now(dt.UTC)
+    assert dt.timedelta(days=6, hours=23) < left <= dt.timedelta(days=7)
