@@ -34,7 +34,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Message
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.common import MessageType
 from flwr.serverapp import Grid
 
 from fedehr.server.anchor import Anchor
@@ -47,7 +48,15 @@ from fedehr.server.secure_rounds import (
     weights_known_at_start,
 )
 from fedehr.server.status import StatusFile
-from fedehr.server.strategies import build_strategy, restore_strategy_state, strategy_state
+from fedehr.server.strategies import (
+    BUFFERED,
+    SERVER_STEP,
+    aggregation_mode,
+    build_strategy,
+    restore_strategy_state,
+    strategy_state,
+)
+from fedehr.server.streaming import RunningMean, stream_replies, take_arrays
 from fedehr.server.vocab_round import run_vocab_round
 from fedehr.shared import messages as M
 from fedehr.shared.audit import AuditError, AuditLog
@@ -87,11 +96,17 @@ class TrainedRound:
 
 @dataclass
 class RoundOutcome:
-    accepted: list[Message]
-    rejected: dict[str, str]  # site -> reason
-    failed: list[str]  # reasons
-    update_norms: dict[str, float]  # site -> L2 norm of its update (accepted or not)
-    bytes_in: int  # array bytes received
+    """A plain round's replies so far, screened one by one as they arrive."""
+
+    mode: str  # fedehr.server.strategies.aggregation_mode
+    site_metrics: dict[str, dict] = field(default_factory=dict)  # accepted site -> metrics
+    rejected: dict[str, str] = field(default_factory=dict)  # site -> reason
+    failed: list[str] = field(default_factory=list)  # reasons
+    update_norms: dict[str, float] = field(default_factory=dict)  # site -> L2 norm of its update
+    bytes_in: int = 0  # array bytes received
+    mean: RunningMean = field(default_factory=RunningMean)  # MEAN and SERVER_STEP modes
+    held: list[Message] = field(default_factory=list)  # BUFFERED mode: accepted replies
+    fold_seconds: float = 0.0  # spent folding updates into the mean
 
 
 def wait_for_sites(grid: Grid, minimum: int, timeout: float) -> list[int]:
@@ -314,24 +329,51 @@ class Federation:
 
     def _plain_train(self, grid: Grid, rnd: int, model: EHRModel, reference_arrays: dict,
                      config: dict) -> TrainedRound:
-        """Every site's update arrives, is screened, and the strategy aggregates the accepted."""
+        """Each site's update is screened as it arrives and folded into the aggregate at once.
+
+        FedAvg and FedProx keep only a running mean, so the server's memory does not grow
+        with the number of sites; FedAdam steps from that mean; median and trimmed mean
+        keep the accepted updates until all are in (`aggregation_mode`).
+        """
         messages = list(self.strategy.configure_train(rnd, ArrayRecord(model.state_dict()),
                                                       ConfigRecord(config), grid))
-        replies = list(grid.send_and_receive(messages, timeout=self.cfg.round_timeout))
-        outcome = self._screen(replies, model)
-        self._check_enough(rnd, len(outcome.accepted), outcome.failed, outcome.rejected)
-        aggregation_started = time.monotonic()
-        # In site order, not arrival order: the same updates always sum to the same weights.
-        aggregated, _ = self.strategy.aggregate_train(rnd, sorted(outcome.accepted,
-                                                                  key=_site_name))
-        aggregation_seconds = time.monotonic() - aggregation_started
-        model.load_state_dict(aggregated.to_torch_state_dict())
+        sent = len(messages)
+        replies = stream_replies(grid, messages, self.cfg.round_timeout)
+        del messages  # the grid holds them now; each carries the global model
+        outcome = RoundOutcome(mode=aggregation_mode(self.strategy))
+        for reply in replies:
+            self._screen(reply, reference_arrays, outcome)
+            del reply
+        self._check_enough(rnd, len(outcome.site_metrics), outcome.failed, outcome.rejected)
+        log.info("round %d: %d updates accepted, %d rejected, %d failed", rnd,
+                 len(outcome.site_metrics), len(outcome.rejected), len(outcome.failed))
+        started = time.monotonic()
+        model.load_state_dict(self._aggregate(rnd, outcome))
         return TrainedRound(
-            site_metrics={_site_name(r): dict(r.content[M.METRICS]) for r in outcome.accepted},
+            site_metrics=outcome.site_metrics,
             rejected=outcome.rejected, failed=outcome.failed,
             update_norms=outcome.update_norms, bytes_in=outcome.bytes_in,
-            bytes_out=sum(a.nbytes for a in reference_arrays.values()) * len(messages),
-            aggregation_seconds=aggregation_seconds)
+            bytes_out=sum(a.nbytes for a in reference_arrays.values()) * sent,
+            aggregation_seconds=outcome.fold_seconds + time.monotonic() - started)
+
+    def _aggregate(self, rnd: int, outcome: RoundOutcome) -> dict[str, torch.Tensor]:
+        """The new global weights from the round's accepted updates."""
+        if outcome.mode == BUFFERED:
+            # In site order, not arrival order: the same updates always sum to the same weights.
+            held = sorted(outcome.held, key=_site_name)
+            aggregated, _ = self.strategy.aggregate_train(rnd, held)
+            return aggregated.to_torch_state_dict()
+        total_weight = outcome.mean.total_weight
+        mean = outcome.mean.finish()
+        if outcome.mode == SERVER_STEP:  # FedOpt: the streamed mean is its one input
+            content = RecordDict({M.ARRAYS: ArrayRecord({k: Array(v) for k, v in mean.items()}),
+                                  M.METRICS: MetricRecord({self.strategy.weighted_by_key:
+                                                           total_weight})})
+            del mean
+            aggregated, _ = self.strategy.aggregate_train(rnd, [Message(
+                content=content, dst_node_id=0, message_type=MessageType.TRAIN)])
+            return aggregated.to_torch_state_dict()
+        return {k: torch.from_numpy(v) for k, v in mean.items()}
 
     def _secure_train(self, grid: Grid, rnd: int, model: EHRModel, reference_arrays: dict,
                       config: dict) -> TrainedRound:
@@ -363,29 +405,36 @@ class Federation:
                 f"(failed: {failed}; rejected: {rejected})", where="federation",
                 fix="check the sites' logs; resume with `fedehr run start --resume`")
 
-    def _screen(self, replies: list[Message], model: EHRModel) -> RoundOutcome:
-        reference = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
-        outcome = RoundOutcome(accepted=[], rejected={}, failed=[], update_norms={},
-                               bytes_in=0)
-        for reply in replies:
-            if reply.has_error():
-                outcome.failed.append(f"node {reply.metadata.src_node_id}: "
-                                      f"{reply.error.reason}")
-                log.warning("round reply failed: %s", outcome.failed[-1])
-                continue
-            site = _site_name(reply)
-            site_arrays = {k: np.asarray(v.numpy())
-                           for k, v in reply.content[M.ARRAYS].items()}
-            outcome.bytes_in += sum(a.nbytes for a in site_arrays.values())
-            verdict = screen_update(reference, site_arrays, self.cfg.bounds.max_update_norm)
-            if verdict.update_norm:
-                outcome.update_norms[site] = verdict.update_norm
-            if verdict.accepted:
-                outcome.accepted.append(reply)
-            else:
-                outcome.rejected[site] = verdict.reason
-                log.warning("rejected the update of %s: %s", site, verdict.reason)
-        return outcome
+    def _screen(self, reply: Message, reference: dict[str, np.ndarray],
+                outcome: RoundOutcome) -> None:
+        """Screen one reply; fold it into the running mean (or hold it) if accepted."""
+        if reply.has_error():
+            outcome.failed.append(f"node {reply.metadata.src_node_id}: {reply.error.reason}")
+            log.warning("round reply failed: %s", outcome.failed[-1])
+            return
+        site = _site_name(reply)
+        if outcome.mode == BUFFERED:
+            site_arrays = {k: np.asarray(v.numpy()) for k, v in reply.content[M.ARRAYS].items()}
+        else:  # the reply keeps no serialised copy: one copy of the update in memory
+            site_arrays = take_arrays(reply.content[M.ARRAYS])
+        outcome.bytes_in += sum(a.nbytes for a in site_arrays.values())
+        verdict = screen_update(reference, site_arrays, self.cfg.bounds.max_update_norm)
+        if verdict.update_norm:
+            outcome.update_norms[site] = verdict.update_norm
+        metrics = dict(reply.content[M.METRICS])
+        weight = metrics.get(self.strategy.weighted_by_key)
+        reason = verdict.reason if not verdict.accepted else _weight_problem(weight)
+        if reason:
+            outcome.rejected[site] = reason
+            log.warning("rejected the update of %s: %s", site, reason)
+            return
+        outcome.site_metrics[site] = metrics
+        if outcome.mode == BUFFERED:
+            outcome.held.append(reply)
+            return
+        started = time.monotonic()
+        outcome.mean.fold(site_arrays.items(), float(weight))
+        outcome.fold_seconds += time.monotonic() - started
 
     def _evaluate_sites(self, grid: Grid, rnd: int, model: EHRModel, vocab: Vocabulary
                         ) -> dict[str, float]:
@@ -449,6 +498,14 @@ class Federation:
                       if p.get("trial")))
         return self.store.save_round(rnd, model, vocab, card, strategy_state(self.strategy),
                                      state)
+
+
+def _weight_problem(weight) -> str:
+    """Why an accepted update's aggregation weight is unusable ("" when it is fine)."""
+    if isinstance(weight, (int, float)) and not isinstance(weight, bool) and \
+            np.isfinite(weight) and weight > 0:
+        return ""
+    return f"aggregation weight {M.NUM_EXAMPLES!r} is missing or not positive: {weight!r}"
 
 
 def _site_name(reply: Message) -> str:

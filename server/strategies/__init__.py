@@ -9,7 +9,12 @@
 | trimmed_mean  | flwr FedTrimmedAvg                        | Yin et al., 2018               |
 
 Every update is screened (`fedehr.server.screening`) before any of these
-sees it. Server-side state (FedAdam's moments) is saved with each round so a
+sees it. FedAvg and FedProx aggregate by streaming (each update folded into a
+running mean as it arrives, `fedehr.server.streaming`); FedAdam takes that
+streamed mean as its one input; median and trimmed_mean need every update at
+once, so with them the server holds all accepted updates of a round.
+
+Server-side state (FedAdam's moments) is saved with each round so a
 resumed federation continues exactly.
 """
 
@@ -18,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 from flwr.app import MetricRecord, RecordDict
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedMedian, FedProx, FedTrimmedAvg, Strategy
+from flwr.serverapp.strategy.fedopt import FedOpt
 
 from fedehr.server.config import StrategyConfig
 from fedehr.shared import messages as M
@@ -43,6 +49,23 @@ def build_strategy(cfg: StrategyConfig, min_sites: int) -> Strategy:
     if cfg.name == "median":
         return FedMedian(**common)
     return FedTrimmedAvg(**common, beta=cfg.trim_fraction)
+
+
+# How a strategy's updates can be aggregated (see `aggregation_mode`).
+MEAN, SERVER_STEP, BUFFERED = "mean", "server-step", "buffered"
+
+
+def aggregation_mode(strategy: Strategy) -> str:
+    """MEAN: the result is the weighted mean of the updates (FedAvg's own aggregation).
+    SERVER_STEP: a FedOpt strategy, whose aggregation is that mean followed by a server
+    optimiser step, so it can be given the streamed mean as a single reply.
+    BUFFERED: anything else (median, trimmed mean) needs every update at once."""
+    aggregate = type(strategy).aggregate_train
+    if isinstance(strategy, FedAvg) and aggregate is FedAvg.aggregate_train:
+        return MEAN
+    if isinstance(strategy, FedOpt):
+        return SERVER_STEP
+    return BUFFERED
 
 
 # FedOpt-family attributes that hold server state between rounds.

@@ -1,0 +1,115 @@
+"""Streaming aggregation: each site's update is folded into a running sum as it arrives.
+
+Holding every reply until the last one is in costs one model copy per site;
+the running sum costs one float64 copy of the model (2x its float32 size),
+however many sites answer, plus the one reply being folded.
+
+Arrival order: the sum is kept in float64 and rounded to the model's dtype once,
+at the end. Two orders of the same n updates give float64 sums that differ by
+at most about n * 2**-53 * sum(w_i |x_i|) / W per coordinate, far below the
+float32 step (2**-24 relative) unless the updates cancel out; so the mean of
+the same updates may differ between arrival orders by one float32 rounding step
+where the float64 value lies on a rounding boundary, and no more
+(tests/server/test_streaming.py checks this bound on shuffled orders).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Iterator
+
+import numpy as np
+from flwr.app import ArrayRecord, Message
+from flwr.serverapp import Grid
+
+# Replies pulled per request. A pull inflates every reply it returns before
+# handing any over, so pulling all ready replies at once would hold all of
+# them; one at a time keeps one update in memory (one small request per
+# pending site per poll, cheap next to a round).
+PULL_AT_ONCE = 1
+POLL_SECONDS = 0.2  # pause between sweeps that brought nothing
+# Elements folded per step: bounds the float64 temporary of `weight * array`
+# (512 KB) however large the model's largest array (its embedding) is.
+FOLD_CHUNK = 1 << 16
+
+
+class RunningMean:
+    """Weighted mean of named arrays, fed one update at a time, in float64."""
+
+    def __init__(self) -> None:
+        self._sums: dict[str, np.ndarray] = {}
+        self._dtypes: dict[str, np.dtype] = {}
+        self.total_weight = 0.0
+        self.count = 0
+
+    def fold(self, arrays: Iterable[tuple[str, np.ndarray]], weight: float) -> None:
+        """Add `weight * arrays`; `arrays` may be lazy so only one array is materialised."""
+        if not (math.isfinite(weight) and weight > 0):
+            raise ValueError(f"an update's weight must be positive and finite, not {weight}")
+        names = set()
+        for name, array in arrays:
+            total = self._sums.get(name)
+            if total is None and self.count == 0:
+                self._sums[name] = np.multiply(array, weight, dtype=np.float64)
+                self._dtypes[name] = array.dtype
+            elif total is None:
+                raise ValueError(f"{name} is not in the earlier updates")
+            else:
+                _add_weighted(total, array, weight)
+            names.add(name)
+        if names != set(self._sums):
+            raise ValueError(f"update lacks {sorted(set(self._sums) - names)[:3]}")
+        self.total_weight += weight
+        self.count += 1
+
+    def finish(self) -> dict[str, np.ndarray]:
+        """The mean in each array's own dtype; consumes the sums (one array at a time)."""
+        if not self.count:
+            raise ValueError("no update was folded")
+        mean = {}
+        for name in list(self._sums):
+            total = self._sums.pop(name)
+            total /= self.total_weight
+            mean[name] = total.astype(self._dtypes[name])
+            del total
+        return mean
+
+
+def _add_weighted(total: np.ndarray, array: np.ndarray, weight: float) -> None:
+    flat_total, flat = total.reshape(-1), array.reshape(-1)
+    for start in range(0, flat.size, FOLD_CHUNK):
+        stop = start + FOLD_CHUNK
+        flat_total[start:stop] += np.multiply(flat[start:stop], weight, dtype=np.float64)
+
+
+def take_arrays(record: ArrayRecord) -> dict[str, np.ndarray]:
+    """The record's arrays as numpy, dropping each serialised copy once read.
+
+    The reply is left without arrays: only one copy of the update stays in memory.
+    """
+    arrays = {}
+    for name in list(record.keys()):
+        arrays[name] = np.asarray(record.pop(name).numpy())
+    return arrays
+
+
+def stream_replies(grid: Grid, messages: Iterable[Message], timeout: float,
+                   *, poll: float = POLL_SECONDS) -> Iterator[Message]:
+    """Push `messages`, then yield each reply as it is pulled until all are in or `timeout`.
+
+    Like `Grid.send_and_receive`, a site that does not answer in time is simply
+    missing from what is yielded.
+    """
+    pending = [mid for mid in grid.push_messages(messages) if mid]
+    del messages  # the instructions carry the global model; the grid has them now
+    deadline = time.monotonic() + timeout
+    while pending and time.monotonic() < deadline:
+        arrived = set()
+        for start in range(0, len(pending), PULL_AT_ONCE):
+            for reply in grid.pull_messages(pending[start:start + PULL_AT_ONCE]):
+                arrived.add(reply.metadata.reply_to_message_id)
+                yield reply
+        pending = [mid for mid in pending if mid not in arrived]
+        if pending and not arrived:
+            time.sleep(poll)
