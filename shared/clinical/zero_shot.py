@@ -41,8 +41,9 @@ What is approximate (and why), in the order it happens:
   slower than the data's (it emits few or short time tokens) leaves many
   continuations undecided under that budget; when more than 5 % are, the
   budget is re-derived from the model's own pace (`model_budget`: how far the
-  undecided clocks got), at most 8x and 4096 tokens, and all continuations
-  are sampled again once with it. One that still runs out
+  undecided clocks got), at most 8x and 4096 tokens, and the undecided
+  continuations are sampled again once with it (the decided ones would repeat
+  themselves token for token: see `simulate`). One that still runs out
   is *undecided*: it is reported (`decided`, `truncated`) and left out of the
   probability, which is hits / decided continuations; never counted as "no".
   A continuation that puts a discharge, a death or the outcome itself before the
@@ -350,6 +351,7 @@ class Simulation:
     reach_days: np.ndarray | None = None  # float [N, samples]: how far each clock got
     rejected: np.ndarray | None = None  # int64 [N]: contradicted the known history
     truncated_per_sample: np.ndarray | None = None  # bool [N, samples]: out of tokens
+    rejected_per_sample: np.ndarray | None = None  # bool [N, samples]
 
     @property
     def decided(self) -> np.ndarray:
@@ -357,11 +359,36 @@ class Simulation:
         rejected = 0 if self.rejected is None else self.rejected
         return self.samples - self.truncated - rejected
 
+    @classmethod
+    def of(cls, hits: np.ndarray, truncated: np.ndarray, rejected: np.ndarray,
+           reach: np.ndarray, decided: np.ndarray, *, samples: int, max_new_tokens: int,
+           generated_tokens: int, seconds: float) -> Simulation:
+        """From per-continuation arrays (bool/float [N, samples])."""
+        return cls(hits.sum(1).astype(np.int64), samples, truncated.sum(1).astype(np.int64),
+                   generated_tokens, seconds, hits, decided, max_new_tokens, reach,
+                   rejected.sum(1).astype(np.int64), truncated, rejected)
+
+    def merged(self, again: Simulation, redone: np.ndarray) -> Simulation:
+        """This simulation with the continuations `redone` (bool [N, samples]) taken
+        from `again`, a run of just those under a larger budget."""
+        def pick(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+            return np.where(redone, second, first)
+        return Simulation.of(
+            pick(self.per_sample, again.per_sample),
+            pick(self.truncated_per_sample, again.truncated_per_sample),
+            pick(self.rejected_per_sample, again.rejected_per_sample),
+            pick(self.reach_days, again.reach_days),
+            pick(self.decided_per_sample, again.decided_per_sample), samples=self.samples,
+            max_new_tokens=again.max_new_tokens,
+            generated_tokens=self.generated_tokens + again.generated_tokens,
+            seconds=self.seconds + again.seconds)
+
 
 @dataclass
 class _Row:
     """State of one continuation while it is being generated."""
 
+    prompt: int  # i: which prompt row it continues
     sample: int  # k: which stream of uniforms it reads
     base: float  # clock (in this row's time frame) of the last history event
     start: float  # window start, days after `base`
@@ -380,7 +407,7 @@ class _Row:
 
 def simulate(model, vocab: Vocabulary, prompts: Prompts, outcome: Outcome, otoks: OutcomeTokens,
              *, samples: int, seed: int = 0, max_new_tokens: int = 256, batch_rows: int = 256,
-             temperature: float = 1.0,
+             temperature: float = 1.0, only: np.ndarray | None = None,
              progress: Callable[[int], None] | None = None) -> Simulation:
     """Generate `samples` continuations per prompt row and count outcome hits.
 
@@ -392,23 +419,29 @@ def simulate(model, vocab: Vocabulary, prompts: Prompts, outcome: Outcome, otoks
     prompt row reads the same random numbers whatever else is in the batch:
     answers do not depend on batching, and prompts that differ in one event
     (explain.py) are compared with common random numbers inside one batch. Each
-    row stops as soon as its window is decided.
+    row stops as soon as its window is decided. The table is drawn step-major, so
+    U[k, s] is the same for every `max_new_tokens`: a continuation sampled again
+    under a larger budget repeats its first tokens exactly.
+
+    `only` (bool [rows, samples]) samples just those continuations; the others are
+    reported as neither hit nor decided (see `Simulation.merged`).
     """
     if max_new_tokens < 1 or samples < 1:  # no continuation could decide anything
         raise FedEHRError(f"need at least one continuation of at least one token (samples "
                           f"{samples}, max_new_tokens {max_new_tokens})", where="zero-shot",
                           fix="give --samples and --max-new-tokens of 1 or more")
     started = time.perf_counter()
-    uniforms = torch.rand(samples, max_new_tokens, generator=torch.Generator().manual_seed(seed),
-                          dtype=torch.float64)
+    uniforms = torch.rand(max_new_tokens, samples, generator=torch.Generator().manual_seed(seed),
+                          dtype=torch.float64).T
     offset_days = outcome.offset.total_seconds() / 86400.0
     horizon_days = outcome.horizon.total_seconds() / 86400.0
     rows: list[_Row] = []
     for i in range(len(prompts)):
         last = float(prompts.row(i)[1][-1])
         gap = float(prompts.gap_days[i])
-        rows.extend(_Row(k, last, gap + offset_days, gap + horizon_days,
-                         int(prompts.prefix_len[i]), known=gap) for k in range(samples))
+        rows.extend(_Row(i, k, last, gap + offset_days, gap + horizon_days,
+                         int(prompts.prefix_len[i]), known=gap) for k in range(samples)
+                    if only is None or only[i, k])
     total = 0
     for lo in range(0, len(rows), batch_rows):
         group = list(range(lo, min(lo + batch_rows, len(rows))))
@@ -417,13 +450,16 @@ def simulate(model, vocab: Vocabulary, prompts: Prompts, outcome: Outcome, otoks
         if progress is not None:
             progress(len(group))
     shape = (len(prompts), samples)
-    hits = np.array([r.hit for r in rows], dtype=bool).reshape(shape)
-    truncated = np.array([r.truncated for r in rows], dtype=bool).reshape(shape)
-    rejected = np.array([r.rejected for r in rows], dtype=bool).reshape(shape)
-    reach = np.array([r.reach for r in rows], dtype=np.float64).reshape(shape)
-    return Simulation(hits.sum(1).astype(np.int64), samples, truncated.sum(1).astype(np.int64),
-                      total, time.perf_counter() - started, hits, ~(truncated | rejected),
-                      max_new_tokens, reach, rejected.sum(1).astype(np.int64), truncated)
+    hits, truncated, rejected = (np.zeros(shape, dtype=bool) for _ in range(3))
+    reach = np.zeros(shape, dtype=np.float64)
+    sampled = np.zeros(shape, dtype=bool)
+    for r in rows:
+        at = (r.prompt, r.sample)
+        hits[at], truncated[at], rejected[at], reach[at] = r.hit, r.truncated, r.rejected, r.reach
+        sampled[at] = True
+    return Simulation.of(hits, truncated, rejected, reach, sampled & ~(truncated | rejected),
+                         samples=samples, max_new_tokens=max_new_tokens, generated_tokens=total,
+                         seconds=time.perf_counter() - started)
 
 
 def _sample_group(model, vocab: Vocabulary, prompts: Prompts, rows: list[_Row], group: list[int],
@@ -438,7 +474,7 @@ def _sample_group(model, vocab: Vocabulary, prompts: Prompts, rows: list[_Row], 
     tim = torch.zeros(B, max_len, dtype=torch.float64)
     length = torch.zeros(B, dtype=torch.long)
     for j, g in enumerate(group):
-        t, s = prompts.row(g // samples)
+        t, s = prompts.row(rows[g].prompt)
         n = min(len(t), max_len)
         tok[j, :n], tim[j, :n] = torch.from_numpy(t[:n]), torch.from_numpy(s[:n].astype(float))
         length[j] = n
@@ -652,9 +688,12 @@ def predict_detailed(model, vocab: Vocabulary, dataset: MEDSDataset | str | Path
                    max_new_tokens=max_new_tokens, batch_rows=batch_size, progress=progress)
     if derived:  # the model's clock may run slower than the data's: measure it, once
         wider = model_budget(sim, prompts, outcome)
-        if wider > max_new_tokens:
-            sim = simulate(model, vocab, prompts, outcome, otoks, samples=samples, seed=seed,
-                           max_new_tokens=wider, batch_rows=batch_size, progress=progress)
+        if wider > max_new_tokens:  # only the undecided: the others would repeat themselves
+            redo = sim.truncated_per_sample
+            again = simulate(model, vocab, prompts, outcome, otoks, samples=samples, seed=seed,
+                             max_new_tokens=wider, batch_rows=batch_size, only=redo,
+                             progress=progress)
+            sim = sim.merged(again, redo)
     decided = sim.decided
     low, high = wilson_interval(sim.hits, decided)
     with np.errstate(divide="ignore", invalid="ignore"):

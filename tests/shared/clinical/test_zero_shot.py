@@ -18,6 +18,7 @@ from fedehr.shared.clinical.zero_shot import (
     outcome_tokens,
     predict,
     predict_detailed,
+    simulate,
     token_budget,
     wilson_interval,
 )
@@ -147,12 +148,36 @@ def test_continuations_that_run_out_of_tokens_are_undecided_not_no(world):
     assert np.isnan(row["probability"]) and np.isnan(row["ci_low"])
 
 
+def test_sampling_again_only_the_undecided_equals_sampling_all_again(world):
+    """The second pass under a wider budget redoes only the continuations that ran out:
+    the decided ones would repeat themselves, because U[k, s] does not depend on the
+    budget. Fails if the uniforms' table is drawn sample-major (its rows then shift)."""
+    outcome = ask(world, "cardiac arrest within 90 days after procedure")
+    mapping = CodeMapping.from_config(None, world.dataset.codes())
+    otoks = outcome_tokens(outcome, world.vocab, mapping, [])
+    prompts = build_prompts(world.dataset, world.vocab, mapping, world.model.config.max_len,
+                            planted.labels(ALPHA[:3] + BETA[:3]))
+
+    def run(budget, only=None):
+        return simulate(world.model, world.vocab, prompts, outcome, otoks, samples=6, seed=5,
+                        max_new_tokens=budget, batch_rows=12, only=only)
+
+    short = run(32)
+    redo = short.truncated_per_sample
+    assert redo[:3].sum() == 0 and 0 < redo[3:].sum() < redo[3:].size  # beta rows: both
+    merged = short.merged(run(64, only=redo), redo)
+    full = run(64)
+    for field in ("per_sample", "decided_per_sample", "truncated_per_sample", "reach_days"):
+        assert np.array_equal(getattr(merged, field), getattr(full, field)), field
+    assert merged.generated_tokens < short.generated_tokens + full.generated_tokens
+
+
 def test_death_closes_the_window_of_another_outcome():
     from fedehr.shared.clinical.zero_shot import OutcomeTokens, _Row, _scan
 
     death, arrest = 7, 8
     otoks = OutcomeTokens(frozenset({arrest}), {}, frozenset(), terminal=frozenset({death}))
-    row = _Row(sample=0, base=0.0, start=0.0, end=30.0, prefix=1)
+    row = _Row(prompt=0, sample=0, base=0.0, start=0.0, end=30.0, prefix=1)
     _scan(row, death, 2.0, otoks)
     assert row.decided and not row.hit and not row.truncated
 
@@ -163,7 +188,7 @@ def test_a_discharge_before_the_prediction_time_contradicts_the_history():
     discharge = 9
     otoks = OutcomeTokens(frozenset({discharge}), {}, frozenset({discharge}))
     # the last event was 0.7 days before the prediction time, known to be empty since
-    row = _Row(sample=0, base=0.0, start=0.7, end=6.7, prefix=1, known=0.7)
+    row = _Row(prompt=0, sample=0, base=0.0, start=0.7, end=6.7, prefix=1, known=0.7)
     _scan(row, discharge, 0.3, otoks)
     assert row.rejected and row.decided and not row.hit
 
