@@ -49,8 +49,9 @@ class Job:
         return self.state in ("done", "failed", "cancelled")
 
     def status(self) -> dict:
-        # predict_detailed samples again with a longer token budget when the model's clock
-        # runs slow: past the estimate, the bar shows a second pass rather than a full bar
+        # predict_detailed samples the undecided continuations again with a longer token
+        # budget when the model's clock runs slow: past the estimate, the bar shows a
+        # second pass (it ends early, when only a few are redone) rather than a full bar
         passes = max(1, -(-self.done // max(self.total, 1)))
         if self.state == "running" and self.done == passes * self.total:
             passes += 1
