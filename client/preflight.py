@@ -13,13 +13,16 @@ probes are in fedehr.shared.preflight.
 
 from __future__ import annotations
 
+import errno
 import os
+import socket
 import stat
 from pathlib import Path
 
 from fedehr.client.config import SiteConfig, load_site_config
 from fedehr.shared.errors import FedEHRError
 from fedehr.shared.preflight import (
+    TLS_TIMEOUT,
     Check,
     certificate_check,
     disk_check,
@@ -215,8 +218,63 @@ def superlink_check(site: SiteConfig, *, at_start: bool = False) -> Check:
                      "no usable ca_certificate)", "set ca_certificate")
     # At start the SuperNode keeps retrying a SuperLink that is down, so only a wrong
     # certificate, which retrying cannot fix, is red there.
-    return tls_handshake("superlink", host.strip("[]"), int(port), site.ca_certificate,
-                         unreachable="amber" if at_start else "red")
+    unreachable = "amber" if at_start else "red"
+    host = host.strip("[]")
+    if problem := connection_problem(host, int(port)):
+        return Check("superlink", unreachable, *problem)
+    return explain_tls(tls_handshake("superlink", host, int(port), site.ca_certificate,
+                                     unreachable=unreachable), host)
+
+
+def connection_problem(host: str, port: int, timeout: float = TLS_TIMEOUT
+                       ) -> tuple[str, str] | None:
+    """Why a TCP connection to host:port fails, as (message, fix); None when it connects.
+
+    A hospital's network team needs to know which of these it is: each has
+    another owner (the port in site.yaml, a route, a firewall, DNS).
+    """
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except socket.gaierror as exc:
+        return (f"cannot resolve {host} ({exc.strerror})",
+                "check the name in superlink: and this host's DNS")
+    except ConnectionRefusedError:
+        return (f"{host} refused a connection to port {port}: nothing listens there (a "
+                "wrong port, or the SuperLink is not running)",
+                "check the port in superlink: against the operator's superlink.port, and "
+                "ask whether the server runs")
+    except TimeoutError:
+        return (f"no answer from {host}:{port} within {timeout:g} s (a firewall drops the "
+                "connection, or the host is down)",
+                f"ask the network team to allow outbound TCP to {host}:{port}")
+    except OSError as exc:
+        if exc.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
+            return (f"no route from this host to {host} ({exc.strerror})",
+                    "check this host's routes, VPN or proxy towards the consortium")
+        return (f"{host}:{port} not reachable ({exc.strerror or exc})",
+                "check the address and the firewall between this host and the consortium")
+    return None
+
+
+def explain_tls(check: Check, host: str) -> Check:
+    """Name the cause of a failed handshake with a SuperLink that accepted the connection
+    (OpenSSL's verify messages: the name, the expiry; anything else: not TLS there)."""
+    renew = f"`fedehr pki server --host {host} --force`, then restart the server"
+    said = check.message
+    reason = said[said.find("(") + 1:said.rfind(")")]  # OpenSSL's words, in the parentheses
+    if "certificate has expired" in said:
+        return Check(check.name, "red", f"the SuperLink certificate at {host} has expired "
+                     f"({reason})", f"ask the operator to renew it: {renew}")
+    if "mismatch" in said and "not valid for" in said:
+        return Check(check.name, "red", f"the SuperLink certificate does not name {host}, "
+                     f"the address this site dials ({reason})",
+                     f"ask the operator to re-issue it for {host}: {renew}; or dial a name "
+                     "the certificate has")
+    if "not reachable over TLS" in said:  # TCP connected: no TLS server there
+        return Check(check.name, check.level, said.replace(
+            "not reachable over TLS", "accepts connections but completes no TLS handshake"),
+            "check the port in superlink: a service other than the SuperLink answers there")
+    return check
 
 
 def metrics_check(site: SiteConfig) -> Check:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import os
 import socket
+import threading
 from datetime import timedelta
 from pathlib import Path
 
@@ -174,6 +175,39 @@ def test_an_unreachable_superlink_is_red_but_only_amber_at_start(site):
     config = site(superlink=f"localhost:{closed}")
     assert _line(site_checks(config), "superlink").level == "red"
     assert _line(site_checks(config, at_start=True), "superlink").level == "amber"
+
+
+def test_a_refused_connection_names_the_port_nothing_listens_on(site):
+    with socket.create_server(("127.0.0.1", 0)) as sock:
+        closed = sock.getsockname()[1]
+    link = _line(site_checks(site(superlink=f"127.0.0.1:{closed}")), "superlink")
+    assert f"refused a connection to port {closed}: nothing listens there" in link.message
+    assert "superlink.port" in link.fix
+
+
+def test_a_port_that_speaks_no_tls_is_named_as_another_service(site):
+    with socket.create_server(("127.0.0.1", 0)) as plain:  # accepts, says nothing, closes
+        port = plain.getsockname()[1]
+        threading.Thread(target=lambda: plain.accept()[0].close(), daemon=True).start()
+        link = _line(site_checks(site(superlink=f"127.0.0.1:{port}")), "superlink")
+    assert link.level == "red"
+    assert "accepts connections but completes no TLS handshake" in link.message
+    assert "other than the SuperLink" in link.fix
+
+
+def test_an_expired_superlink_certificate_is_red_and_asks_for_renewal(site, tmp_path):
+    from datetime import UTC, datetime
+
+    expired = tmp_path / "expired-pki"
+    init_ca(expired, "Test Consortium CA")
+    issue_server_cert(expired, ["localhost"], days=1,
+                      valid_from=datetime.now(UTC) - timedelta(days=3))
+    with tls_endpoint(expired) as port:
+        config = site(superlink=f"localhost:{port}", ca_certificate=str(expired / "ca.pem"))
+        link = _line(site_checks(config, at_start=True), "superlink")
+    assert link.level == "red"  # retrying cannot fix it: red even at start
+    assert "SuperLink certificate at localhost has expired" in link.message
+    assert "fedehr pki server --host localhost --force" in link.fix
 
 
 def test_a_site_key_others_can_read_is_amber(site, tmp_path, pki):
