@@ -126,12 +126,14 @@ class TestNetwork:
         """The consortium's end of `host`'s link (10.77.N.1 for 10.77.N.2)."""
         return self.hosts[host].address.rsplit(".", 1)[0] + ".1"
 
-    def limit(self, host: str, rate: str) -> None:
-        """Token-bucket limit on what `host` sends and what it receives (both veth ends)."""
-        peer = self.hosts[host]
-        for ns, dev in ((peer.ns, UPLINK), (self.consortium.ns, f"to_{host}")):
+    def limit(self, host: str, mbit: float) -> None:
+        """Token-bucket limit (`tc ... tbf`) on what `host` sends and what it receives, at
+        both ends of its link. The bucket holds 10 ms of traffic (at least 32 KiB, more
+        than a timer tick at 100 Mbit/s); packets wait up to 400 ms, then drop."""
+        burst = max(32 * 1024, int(mbit * 1e6 / 8 / 100))
+        for ns, dev in ((self.ns(host), UPLINK), (self.consortium.ns, f"to_{host}")):
             subprocess.run(["tc", "-n", ns, "qdisc", "replace", "dev", dev, "root", "tbf",
-                            "rate", rate, "burst", "32kb", "latency", "400ms"],
+                            "rate", f"{mbit:g}mbit", "burst", str(burst), "latency", "400ms"],
                            check=True, capture_output=True, timeout=30)
 
     def unlimit(self, host: str) -> None:

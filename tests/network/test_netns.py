@@ -57,3 +57,20 @@ def test_teardown_stops_programs_and_removes_namespaces(network, tmp_path):
     network.teardown()
     assert pids_in(ns) == []
     assert network.run("consortium", ["true"]).returncode != 0  # the namespace is gone
+
+
+def test_a_limited_link_carries_at_most_its_rate(network, tmp_path):
+    sink = ("import socket, time; s = socket.create_server(('10.77.0.1', 7777)); "
+            "c, _ = s.accept(); n = len(c.recv(65536)); t = time.monotonic()\n"
+            "while chunk := c.recv(65536): n += len(chunk)\n"
+            "print(n, time.monotonic() - t)")
+    log = tmp_path / "sink.log"
+    receiver = network.start("consortium", [sys.executable, "-c", sink], log=log)
+    time.sleep(0.5)
+    network.limit("hospital_a", 1)  # 1 Mbit/s: 125 kB/s
+    send = "import socket; socket.create_connection(('10.77.0.1', 7777)).sendall(bytes(250_000))"
+    network.run("hospital_a", [sys.executable, "-c", send])
+    receiver.wait(timeout=30)
+    received, seconds = log.read_text().split()
+    assert int(received) == 250_000
+    assert 1.5 < float(seconds) < 4  # 250 kB at 125 kB/s: 2 s (unlimited: milliseconds)
