@@ -12,6 +12,11 @@ anchor's train split after mapping, min_count 10; the sites' DP releases only ad
 to the anchor's own conversion of the same patients. Coverage is `stats.vocabulary_coverage`,
 the numbers `fedehr data stats` prints.
 
+Measured (results/real_demo_coverage.txt): before the ETL coded chart events `LAB//` (as the
+anchor does), prescriptions `MEDICATION//START//`, procedure events `PROCEDURE//START//` and gave
+infusions RxNorm parents, 15.7% of the site's events were inside (labs 91.9%); now 92.0%
+(labs, chart events included as in the anchor, 92.8%), against 91.1% / 93.4% for the anchor.
+
 What the anchor cannot give back, and what is synthesised instead (also written to the results):
 - chartevents vs labevents: the anchor codes both `LAB//<itemid>//<unit>`; itemids >= 220000
   (d_items' range) go to icu/chartevents, the rest to hosp/labevents.

@@ -13,7 +13,8 @@ import succeeded. Only three things are held in memory: the patients and admissi
 tables (small; diagnoses need an admission's discharge time) and the distinct codes
 seen, which become ``metadata/codes.parquet`` together with the d_* dictionaries. A lab's
 LOINC parent is ``d_labitems.loinc_code``, else the shipped itemid -> LOINC table
-(`etl.lab_loinc`; the demo 2.2 export and 3.x have no loinc_code).
+(`etl.lab_loinc`; the demo 2.2 export and 3.x have no loinc_code); an infusion's RxNorm
+parent comes from the shipped itemid -> RxNorm table of the same module.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import polars as pl
 from rich.progress import Progress
 
 from fedehr.shared.data import schema as S
-from fedehr.shared.data.etl.lab_loinc import labitem_loinc
+from fedehr.shared.data.etl.lab_loinc import inputitem_rxnorm, labitem_loinc
 from fedehr.shared.data.etl.source import (
     SourceTable,
     TableReader,
@@ -402,14 +403,16 @@ class _Import:
         return self._measurement(name, df, "LAB", "hosp/d_labitems")
 
     def chartevents(self, name: str, df: pl.DataFrame) -> list[pl.DataFrame]:
-        return self._measurement(name, df, "CHARTEVENT", "icu/d_items")
+        # LAB, as the community ETL (and so the public anchor) codes chart events: a
+        # CHARTEVENT prefix put 79% of the real demo's events outside the vocabulary.
+        return self._measurement(name, df, "LAB", "icu/d_items")
 
     def outputevents(self, name: str, df: pl.DataFrame) -> list[pl.DataFrame]:
         return self._measurement(name, df, "SUBJECT_FLUID_OUTPUT", "icu/d_items",
                                  valuenum="value")
 
     def prescriptions(self, name: str, df: pl.DataFrame) -> list[pl.DataFrame]:
-        return [self.events(name, df, code=_code("MEDICATION", _text("drug")),
+        return [self.events(name, df, code=_code("MEDICATION", "START", _text("drug")),
                             time=_time("starttime"),
                             checks=[(_text("drug").is_null(), "missing drug"),
                                     *_time_checks("starttime")])]
@@ -446,7 +449,7 @@ class _Import:
                 self._item_event(name, df, "INFUSION_END", "endtime", _number("amount"))]
 
     def procedureevents(self, name: str, df: pl.DataFrame) -> list[pl.DataFrame]:
-        return [self._item_event(name, df, "PROCEDURE_START", "starttime")]
+        return [self._item_event(name, df, "PROCEDURE//START", "starttime")]
 
     # code metadata ----------------------------------------------------------------------
     def code_metadata(self) -> None:
@@ -506,6 +509,13 @@ class _Import:
             fallback = pl.Series([shipped.get(i) for i in joined["itemid"]], dtype=pl.String)
             joined = joined.with_columns(pl.coalesce("loinc", fallback).alias("loinc"))
         joined = joined.with_columns((pl.lit("LOINC/") + pl.col("loinc")).alias("parent"))
+        if name == "icu/d_items":
+            # Infusions get the RxNorm parents the anchor gives them (d_items has none).
+            rxnorm = inputitem_rxnorm()
+            drug = pl.Series([rxnorm.get(i) for i in joined["itemid"]], dtype=pl.String)
+            joined = joined.with_columns(
+                pl.when(pl.col("code").str.starts_with("INFUSION_"))
+                .then(pl.lit("RxNorm/") + drug).otherwise(pl.col("parent")).alias("parent"))
         return {code: (desc, [parent] if parent else None)
                 for code, desc, parent in joined.select("code", "description", "parent")
                 .iter_rows()}

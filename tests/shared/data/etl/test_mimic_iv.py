@@ -53,13 +53,13 @@ def test_v22_layout_yields_the_community_codes_at_their_source_times(converted):
     assert _at(events, S1, "TRANSFER_TO//admit//Medicine") == [datetime(2180, 5, 6, 23, 30)]
     assert _at(events, S1, "TRANSFER_TO//discharge//UNK") == [datetime(2180, 5, 7, 17, 15)]
     assert _at(events, S1, "PROCEDURE//ICD//9//5491") == [datetime(2180, 5, 7)]
-    assert _at(events, S1, "MEDICATION//Furosemide") == [datetime(2180, 5, 7)]
+    assert _at(events, S1, "MEDICATION//START//Furosemide") == [datetime(2180, 5, 7)]
     assert _at(events, S1, "ICU_ADMISSION//Medical Intensive Care Unit (MICU)") == [
         datetime(2180, 6, 26, 21)]
     assert _at(events, S1, "ICU_DISCHARGE//Medical Intensive Care Unit (MICU)") == [
         datetime(2180, 6, 27, 18)]
-    for code in ("CHARTEVENT//220045//bpm", "INFUSION_START//225158", "INFUSION_END//225158",
-                 "SUBJECT_FLUID_OUTPUT//226559//ml", "PROCEDURE_START//225459"):
+    for code in ("LAB//220045//bpm", "INFUSION_START//225158", "INFUSION_END//225158",
+                 "SUBJECT_FLUID_OUTPUT//226559//ml", "PROCEDURE//START//225459"):
         assert len(_at(events, S1, code)) == 1, code
 
 
@@ -147,7 +147,7 @@ def test_codes_parquet_holds_descriptions_and_icd_and_loinc_parents(converted):
     assert codes["LAB//50912//mg/dL"]["parent_codes"] == ["LOINC/2160-0"]
     # d_labitems has no loinc_code for 51266: the shipped itemid -> LOINC table fills it in
     assert codes["LAB//51266//UNK"]["parent_codes"] == ["LOINC/9317-9"]
-    assert codes["CHARTEVENT//220045//bpm"]["description"] == "Heart Rate"
+    assert codes["LAB//220045//bpm"]["description"] == "Heart Rate"
     assert codes["GENDER//F"]["description"] == "Female"
 
 
