@@ -207,7 +207,15 @@ def save(runs: list[dict], args, started: float) -> None:
     write_text(RESULTS / "network_cost.json",
                json.dumps({"meta": meta, "runs": runs,
                            "rounds": [r for run in runs for r in round_rows(run)]}, indent=2))
-    write_text(RESULTS / "network_cost.txt", render(runs) + "\n")
+    write_text(RESULTS / "network_cost.txt", render(runs) + "\n\n" + conditions(meta) + "\n")
+
+
+def conditions(meta: dict) -> str:
+    load = ", ".join(f"{x:.1f}" for x in meta["load_average_at_end"])
+    return (f"{meta['patients']} patients over 2 synthetic hospitals; {meta['cores']} cores, "
+            f"load average {load} at the end (other work shared the machine); one run per "
+            f"configuration, one round per link rate: round times are single samples; "
+            f"{meta['wall_seconds']} s in all.")
 
 
 if __name__ == "__main__":

@@ -4,22 +4,28 @@ The SuperLink runs inside the `consortium` namespace bound to 10.77.0.1 with a
 certificate issued by `fedehr pki server --host 10.77.0.1`; the site runs
 inside `hospital_a`, where 10.77.0.1 is reachable only over its link. A good
 certificate connects; a certificate for another address, an expired one and a
-wrong port are refused, and the site says which. One hospital is enough here;
-its daemon runs Flower's per-message ClientApp (no worker: nothing trains).
+wrong port are refused, and the site says which. Nothing trains here, so the
+site daemons run Flower's per-message ClientApp (no worker to start).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import sys
+import time
 
 import pytest
 
+from fedehr.client.cli import EARLY_EXIT_SECONDS
 from fedehr.shared.pki import issue_server_cert
 
 from .federation import NetworkFederation, wait_until
 
 pytestmark = pytest.mark.e2e
 ONE_SITE = {"min_sites": 1}
+HEALTH_PORT = 9101
+PROBE = ("import sys, urllib.request\n"
+         "print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())")
 
 
 def _federation(network, root, hospitals, anchor) -> NetworkFederation:
@@ -29,9 +35,17 @@ def _federation(network, root, hospitals, anchor) -> NetworkFederation:
 
 @pytest.fixture(scope="module")
 def joined(module_network, tmp_path_factory, hospitals, anchor):
-    """`fedehr server start` on the consortium, `fedehr site start` on hospital_a, connected."""
-    fed = _federation(module_network, tmp_path_factory.mktemp("joined"), hospitals, anchor)
+    """`fedehr server start` on the consortium; `fedehr site start` on hospital_a, connected,
+    serving /healthz on its link's address (metrics_host) for a probe elsewhere; and on
+    hospital_b, whose site.yaml names a wrong port."""
+    fed = NetworkFederation.create(module_network, tmp_path_factory.mktemp("joined"),
+                                   hospitals, anchor=anchor, federation=ONE_SITE)
+    fed.set_site("hospital_a", metrics_port=HEALTH_PORT,
+                 metrics_host=module_network.hosts["hospital_a"].address)
+    fed.set_site("hospital_b", superlink=f"10.77.0.1:{fed.port + 1}")
     fed.start_server()
+    fed.wrong_port_site = fed.start_site("hospital_b", isolation="subprocess")
+    fed.wrong_port_started = time.monotonic()
     fed.wait_connected("hospital_a", fed.start_site("hospital_a", isolation="subprocess"))
     return fed
 
@@ -42,21 +56,41 @@ def federation(network, tmp_path, hospitals, anchor):
 
 
 def test_site_on_its_own_host_joins_the_superlink_at_the_consortium_address(joined):
-    assert f"its SuperNode is connected to {joined.superlink}" in \
-        " ".join(joined.site_status("hospital_a").split())
+    # the fixture waited for `fedehr site status` to say "connected"; the SuperLink's
+    # host sees that connection coming from hospital_a's own address, over its link
+    sockets = joined.net.run("consortium", ["ss", "-Htn", "state", "established",
+                                            f"( sport = :{joined.port} )"]).stdout
+    peers = {line.split()[-1].rsplit(":", 1)[0] for line in sockets.splitlines()}
+    assert joined.net.hosts["hospital_a"].address in peers
     assert f"{joined.superlink} TLS certificate (CA matches) valid" in \
         joined.superlink_check("hospital_a")
 
 
-def test_wrong_port_is_named_on_the_hospitals_side(joined):
-    wrong = joined.port + 1
-    joined.set_site("hospital_a", superlink=f"10.77.0.1:{wrong}")
-    try:
-        line = joined.superlink_check("hospital_a")
-    finally:
-        joined.set_site("hospital_a", superlink=joined.superlink)
+def test_a_probe_on_another_host_reaches_the_site_health_at_its_metrics_host(joined):
+    address = joined.net.hosts["hospital_a"].address
+    url = f"http://{address}:{HEALTH_PORT}/healthz"
+    answer = joined.net.run("consortium", [sys.executable, "-c", PROBE, url])
+    assert '"ok"' in answer.stdout, answer.stderr
+
+
+def test_wrong_port_is_named_by_the_site_check(joined):
+    line = joined.superlink_check("hospital_b")
     assert line.startswith("red")
-    assert f"10.77.0.1 refused a connection to port {wrong}: nothing listens there" in line
+    assert f"10.77.0.1 refused a connection to port {joined.port + 1}: nothing listens there" \
+        in line
+
+
+def test_site_dialing_a_wrong_port_keeps_running_and_logs_the_cause(joined):
+    site, log = joined.wrong_port_site, joined.site_log("hospital_b")
+    wait_until(lambda: "SuperNode started" in log.read_text(), 120, site, log,
+               "the daemon to start its SuperNode")
+    # a SuperNode that gave up would be gone by then
+    time.sleep(max(0.0, joined.wrong_port_started + EARLY_EXIT_SECONDS + 5 - time.monotonic()))
+    said = " ".join(log.read_text().split())
+    assert site.poll() is None
+    assert f"amber superlink: 10.77.0.1 refused a connection to port {joined.port + 1}" in said
+    assert "Connection attempt failed, retrying" in \
+        (joined.root / "site-state" / "hospital_b" / "logs" / "supernode.log").read_text()
 
 
 def test_certificate_for_another_address_stops_the_site_naming_the_mismatch(federation):
@@ -79,3 +113,4 @@ def test_expired_certificate_is_refused_naming_the_expiry(federation):
     line = federation.superlink_check("hospital_a")
     assert line.startswith("red")
     assert "the SuperLink certificate at 10.77.0.1 has expired" in line
+
