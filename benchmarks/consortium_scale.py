@@ -155,6 +155,15 @@ def aggregation_alone(root: Path, preset: str, sites: int, anchor: Path) -> dict
             "rss_growth_x_model": rss.growth_mb * 2**20 / model_bytes}
 
 
+def in_fresh_process(fn, *args):
+    """fn(*args) in a new interpreter: its RSS growth is not hidden by memory an earlier
+    measurement freed (the allocator keeps and reuses it)."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(fn, args)
+
+
 # -- part 2: Flower's simulation engine ----------------------------------------------------
 
 
@@ -371,6 +380,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=1, help="training rounds per run")
     parser.add_argument("--skip-simulation", action="store_true",
                         help="aggregation alone (no Ray needed)")
+    parser.add_argument("--reuse-simulation", action="store_true",
+                        help="with --skip-simulation: keep the simulation rows of the last "
+                             "results file (rerun only the aggregation part)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -383,8 +395,11 @@ def main() -> int:
         root = Path(tmp)
         for preset in PRESETS:
             for sites in ((10,) if args.quick else (10, 30, 100)):
-                rows.append(aggregation_alone(root, preset, sites, anchor))
+                rows.append(in_fresh_process(aggregation_alone, root, preset, sites, anchor))
                 print(json.dumps(rows[-1]), flush=True)
+        if args.skip_simulation and args.reuse_simulation:
+            previous = json.loads((args.out / "consortium_scale.json").read_text())["rows"]
+            rows += [r for r in previous if r["part"] == "simulation"]
         if not args.skip_simulation:
             pool = make_pool(root)
             for n, spec in enumerate(plan(args.quick)):

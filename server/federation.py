@@ -56,7 +56,7 @@ from fedehr.server.strategies import (
     restore_strategy_state,
     strategy_state,
 )
-from fedehr.server.streaming import RunningMean, stream_replies, take_arrays
+from fedehr.server.streaming import LazyArrays, RunningMean, drain_arrays, stream_replies
 from fedehr.server.vocab_round import run_vocab_round
 from fedehr.shared import messages as M
 from fedehr.shared.audit import AuditError, AuditLog
@@ -419,9 +419,10 @@ class Federation:
         site = _site_name(reply)
         if outcome.mode == BUFFERED:
             site_arrays = {k: np.asarray(v.numpy()) for k, v in reply.content[M.ARRAYS].items()}
-        else:  # the reply keeps no serialised copy: one copy of the update in memory
-            site_arrays = take_arrays(reply.content[M.ARRAYS])
-        outcome.bytes_in += sum(a.nbytes for a in site_arrays.values())
+            outcome.bytes_in += sum(a.nbytes for a in site_arrays.values())
+        else:  # read one array at a time: the reply's bytes are its only full copy
+            site_arrays = LazyArrays(reply.content[M.ARRAYS])
+            outcome.bytes_in += site_arrays.nbytes
         verdict = screen_update(reference, site_arrays, self.cfg.bounds.max_update_norm)
         if verdict.update_norm:
             outcome.update_norms[site] = verdict.update_norm
@@ -437,7 +438,7 @@ class Federation:
             outcome.held.append(reply)
             return
         started, cpu_started = time.monotonic(), time.thread_time()
-        outcome.mean.fold(site_arrays.items(), float(weight))
+        outcome.mean.fold(drain_arrays(reply.content[M.ARRAYS]), float(weight))
         outcome.fold_seconds += time.monotonic() - started
         outcome.fold_cpu_seconds += time.thread_time() - cpu_started
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 
 import numpy as np
 from flwr.app import ArrayRecord, Message
@@ -83,15 +83,36 @@ def _add_weighted(total: np.ndarray, array: np.ndarray, weight: float) -> None:
         flat_total[start:stop] += np.multiply(flat[start:stop], weight, dtype=np.float64)
 
 
-def take_arrays(record: ArrayRecord) -> dict[str, np.ndarray]:
-    """The record's arrays as numpy, dropping each serialised copy once read.
+class LazyArrays(Mapping):
+    """A reply's arrays, deserialised one at a time when read (for screening).
 
-    The reply is left without arrays: only one copy of the update stays in memory.
+    Screening reads every array once to check it; only the array being read
+    is a numpy copy beside the reply's serialised bytes.
     """
-    arrays = {}
+
+    def __init__(self, record: ArrayRecord):
+        self._record = record
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return np.asarray(self._record[name].numpy())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._record.keys()))
+
+    def __len__(self) -> int:
+        return len(self._record)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(int(np.prod(a.shape)) * np.dtype(a.dtype).itemsize
+                   for a in self._record.values())
+
+
+def drain_arrays(record: ArrayRecord) -> Iterator[tuple[str, np.ndarray]]:
+    """(name, array) of each of the record's arrays, dropping its serialised copy once read:
+    folding a reply this way holds its bytes and one array, never a second full copy."""
     for name in list(record.keys()):
-        arrays[name] = np.asarray(record.pop(name).numpy())
-    return arrays
+        yield name, np.asarray(record.pop(name).numpy())
 
 
 def stream_replies(grid: Grid, messages: Iterable[Message], timeout: float,
