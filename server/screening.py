@@ -33,10 +33,23 @@ def screen_update(global_arrays: dict[str, np.ndarray], site_arrays: dict[str, n
             return Verdict(False, f"{name} has shape {arr.shape}, expected {ref.shape}")
         if not np.isfinite(arr).all():
             return Verdict(False, f"{name} holds NaN or infinite values")
-        diff = arr.astype(np.float64) - ref.astype(np.float64)
-        total += float(np.dot(diff.ravel(), diff.ravel()))
+        total += _squared_distance(arr, ref)
     norm = total ** 0.5
     if not np.isfinite(norm) or norm > max_update_norm:
         return Verdict(False, f"update norm {norm:.3g} exceeds the bound {max_update_norm:g}",
                        norm)
     return Verdict(True, update_norm=norm)
+
+
+CHUNK = 1 << 16  # elements: float64 temporaries of 0.5 MB, whatever the array's size
+
+
+def _squared_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """||a - b||^2 in float64, chunk by chunk, so that the server holds no float64 copy
+    of a whole update array (it streams a hundred sites' updates through here)."""
+    a, b = a.reshape(-1), b.reshape(-1)
+    total = 0.0
+    for lo in range(0, a.size, CHUNK):
+        diff = a[lo:lo + CHUNK].astype(np.float64) - b[lo:lo + CHUNK]
+        total += float(np.dot(diff, diff))
+    return total
