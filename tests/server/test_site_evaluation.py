@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 from flwr.app import ConfigRecord, MetricRecord, RecordDict
-
 from flwr.supercore.task_identity import TaskIdentity
 
 from fedehr.server.config import FederationConfig, SuperLinkConfig

@@ -7,9 +7,9 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from fedehr.shared.data.patients import find_patients
 from fedehr.shared.cli import build_app
 from fedehr.shared.data.dataset import MEDSDataset
+from fedehr.shared.data.patients import find_patients
 from fedehr.shared.data.synth import synthesize
 from fedehr.shared.errors import DataError
 
