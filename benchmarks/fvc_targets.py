@@ -1,57 +1,82 @@
-"""Issue 12's targets 1-5, read from a fed_vs_central results file (no training).
+"""Issue 12's targets 1-5, read from fed_vs_central results files (no training).
+
+One file: each target, met or not. Several (one per data seed): each measure per
+seed, then the mean and the spread (sample standard deviation) over the seeds.
 
     .venv/bin/python benchmarks/fvc_targets.py benchmarks/results/fed_vs_central.json
+    .venv/bin/python benchmarks/fvc_targets.py seed0.json seed1.json seed2.json
 """
 
 import json
+import statistics
 import sys
 
 TASKS = ("mortality", "readmission_30d", "long_los", "icu_transfer")
+# measure: (label, target test)
+MEASURES = {
+    "a_above_counts": ("1. (a) >= counts, of 12 in-federation cells (>= 10)", lambda v: v >= 10),
+    "gap_in": ("2. mean (a)-(b), 12 in-federation cells (<= 0.03)", lambda v: v <= 0.03),
+    "gap_left": ("2. mean (a)-(b), 4 left-out cells (<= 0.05)", lambda v: v <= 0.05),
+    "gap_worst": ("2. worst cell (a)-(b) (<= 0.08)", lambda v: v <= 0.08),
+    "b_vs_c": ("3. (b) >= (c), of 24 (>= 22)", lambda v: v >= 22),
+    "b_vs_d": ("4. (b) >= (d) - 0.01, of 16 (>= 14)", lambda v: v >= 14),
+    "anchor_rise": ("4. anchor loss rise over the rounds (<= +5%)", lambda v: v <= 0.05),
+    "zs_mortality": ("5. zero-shot AUROC, mortality (>= 0.75, ratio >= 0.9)", None),
+    "zs_ratio_mortality": ("5. zero-shot / probe, mortality (>= 0.9)", lambda v: v >= 0.9),
+    "zs_ratio_long_los": ("5. zero-shot / probe, long stay (>= 0.9)", lambda v: v >= 0.9),
+    "undecided": ("5. undecided share, worst of the two (<= 5%)", lambda v: v <= 0.05),
+    "b_mean": ("mean (b) AUROC over the 16 cells", None),
+    "a_mean": ("mean (a) AUROC over the 16 cells", None),
+}
 
 
-def main(path: str) -> None:
-    d = json.load(open(path))
-
+def measures(d: dict) -> dict[str, float]:
     def auroc(arm, where, task, method="probe k=all"):
         return d["evaluation"][arm][where]["summary"][task]["methods"][method]["auroc"]
 
     sites = [h["name"] for h in d["hospitals"] if not h["left_out"]]
     left = next(h["name"] for h in d["hospitals"] if h["left_out"])
     cells = [(s, t) for s in sites for t in TASKS]
-    above_counts = sum(auroc("a", s, t) >= auroc("b", s, t, "counts k=all") for s, t in cells)
+    every = [(w, t) for w in [*sites, left] for t in TASKS]
     gaps = [auroc("a", s, t) - auroc("b", s, t) for s, t in cells]
     left_gaps = [auroc("a", left, t) - auroc("b", left, t) for t in TASKS]
-    vs_alone = [auroc("b", w, t) >= auroc(f"c:{s}", w, t)
-                for s in sites for w in (s, left) for t in TASKS]
-    vs_no_anchor = [auroc("b", w, t) >= auroc("d", w, t) - 0.01
-                    for w in [*sites, left] for t in TASKS]
     history = d["training"]["b"]["history"]
     first, last = history[0]["anchor_loss"], history[-1]["anchor_loss"]
     zero = d["zero_shot"][left]
+    return {
+        "a_above_counts": sum(auroc("a", s, t) >= auroc("b", s, t, "counts k=all")
+                              for s, t in cells),
+        "gap_in": sum(gaps) / len(gaps), "gap_left": sum(left_gaps) / len(left_gaps),
+        "gap_worst": max(gaps + left_gaps),
+        "b_vs_c": sum(auroc("b", w, t) >= auroc(f"c:{s}", w, t)
+                      for s in sites for w in (s, left) for t in TASKS),
+        "b_vs_d": sum(auroc("b", w, t) >= auroc("d", w, t) - 0.01 for w, t in every),
+        "anchor_rise": last / first - 1,
+        "zs_mortality": zero["mortality"]["zero_shot_auroc"],
+        "zs_ratio_mortality": zero["mortality"]["ratio"],
+        "zs_ratio_long_los": zero["long_los"]["ratio"],
+        "undecided": max(zero[t]["truncated_share"] for t in ("mortality", "long_los")),
+        "b_mean": sum(auroc("b", w, t) for w, t in every) / len(every),
+        "a_mean": sum(auroc("a", w, t) for w, t in every) / len(every),
+    }
 
-    def verdict(ok: bool) -> str:
-        return "met" if ok else "not met"
 
-    print(f"1. (a) >= counts in {above_counts} of 12 in-federation cells (>= 10): "
-          f"{verdict(above_counts >= 10)}")
-    mean_in, mean_left, worst = sum(gaps) / 12, sum(left_gaps) / 4, max(gaps + left_gaps)
-    print(f"2. mean (a)-(b): in-federation {mean_in:+.3f} (<= 0.03), left-out {mean_left:+.3f} "
-          f"(<= 0.05), worst cell {worst:+.3f} (<= 0.08): "
-          f"{verdict(mean_in <= 0.03 and mean_left <= 0.05 and worst <= 0.08)}")
-    print(f"3. (b) >= (c) in {sum(vs_alone)} of {len(vs_alone)} (>= 22): "
-          f"{verdict(sum(vs_alone) >= 22)}")
-    print(f"4. (b) >= (d) - 0.01 in {sum(vs_no_anchor)} of {len(vs_no_anchor)} (>= 14); anchor "
-          f"loss {first:.2f} -> {last:.2f} ({(last / first - 1) * 100:+.0f}%, <= +5%): "
-          f"{verdict(sum(vs_no_anchor) >= 14 and last <= first * 1.05)}")
-    for task in ("mortality", "long_los"):
-        r = zero[task]
-        print(f"5. {task}: zero-shot {r['zero_shot_auroc']:.3f} vs probe "
-              f"{r['probe_all_auroc_same_rows']:.3f} on the same rows (ratio {r['ratio']:.2f}, "
-              f">= 0.9), undecided {r['truncated_share']:.0%} (<= 5%)")
-    ok = (all(zero[t]["ratio"] >= 0.9 and zero[t]["truncated_share"] <= 0.05
-              for t in ("mortality", "long_los")) and zero["mortality"]["zero_shot_auroc"] >= 0.75)
-    print(f"5. overall (mortality also >= 0.75 absolute): {verdict(ok)}")
+def main(paths: list[str]) -> None:
+    runs = [json.load(open(p)) for p in paths]
+    seeds = [r["config"]["data_seed"] for r in runs]
+    rows = [measures(r) for r in runs]
+    head = "| measure | " + " | ".join(f"seed {s}" for s in seeds)
+    print(head + (" | mean (sd) | target |" if len(rows) > 1 else " | target |"))
+    print("|---" * (len(rows) + (3 if len(rows) > 1 else 2)) + "|")
+    for key, (label, test) in MEASURES.items():
+        values = [row[key] for row in rows]
+        cells = [f"{v:.3f}" if isinstance(v, float) else str(v) for v in values]
+        mean = statistics.fmean(values)
+        if len(rows) > 1:
+            cells.append(f"{mean:.3f} ({statistics.stdev(values):.3f})")
+        verdict = "" if test is None else ("met" if test(mean) else "not met")
+        print(f"| {label} | " + " | ".join(cells) + f" | {verdict} |")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1:])
