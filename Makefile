@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO_DIR ?= demo-output
 
-.PHONY: install demo test test-fast lint bench clean
+.PHONY: install demo test test-fast test-network lint bench clean
 
 install: $(STAMP)
 
@@ -25,6 +25,10 @@ demo: install
 # Files run in collection order, the longest first (tests/conftest.py).
 test: install
 	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder
+
+# As root: every test of the network of hosts (namespaces), the opt-in ones included.
+test-network: install
+	FEDEHR_NETWORK_TESTS=1 FEDEHR_SLOW_NETWORK_TESTS=1 $(BIN)/python -m pytest tests/network
 
 test-fast: install
 	$(BIN)/python -m pytest -m "not e2e and not slow"

@@ -168,8 +168,16 @@ class NetworkFederation:
         wait_until(lambda: "SuperNode started" in _read(log), timeout, proc, log,
                    f"{name}'s daemon to start its SuperNode")
         wanted = f"its SuperNode is connected to {self.superlink}"
-        wait_until(lambda: wanted in " ".join(self.site_status(name).split()), timeout, proc,
-                   log, f"{name} to connect to {self.superlink}")
+        said = [""]
+
+        def connected() -> bool:
+            said[0] = " ".join(self.site_status(name).split())
+            return wanted in said[0]
+
+        try:
+            wait_until(connected, timeout, proc, log, f"{name} to connect to {self.superlink}")
+        except AssertionError as exc:  # what status said last is the clue
+            raise AssertionError(f"{exc}\nlast `fedehr site status`: {said[0]}") from None
 
     def launch(self) -> subprocess.Popen:
         """`fedehr run start` on the consortium (it follows the run until it ends)."""
