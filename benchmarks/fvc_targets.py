@@ -4,12 +4,13 @@ One file: each target, met or not. Several (one per data seed): each measure per
 seed, then the mean and the spread (sample standard deviation) over the seeds.
 
     .venv/bin/python benchmarks/fvc_targets.py benchmarks/results/fed_vs_central.json
-    .venv/bin/python benchmarks/fvc_targets.py seed0.json seed1.json seed2.json
+    .venv/bin/python benchmarks/fvc_targets.py seed0.json seed1.json seed2.json \
+        [--out benchmarks/results/fed_vs_central-seeds.json]
 """
 
+import argparse
 import json
 import statistics
-import sys
 
 TASKS = ("mortality", "readmission_30d", "long_los", "icu_transfer")
 # measure: (label, target test)
@@ -61,22 +62,35 @@ def measures(d: dict) -> dict[str, float]:
     }
 
 
-def main(paths: list[str]) -> None:
-    runs = [json.load(open(p)) for p in paths]
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("results", nargs="+", help="fed_vs_central results, one per seed")
+    parser.add_argument("--out", help="also write the table as JSON (data_seeds, measures)")
+    args = parser.parse_args(argv)
+    runs = [json.load(open(p)) for p in args.results]
     seeds = [r["config"]["data_seed"] for r in runs]
     rows = [measures(r) for r in runs]
     head = "| measure | " + " | ".join(f"seed {s}" for s in seeds)
     print(head + (" | mean (sd) | target |" if len(rows) > 1 else " | target |"))
     print("|---" * (len(rows) + (3 if len(rows) > 1 else 2)) + "|")
+    table = {}
     for key, (label, test) in MEASURES.items():
         values = [row[key] for row in rows]
         cells = [f"{v:.3f}" if isinstance(v, float) else str(v) for v in values]
         mean = statistics.fmean(values)
+        spread = statistics.stdev(values) if len(rows) > 1 else 0.0
         if len(rows) > 1:
-            cells.append(f"{mean:.3f} ({statistics.stdev(values):.3f})")
+            cells.append(f"{mean:.3f} ({spread:.3f})")
         verdict = "" if test is None else ("met" if test(mean) else "not met")
         print(f"| {label} | " + " | ".join(cells) + f" | {verdict} |")
+        table[key] = {"label": label, "per_seed": values, "mean": mean, "sd": spread,
+                      "target": verdict or None}
+    if args.out:
+        with open(args.out, "w") as fh:
+            json.dump({"benchmark": "fed_vs_central, issue 12's targets over data seeds",
+                       "data_seeds": seeds, "files": args.results, "measures": table}, fh,
+                      indent=1)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()
