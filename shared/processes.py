@@ -173,8 +173,11 @@ def same_process(pid: int, recorded: dict | None) -> bool:
         return False
     if not now:  # no /proc here: liveness is all anyone can know
         return True
+    # The start time tells PIDs apart. A command line recorded empty was read while
+    # the child was still inside exec (Popen returns before the kernel has set up its
+    # arguments), so it cannot disagree with the one it has now.
     return bool(recorded) and recorded.get("start") == now["start"] \
-        and recorded.get("cmdline") == now["cmdline"]
+        and recorded.get("cmdline") in ("", now["cmdline"])
 
 
 def read_pidfile(pidfile: Path) -> tuple[dict[str, int], dict[str, dict]]:

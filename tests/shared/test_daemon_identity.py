@@ -79,6 +79,9 @@ def test_identity_matches_the_same_process_only(bystander):
     identity = process_identity(bystander.pid)
     assert same_process(bystander.pid, identity)
     assert not same_process(bystander.pid, {**identity, "start": "0"})
+    assert not same_process(bystander.pid, {**identity, "cmdline": "another program"})
+    # read mid-exec, before the kernel set up the arguments: the start time decides
+    assert same_process(bystander.pid, {**identity, "cmdline": ""})
     assert not same_process(bystander.pid, None)
 
 
