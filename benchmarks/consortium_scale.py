@@ -217,18 +217,17 @@ def _measured_federation_class():
         """fedehr's Federation, with this process's peak RSS over each training exchange."""
 
         def _plain_train(self, *args):
-            with PeakRSS() as rss:
-                trained = super()._plain_train(*args)
-            trained.extra["server_rss"] = {"start_mb": rss.start_mb, "peak_mb": rss.peak_mb,
-                                           "growth_mb": rss.growth_mb}
-            return trained
+            return _measured(super()._plain_train, *args)
 
         def _secure_train(self, *args):
-            with PeakRSS() as rss:
-                trained = super()._secure_train(*args)
-            trained.extra["server_rss"] = {"start_mb": rss.start_mb, "peak_mb": rss.peak_mb,
-                                           "growth_mb": rss.growth_mb}
-            return trained
+            return _measured(super()._secure_train, *args)
+
+    def _measured(train, *args):
+        with PeakRSS() as rss:
+            trained = train(*args)
+        trained.extra["server_rss"] = {"start_mb": rss.start_mb, "peak_mb": rss.peak_mb,
+                                       "growth_mb": rss.growth_mb}
+        return trained
 
     return MeasuredFederation
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 from flwr.app import ConfigRecord, MetricRecord, RecordDict
-from flwr.supercore.task_identity import TaskIdentity
 
 from fedehr.server.config import FederationConfig, SuperLinkConfig
 from fedehr.server.federation import Federation
@@ -15,6 +14,8 @@ from fedehr.shared.model import EHRModel, ModelConfig
 from fedehr.shared.tokenizer.merge import merge_vocabulary
 
 SITES = ["hospital_a", "hospital_b"]
+
+pytestmark = pytest.mark.usefixtures("in_a_run")  # tests/server/conftest.py
 
 
 class Reply:
@@ -47,14 +48,6 @@ class RecordingGrid:
                                   M.SITE: ConfigRecord({M.SITE_NAME: site})})
             replies.append(Reply(content))
         return replies
-
-
-@pytest.fixture(autouse=True)
-def in_a_run(monkeypatch):
-    """Flower's messages name the run they belong to, as inside a ServerApp."""
-    monkeypatch.setattr(TaskIdentity, "_run_id", 1)
-    monkeypatch.setattr(TaskIdentity, "_node_id", 0)
-    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
 
 
 @pytest.fixture(scope="module")

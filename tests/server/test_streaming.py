@@ -12,7 +12,6 @@ import pytest
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
-from flwr.supercore.task_identity import TaskIdentity
 
 from fedehr.server.config import FederationConfig, StrategyConfig, SuperLinkConfig
 from fedehr.server.federation import Federation
@@ -23,6 +22,8 @@ from fedehr.shared.data.anchor import fetch_anchor
 
 SHAPES = {"w": (1024, 512), "b": (512,)}  # a 2 MB model
 MODEL_BYTES = sum(4 * np.prod(s) for s in SHAPES.values())
+
+pytestmark = pytest.mark.usefixtures("in_a_run")  # tests/server/conftest.py
 
 
 def _update(seed: int, scale: float = 0.01, shapes=SHAPES) -> dict[str, np.ndarray]:
@@ -89,14 +90,6 @@ class ArrivingGrid:
         if site == self.nan_site:
             arrays["b"][0] = np.nan
         return Reply(mid, node, _record(arrays, weight, site))
-
-
-@pytest.fixture(autouse=True)
-def in_a_run(monkeypatch):
-    """Flower's messages name the run they belong to, as inside a ServerApp."""
-    monkeypatch.setattr(TaskIdentity, "_run_id", 1)
-    monkeypatch.setattr(TaskIdentity, "_node_id", 0)
-    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
 
 
 @pytest.fixture(scope="module")
