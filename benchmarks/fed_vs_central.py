@@ -369,6 +369,7 @@ def zero_shot_vs_probe(model, vocab, hospital: Hospital, probe_preds: dict, args
     subjects = np.concatenate([lab[L.SUBJECT_ID].to_numpy() for lab in all_labels])
     _, test_ids, _ = subject_split(dataset, subjects)
     max_tokens = getattr(args, "zero_shot_max_tokens", None)
+    estimator = getattr(args, "zero_shot_estimator", "expected")
     out = {}
     for task, lab in zip(tasks, all_labels, strict=True):
         test = lab.filter(pl.col(L.SUBJECT_ID).is_in(list(test_ids)))
@@ -392,7 +393,8 @@ def zero_shot_vs_probe(model, vocab, hospital: Hospital, probe_preds: dict, args
         answer = zero_shot.predict_detailed(model, vocab, dataset, subset, outcome,
                                             samples=args.zero_shot_samples, seed=0,
                                             batch_size=256, mapping=mapping,
-                                            max_new_tokens=max_tokens)
+                                            max_new_tokens=max_tokens,
+                                            estimator=estimator)
         frame, sim = answer.frame, answer.simulation
         prob = frame["probability"].cast(pl.Float64).to_numpy()
         if task.label_negated:  # as evaluate does: the label window asks the complement
@@ -405,6 +407,7 @@ def zero_shot_vs_probe(model, vocab, hospital: Hospital, probe_preds: dict, args
         reach = sim.reach_days
         out[task.name] = {"rows": int(len(rows)), "positives": int(n_pos),
                           "samples": args.zero_shot_samples,
+                          "estimator": estimator,
                           "zero_shot_auroc": _num(zs),
                           "constant": bool(np.ptp(prob[answered]) == 0) if answered.any()
                           else True,
@@ -628,6 +631,9 @@ def parse(argv):
     parser.add_argument("--zero-shot-rows", type=int, default=60,
                         help="test rows per task answered zero-shot (left-out hospital)")
     parser.add_argument("--zero-shot-samples", type=int, default=8, help="futures per row")
+    parser.add_argument("--zero-shot-estimator", default="expected",
+                        choices=("expected", "counted"),
+                        help="each future's weight: its summed outcome hazard, or 0/1")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads of this process (2 threads on 2 busy cores "
                              "measured 10x slower per step than 1)")

@@ -43,6 +43,8 @@ def parse(argv: list[str] | None):
     parser.add_argument("--rows", type=int, default=60, help="test rows per task")
     parser.add_argument("--max-tokens", type=int, default=None,
                         help="fixed token budget (default: from the horizon and the data)")
+    parser.add_argument("--estimator", default="expected", choices=("expected", "counted"),
+                        help="each continuation's weight: its summed outcome hazard, or 0/1")
     parser.add_argument("--data-seed", type=int, default=0)
     parser.add_argument("--keep", type=Path, default=None)
     parser.add_argument("--reuse", action="store_true")
@@ -120,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
                       zero_shot_samples=0, mapping=CodeMapping.from_config(None, codes),
                       batch_size=64)
     settings = argparse.Namespace(zero_shot_rows=args.rows, zero_shot_samples=args.samples,
-                                  zero_shot_max_tokens=args.max_tokens)
+                                  zero_shot_max_tokens=args.max_tokens,
+                                  zero_shot_estimator=args.estimator)
     zero = zero_shot_vs_probe(model, vocab, hospital, predictions(result), settings,
                               workdir / "eval")
     print(f"{'task':<16} {'zero-shot':>9} {'probe':>6} {'undecided':>9} {'budget':>6} "

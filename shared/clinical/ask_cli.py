@@ -203,13 +203,13 @@ def _ask_one(model, vocab, dataset, outcome, resolved, index, patient, at, *, sa
 
 
 def answer_words(row: dict) -> str:
-    """The probability line of one answer: p, its interval, hits of decided continuations."""
+    """The probability line of one answer: p, its interval, how many continuations."""
     if not row["decided"]:
         return (f"[bold]undecided[/]: none of {row['samples']} continuations reached the end "
                 "of the window")
     return (f"[bold]{row['probability']:.2f}[/]  (95% CI {row['ci_low']:.2f}-"
-            f"{row['ci_high']:.2f}; the outcome in {row['hits']} of {row['decided']} decided "
-            "continuations)")
+            f"{row['ci_high']:.2f}; the outcome's chance averaged over {row['decided']} "
+            "decided continuations)")
 
 
 def _show_mapping_notes(otoks) -> None:
@@ -234,10 +234,10 @@ def _explain_one(model, vocab, result, outcome, index, *, samples, seed, groups,
                        max_new_tokens=max_new_tokens,
                        progress=lambda n: bar.advance(task, n))
     if not expl.moved:
-        console.print(f"What moved it: no history event changed the outcome of any decided "
-                      f"continuation ({expl.groups_tried} event groups left out one at a time, "
+        console.print(f"What moved it: no history event moved the probability by 0.001 or "
+                      f"more ({expl.groups_tried} event groups left out one at a time, "
                       f"{expl.decided} of {samples} continuations decided, p = "
-                      f"{expl.probability:.2f} with and without each). Nothing to attribute at "
+                      f"{expl.probability:.3f} with the full history). Nothing to attribute at "
                       "this number of continuations; ask with more --samples.")
         return
     table = Table(title=f"What moved it most (each group left out, {samples} continuations, "
@@ -247,8 +247,8 @@ def _explain_one(model, vocab, result, outcome, index, *, samples, seed, groups,
     for inf in expl.moved[:top]:
         colour = "red" if inf.delta > 0 else "green"
         table.add_row(escape(inf.description), str(inf.occurrences),
-                      f"{inf.probability_without:.2f}", f"[{colour}]{inf.delta:+.2f}[/]",
-                      f"{inf.stderr:.2f}")
+                      f"{inf.probability_without:.3f}", f"[{colour}]{inf.delta:+.3f}[/]",
+                      f"{inf.stderr:.3f}")
     console.print(table)
     still = expl.groups_tried - len(expl.moved)
     console.print(f"{expl.groups_tried} event groups tried in {expl.seconds:.1f} s"

@@ -39,6 +39,9 @@ from fedehr.shared.tokenizer.batch import PAD_ID
 from fedehr.shared.tokenizer.vocabulary import QUANTILE_TOKENS, TIME_TOKENS, Vocabulary
 
 
+MOVED = 0.0005  # a change that rounds to 0.000 moved nothing a reader can see
+
+
 @dataclass(frozen=True)
 class Influence:
     token: str
@@ -52,7 +55,7 @@ class Influence:
     def words(self) -> str:
         direction = "raised" if self.delta > 0 else "lowered"
         times = f" (x{self.occurrences})" if self.occurrences > 1 else ""
-        return f"{self.description}{times} {direction} it by {abs(self.delta):.2f}"
+        return f"{self.description}{times} {direction} it by {abs(self.delta):.3f}"
 
 
 @dataclass
@@ -66,8 +69,8 @@ class Explanation:
 
     @property
     def moved(self) -> list[Influence]:
-        """The groups whose removal changed at least one decided continuation's outcome."""
-        return [i for i in self.influences if i.delta != 0.0]
+        """The groups whose removal moved the probability by MOVED or more."""
+        return [i for i in self.influences if abs(i.delta) >= MOVED]
 
 
 def event_groups(tokens: np.ndarray, prefix_len: int, vocab: Vocabulary,

@@ -1,11 +1,22 @@
-"""Zero-shot answers: sample future timelines, count the outcome, report a probability.
+"""Zero-shot answers: sample future timelines, weigh the outcome, report a probability.
 
 The idea is ETHOS' (Renc et al., 2024, "Zero shot health trajectory prediction
 using transformer"): the model was trained to continue patient timelines, so
 the probability of an outcome within a window is estimated by letting it
-continue the patient's history K times and counting the continuations in
-which the outcome occurs inside the window. p = hits / K with a Wilson score
-interval (closed form, no SciPy needed).
+continue the patient's history K times. ETHOS counts the continuations in which
+the outcome occurs ("counted": p = hits / K). With K = 8-32 that cannot tell a
+0.5 % risk from a 3 % one (nearly every row reads 0 of K, and rows tie), so the
+default is the "expected" estimator: the same continuations, the same
+probability, less Monte Carlo noise. At every step where the outcome could
+happen, the model's own probability h of drawing an outcome token is added up
+until the continuation ends (the outcome drawn, or the window closed). The
+expected sum of these hazards equals the probability that the outcome is drawn
+within the window (a counting process minus its compensator is a martingale),
+so each continuation carries a number close to its chance of the outcome
+instead of a 0 or 1. A sum above 1 (rare: large hazards survived) is cut to 1.
+p is the mean over decided continuations, with a Wilson score interval on that
+mean (closed form, no SciPy needed; for values in [0, 1] the variance is at most
+p(1 - p), so the interval is conservative).
 
 What is approximate (and why), in the order it happens:
 
@@ -338,20 +349,21 @@ def model_budget(sim: Simulation, prompts: Prompts, outcome: Outcome, *,
 
 @dataclass
 class Simulation:
-    """Outcome counts for each prompt row."""
+    """The outcome's weight in each continuation of each prompt row."""
 
-    hits: np.ndarray  # int64 [N]
+    hits: np.ndarray  # float64 [N]: expected continuations with the outcome (sum of per_sample)
     samples: int
     truncated: np.ndarray  # int64 [N]: continuations that ran out of tokens undecided
     generated_tokens: int = 0
     seconds: float = 0.0
-    per_sample: np.ndarray | None = None  # bool [N, samples]: which continuations hit
+    per_sample: np.ndarray | None = None  # float [N, samples]: each one's chance of the outcome
     decided_per_sample: np.ndarray | None = None  # bool [N, samples]: window closed
     max_new_tokens: int = 0
     reach_days: np.ndarray | None = None  # float [N, samples]: how far each clock got
     rejected: np.ndarray | None = None  # int64 [N]: contradicted the known history
     truncated_per_sample: np.ndarray | None = None  # bool [N, samples]: out of tokens
     rejected_per_sample: np.ndarray | None = None  # bool [N, samples]
+    estimator: str = "expected"
 
     @property
     def decided(self) -> np.ndarray:
@@ -362,11 +374,12 @@ class Simulation:
     @classmethod
     def of(cls, hits: np.ndarray, truncated: np.ndarray, rejected: np.ndarray,
            reach: np.ndarray, decided: np.ndarray, *, samples: int, max_new_tokens: int,
-           generated_tokens: int, seconds: float) -> Simulation:
+           generated_tokens: int, seconds: float, estimator: str) -> Simulation:
         """From per-continuation arrays (bool/float [N, samples])."""
-        return cls(hits.sum(1).astype(np.int64), samples, truncated.sum(1).astype(np.int64),
+        hits = hits.astype(np.float64)
+        return cls(hits.sum(1), samples, truncated.sum(1).astype(np.int64),
                    generated_tokens, seconds, hits, decided, max_new_tokens, reach,
-                   rejected.sum(1).astype(np.int64), truncated, rejected)
+                   rejected.sum(1).astype(np.int64), truncated, rejected, estimator)
 
     def merged(self, again: Simulation, redone: np.ndarray) -> Simulation:
         """This simulation with the continuations `redone` (bool [N, samples]) taken
@@ -381,7 +394,7 @@ class Simulation:
             pick(self.decided_per_sample, again.decided_per_sample), samples=self.samples,
             max_new_tokens=again.max_new_tokens,
             generated_tokens=self.generated_tokens + again.generated_tokens,
-            seconds=self.seconds + again.seconds)
+            seconds=self.seconds + again.seconds, estimator=self.estimator)
 
 
 @dataclass
@@ -403,13 +416,20 @@ class _Row:
     reach: float = 0.0  # days after `base` the clock reached
     known: float = 0.0  # days after `base` known to be empty (up to the prediction time)
     rejected: bool = False
+    hazard: float = 0.0  # expected estimator: the outcome's probability summed over steps
+
+
+ESTIMATORS = ("expected", "counted")
 
 
 def simulate(model, vocab: Vocabulary, prompts: Prompts, outcome: Outcome, otoks: OutcomeTokens,
              *, samples: int, seed: int = 0, max_new_tokens: int = 256, batch_rows: int = 256,
              temperature: float = 1.0, only: np.ndarray | None = None,
+             estimator: str = "expected",
              progress: Callable[[int], None] | None = None) -> Simulation:
-    """Generate `samples` continuations per prompt row and count outcome hits.
+    """Generate `samples` continuations per prompt row and weigh the outcome in each
+    (`estimator`: "expected", the chance of the outcome; "counted", 0 or 1; see the
+    module docstring).
 
     The loop is `EHRModel.generate`'s (same context, clock and time-token rules),
     run incrementally through the model's own KV cache (`EHRModel.forward` with a
@@ -430,6 +450,10 @@ def simulate(model, vocab: Vocabulary, prompts: Prompts, outcome: Outcome, otoks
         raise FedEHRError(f"need at least one continuation of at least one token (samples "
                           f"{samples}, max_new_tokens {max_new_tokens})", where="zero-shot",
                           fix="give --samples and --max-new-tokens of 1 or more")
+    if estimator not in ESTIMATORS:
+        raise FedEHRError(f"unknown estimator {estimator!r}", where="zero-shot",
+                          fix=f"use one of {', '.join(ESTIMATORS)}")
+    expected = estimator == "expected" and temperature > 0  # greedy decoding has no chance
     started = time.perf_counter()
     uniforms = torch.rand(max_new_tokens, samples, generator=torch.Generator().manual_seed(seed),
                           dtype=torch.float64).T
@@ -445,27 +469,29 @@ def simulate(model, vocab: Vocabulary, prompts: Prompts, outcome: Outcome, otoks
     total = 0
     for lo in range(0, len(rows), batch_rows):
         group = list(range(lo, min(lo + batch_rows, len(rows))))
-        total += _sample_group(model, vocab, prompts, rows, group, samples, uniforms, otoks,
-                               max_new_tokens, temperature)
+        total += _sample_group(model, vocab, prompts, rows, group, uniforms, otoks,
+                               max_new_tokens, temperature, expected)
         if progress is not None:
             progress(len(group))
     shape = (len(prompts), samples)
-    hits, truncated, rejected = (np.zeros(shape, dtype=bool) for _ in range(3))
-    reach = np.zeros(shape, dtype=np.float64)
-    sampled = np.zeros(shape, dtype=bool)
+    truncated, rejected, sampled = (np.zeros(shape, dtype=bool) for _ in range(3))
+    hits, reach = np.zeros(shape, dtype=np.float64), np.zeros(shape, dtype=np.float64)
     for r in rows:
         at = (r.prompt, r.sample)
-        hits[at], truncated[at], rejected[at], reach[at] = r.hit, r.truncated, r.rejected, r.reach
+        hits[at] = min(1.0, r.hazard) if expected else float(r.hit)
+        truncated[at], rejected[at], reach[at] = r.truncated, r.rejected, r.reach
         sampled[at] = True
     return Simulation.of(hits, truncated, rejected, reach, sampled & ~(truncated | rejected),
                          samples=samples, max_new_tokens=max_new_tokens, generated_tokens=total,
-                         seconds=time.perf_counter() - started)
+                         seconds=time.perf_counter() - started,
+                         estimator="expected" if expected else "counted")
 
 
 def _sample_group(model, vocab: Vocabulary, prompts: Prompts, rows: list[_Row], group: list[int],
-                  samples: int, uniforms: torch.Tensor, otoks: OutcomeTokens,
-                  max_new_tokens: int, temperature: float) -> int:
-    """Sample the continuations `group` (indices into rows) until each is decided."""
+                  uniforms: torch.Tensor, otoks: OutcomeTokens, max_new_tokens: int,
+                  temperature: float, expected: bool) -> int:
+    """Sample the continuations `group` (indices into rows) until each is decided;
+    `expected`: add up each step's chance of drawing the outcome."""
     cfg = model.config
     max_len = cfg.max_len
     shift_block = max(1, min(32, max_len // 4))  # drop old events in blocks, not per token
@@ -482,6 +508,7 @@ def _sample_group(model, vocab: Vocabulary, prompts: Prompts, rows: list[_Row], 
     for token_id, days in time_token_days(vocab).items():
         days_of[token_id] = days
     continuation = vocab.continuation_mask()
+    masks = _OutcomeMasks.of(otoks, cfg.vocab_size) if expected else None
     was_training = model.training
     model.eval()
     cache = KVCache(cfg, B)
@@ -505,6 +532,9 @@ def _sample_group(model, vocab: Vocabulary, prompts: Prompts, rows: list[_Row], 
             idx = torch.tensor(live)
             step_logits = logits[idx].double()
             step_logits[:, PAD_ID] = float("-inf")
+            if masks is not None:
+                _add_hazard(step_logits, [rows[group[j]] for j in live],
+                            tim[idx, length[idx] - 1], masks, temperature)
             nxt = _inverse_cdf(step_logits, temperature, uniforms, [rows[group[j]] for j in live])
             clock = tim[idx, length[idx] - 1] + days_of[nxt]
             tok[idx, length[idx]] = nxt
@@ -528,6 +558,45 @@ def _sample_group(model, vocab: Vocabulary, prompts: Prompts, rows: list[_Row], 
                 logits[idx] = model.logits(hidden[:, 0])
     model.train(was_training)
     return generated
+
+
+@dataclass(frozen=True)
+class _OutcomeMasks:
+    """bool [V] masks of the tokens that make the outcome happen when drawn."""
+
+    plain: torch.Tensor  # outcome codes without a value condition
+    bins: dict[int, torch.Tensor]  # code with a condition -> its qualifying value bins
+
+    @classmethod
+    def of(cls, otoks: OutcomeTokens, vocab_size: int) -> _OutcomeMasks:
+        def mask(ids) -> torch.Tensor:
+            m = torch.zeros(vocab_size, dtype=torch.bool)
+            m[list(ids)] = True
+            return m
+        return cls(mask(otoks.codes - set(otoks.value_bins)),
+                   {c: mask(b) for c, b in otoks.value_bins.items()})
+
+    def now(self, row: _Row, t: float) -> torch.Tensor | None:
+        """What would be a hit if drawn at clock t (days after row.base), as `_scan`
+        judges it; None where nothing would (outside the window, or against the history)."""
+        if t < row.known or t < row.start or t > row.end or (
+                row.stop_at is not None and t > row.stop_at):
+            return None
+        return self.plain if row.pending is None else self.plain | self.bins[row.pending]
+
+
+def _add_hazard(logits: torch.Tensor, live: list[_Row], clocks: torch.Tensor,
+                masks: _OutcomeMasks, temperature: float) -> None:
+    """Add to each live row's hazard the probability that this step draws the outcome."""
+    hit = torch.zeros_like(logits, dtype=torch.bool)
+    for n, row in enumerate(live):
+        now = masks.now(row, float(clocks[n]) - row.base)
+        if now is not None:
+            hit[n] = now
+    if hit.any():
+        chance = (torch.softmax(logits / temperature, dim=-1) * hit).sum(-1)
+        for n, row in enumerate(live):
+            row.hazard += float(chance[n])
 
 
 @torch.no_grad()
@@ -633,6 +702,7 @@ def candidate_codes(dataset: MEDSDataset, vocab: Vocabulary) -> list[str]:
 def predict(model, vocab: Vocabulary, dataset: MEDSDataset | str | Path, labels: pl.DataFrame,
             outcome: Outcome, *, samples: int = 32, seed: int = 0, batch_size: int = 256,
             mapping: CodeMapping | None = None, max_new_tokens: int | None = None,
+            estimator: str = "expected",
             progress: Callable[[int], None] | None = None) -> pl.DataFrame:
     """Zero-shot probability of `outcome` for each (subject_id, prediction_time) of `labels`
     (MEDS label schema). Returns subject_id, prediction_time, probability, ci_low, ci_high
@@ -640,7 +710,8 @@ def predict(model, vocab: Vocabulary, dataset: MEDSDataset | str | Path, labels:
     The probability is over the decided continuations (NaN when none decided)."""
     result = predict_detailed(model, vocab, dataset, labels, outcome, samples=samples,
                               seed=seed, batch_size=batch_size, mapping=mapping,
-                              max_new_tokens=max_new_tokens, progress=progress)
+                              max_new_tokens=max_new_tokens, estimator=estimator,
+                              progress=progress)
     return result.frame.select(S.SUBJECT_ID, "prediction_time", "probability", "ci_low",
                                "ci_high")
 
@@ -660,11 +731,13 @@ class Prediction:
 def predict_detailed(model, vocab: Vocabulary, dataset: MEDSDataset | str | Path,
                      labels: pl.DataFrame, outcome: Outcome, *, samples: int = 32, seed: int = 0,
                      batch_size: int = 256, mapping: CodeMapping | None = None,
-                     max_new_tokens: int | None = None,
+                     max_new_tokens: int | None = None, estimator: str = "expected",
                      progress: Callable[[int], None] | None = None) -> Prediction:
-    """As `predict`, with the counts: `hits` of `decided` continuations (their window
-    closed), `truncated` = samples - decided (ran out of tokens; excluded from the
-    probability). `max_new_tokens` None: `token_budget` from the horizon and the data."""
+    """As `predict`, with the counts: `hits` (expected continuations with the outcome;
+    whole numbers when `estimator` is "counted") of `decided` continuations (their
+    window closed), `truncated` = samples - decided (ran out of tokens; excluded from
+    the probability). `max_new_tokens` None: `token_budget` from the horizon and the
+    data."""
     if samples < 1:
         raise FedEHRError("samples must be at least 1", where="samples", fix="use e.g. 32")
     if max_new_tokens is not None and max_new_tokens < 1:  # nothing could be decided
@@ -685,14 +758,15 @@ def predict_detailed(model, vocab: Vocabulary, dataset: MEDSDataset | str | Path
     if derived:
         max_new_tokens = token_budget(dataset, vocab, mapping, outcome, otoks)
     sim = simulate(model, vocab, prompts, outcome, otoks, samples=samples, seed=seed,
-                   max_new_tokens=max_new_tokens, batch_rows=batch_size, progress=progress)
+                   max_new_tokens=max_new_tokens, batch_rows=batch_size, estimator=estimator,
+                   progress=progress)
     if derived:  # the model's clock may run slower than the data's: measure it, once
         wider = model_budget(sim, prompts, outcome)
         if wider > max_new_tokens:  # only the undecided: the others would repeat themselves
             redo = sim.truncated_per_sample
             again = simulate(model, vocab, prompts, outcome, otoks, samples=samples, seed=seed,
                              max_new_tokens=wider, batch_rows=batch_size, only=redo,
-                             progress=progress)
+                             estimator=estimator, progress=progress)
             sim = sim.merged(again, redo)
     decided = sim.decided
     low, high = wilson_interval(sim.hits, decided)

@@ -110,7 +110,11 @@ def test_the_same_seed_gives_the_same_answer_whatever_the_batching(world):
                          samples=8, seed=3, batch_size=48)
     b = predict_detailed(world.model, world.vocab, world.dataset, labels, outcome,
                          samples=8, seed=3, batch_size=8)
-    assert np.array_equal(a.simulation.per_sample, b.simulation.per_sample)
+    # the same tokens drawn; each one's chance of the outcome up to float rounding (the
+    # batch's matrix products sum in another order)
+    assert np.array_equal(a.simulation.reach_days, b.simulation.reach_days)
+    np.testing.assert_allclose(a.simulation.per_sample, b.simulation.per_sample, rtol=1e-6,
+                               atol=1e-9)
     assert a.simulation.generated_tokens > 0 and a.patients_per_second > 0
 
 
@@ -167,8 +171,9 @@ def test_sampling_again_only_the_undecided_equals_sampling_all_again(world):
     assert redo[:3].sum() == 0 and 0 < redo[3:].sum() < redo[3:].size  # beta rows: both
     merged = short.merged(run(64, only=redo), redo)
     full = run(64)
-    for field in ("per_sample", "decided_per_sample", "truncated_per_sample", "reach_days"):
+    for field in ("decided_per_sample", "truncated_per_sample", "reach_days"):
         assert np.array_equal(getattr(merged, field), getattr(full, field)), field
+    np.testing.assert_allclose(merged.per_sample, full.per_sample, rtol=1e-6, atol=1e-9)
     assert merged.generated_tokens < short.generated_tokens + full.generated_tokens
 
 
