@@ -167,7 +167,8 @@ def federation_settings(args, *, warm_start: bool) -> dict:
             "vocabulary": {"min_count": 5},
             "model": {"preset": "tiny", "max_len": args.max_len, "notes": False,
                       "images": False, "pro": True},
-            "local": {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr},
+            "local": {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
+                      "train_rows": args.train_rows},
             "warm_start": {"enabled": warm_start, "steps": args.warm_steps,
                            "batch_size": WARM_BATCH, "lr": WARM_LR}}
 
@@ -619,6 +620,8 @@ def parse(argv):
     parser.add_argument("--steps", type=int, default=20, help="local DP steps per site per round")
     parser.add_argument("--batch-size", type=int, default=128, help="expected batch, every arm")
     parser.add_argument("--lr", type=float, default=8e-3, help="learning rate of the DP arms")
+    parser.add_argument("--train-rows", default="all", choices=("all", "site"),
+                        help="federation.yaml local.train_rows of (b) and (d)")
     # (a): the sweep's "central" recipe (tuning splits)
     parser.add_argument("--central-steps", type=int, default=480, help="optimizer steps of (a)")
     parser.add_argument("--central-batch-size", type=int, default=32)

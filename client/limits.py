@@ -8,12 +8,14 @@ are clamped to the site's limits.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from dataclasses import dataclass
 
 from fedehr.client.config import SiteConfig
 from fedehr.shared import messages as M
+from fedehr.shared.errors import FedEHRError
 
 log = logging.getLogger("fedehr.site")
 
@@ -39,6 +41,23 @@ class TrainRequest:
     proximal_mu: float
     rounds_left: int
     notes: list[str]  # what was clamped or ignored, for the log and the reply
+    frozen_rows: tuple[int, ...] = ()  # token ids whose embedding/output rows stay as sent
+
+
+def frozen_rows(config: dict) -> tuple[int, ...]:
+    """The token ids the server asks to keep (json list of ints); a malformed list is
+    the server's error, refused rather than guessed."""
+    if M.FROZEN_ROWS not in config:
+        return ()
+    try:
+        rows = json.loads(str(config[M.FROZEN_ROWS]))
+        if not isinstance(rows, list) or not all(isinstance(r, int) and r >= 0 for r in rows):
+            raise ValueError("not a list of token ids")
+    except ValueError as exc:
+        raise FedEHRError(f"{M.FROZEN_ROWS} from the server is not a list of token ids "
+                          f"({exc})", where="round config",
+                          fix="update the server; it must send a JSON list of integers") from exc
+    return tuple(rows)
 
 
 def train_request(site: SiteConfig, config: dict) -> TrainRequest:
@@ -63,6 +82,7 @@ def train_request(site: SiteConfig, config: dict) -> TrainRequest:
         proximal_mu=max(0.0, float(config.get(M.PROXIMAL_MU, 0.0))),
         rounds_left=max(1, int(config.get(M.ROUNDS_LEFT, 1))),
         notes=notes,
+        frozen_rows=frozen_rows(config),
     )
     for note in notes:
         log.warning("site %s: %s", site.name, note)

@@ -277,7 +277,8 @@ def train_round(site: SiteConfig, arrays: dict[str, torch.Tensor], config: dict
     result = train_dp(setup.model, data.train, steps=request.steps, batch_size=batch_size,
                       lr=request.lr, dp=dp, ledger=ledger, round_id=key,
                       proximal_mu=request.proximal_mu, seed=noise_seed(site, key),
-                      device=_device(site), processes=site.training.processes)
+                      device=_device(site), processes=site.training.processes,
+                      frozen_rows=_checked_rows(request.frozen_rows, cfg.vocab_size))
     state = {k: v.detach().cpu().contiguous() for k, v in setup.model.state_dict().items()}
     metrics = {
         **released_metrics(site, patients=data.patients, loss=result.mean_loss,
@@ -302,6 +303,14 @@ def train_round(site: SiteConfig, arrays: dict[str, torch.Tensor], config: dict
              trial_tag(p.trial), site.name, round_id, result.steps, result.mean_loss, noise,
              ledger.spent(), site.privacy.epsilon)
     return state, metrics
+
+
+def _checked_rows(rows: tuple[int, ...], vocab_size: int) -> tuple[int, ...]:
+    if any(r >= vocab_size for r in rows):
+        raise SiteRefusal(f"the server asks to keep token rows beyond the vocabulary's "
+                          f"{vocab_size} tokens", where="round config",
+                          fix="the server must send rows of the vocabulary it sent")
+    return rows
 
 
 def evaluate_round(site: SiteConfig, arrays: dict[str, torch.Tensor], config: dict

@@ -32,6 +32,7 @@ class ResumeState:
     model_config: dict
     history: list[dict] = field(default_factory=list)  # one entry per finished round
     privacy: dict[str, dict] = field(default_factory=dict)  # site -> latest epsilon report
+    anchor_only_rows: list[int] = field(default_factory=list)  # vocab_round.anchor_only
 
 
 class CheckpointStore:

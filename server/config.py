@@ -70,6 +70,9 @@ class TrainSpec:
     steps: int = 20
     batch_size: int = 128
     lr: float = 8e-3
+    # "site": the embedding and output rows of tokens only the anchor holds stay as the
+    # warm start left them (under DP their gradient is noise alone); "all": every row trains
+    train_rows: Literal["all", "site"] = "all"
 
 
 @dataclass

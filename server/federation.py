@@ -150,6 +150,7 @@ class Federation:
         # privacy.release_metrics: none, the default): later evaluation rounds would
         # bring back nothing, and each costs the sites a message round
         self._no_site_releases_losses = False
+        self._anchor_only_rows: list[int] = []  # from the vocabulary round, or the resume state
         torch.set_num_threads(cfg.threads)
 
     def _signing_key(self):
@@ -189,6 +190,7 @@ class Federation:
                 state, model, vocab = self._start(grid)
             else:
                 model, vocab = self._resumed(state)
+            self._anchor_only_rows = state.anchor_only_rows
             for rnd in range(state.round + 1, self.cfg.rounds + 1):
                 self._round(grid, rnd, model, vocab, state)
             result = {"ok": True, "rounds": state.round, "checkpoint": str(self.store.latest()),
@@ -223,7 +225,8 @@ class Federation:
         vocab.to_json(vocab_file)
         self.audit.append("vocabulary", tokens=len(vocab.tokens), vocab_hash=vocab.hash,
                           sites=result.sites, failures=result.failures,
-                          released_codes=result.released_codes)
+                          released_codes=result.released_codes,
+                          anchor_only_tokens=len(result.anchor_only))
         spec = cfg.model
         model_config = ModelConfig.preset(
             spec.preset, len(vocab.tokens), max_len=spec.max_len,
@@ -245,6 +248,7 @@ class Federation:
         site_losses = self._evaluate_sites(grid, 0, model, vocab)
         state = ResumeState(round=0, vocab_file=str(vocab_file),
                             model_config=model_config.to_dict(),
+                            anchor_only_rows=result.anchor_only,
                             history=[{"round": 0, "anchor_loss": anchor_loss, "warm_start": warm,
                                       "site_eval_loss": site_losses, "sites": result.sites,
                                       "vocab_tokens": len(vocab.tokens),
@@ -269,11 +273,14 @@ class Federation:
 
     def _round_config(self, rnd: int, model: EHRModel, vocab: Vocabulary) -> dict:
         local = self.cfg.local
-        return {M.FEDERATION: self.cfg.name, M.ROUND_ID: f"{self.cfg.name}/round-{rnd}",
-                M.VOCAB_JSON: vocab.canonical_json(), M.VOCAB_HASH: vocab.hash,
-                M.MODEL_CONFIG: json.dumps(model.config.to_dict()),
-                M.LOCAL_STEPS: local.steps, M.BATCH_SIZE: local.batch_size,
-                M.LEARNING_RATE: local.lr, M.ROUNDS_LEFT: self.cfg.rounds - rnd + 1}
+        config = {M.FEDERATION: self.cfg.name, M.ROUND_ID: f"{self.cfg.name}/round-{rnd}",
+                  M.VOCAB_JSON: vocab.canonical_json(), M.VOCAB_HASH: vocab.hash,
+                  M.MODEL_CONFIG: json.dumps(model.config.to_dict()),
+                  M.LOCAL_STEPS: local.steps, M.BATCH_SIZE: local.batch_size,
+                  M.LEARNING_RATE: local.lr, M.ROUNDS_LEFT: self.cfg.rounds - rnd + 1}
+        if local.train_rows == "site":
+            config[M.FROZEN_ROWS] = json.dumps(self._anchor_only_rows)
+        return config
 
     def _round(self, grid: Grid, rnd: int, model: EHRModel, vocab: Vocabulary,
                state: ResumeState) -> None:

@@ -32,7 +32,11 @@ from fedehr.shared.data import schema as S
 from fedehr.shared.data.dataset import MEDSDataset
 from fedehr.shared.tokenizer.dp_counts import CountRelease, HistogramRelease, log_grid
 from fedehr.shared.tokenizer.mapping import CodeMapping
-from fedehr.shared.tokenizer.merge import codes_needing_sketches, merge_vocabulary
+from fedehr.shared.tokenizer.merge import (
+    anchor_only_tokens,
+    codes_needing_sketches,
+    merge_vocabulary,
+)
 from fedehr.shared.tokenizer.vocabulary import Vocabulary
 
 log = logging.getLogger("fedehr.server")
@@ -45,6 +49,7 @@ class VocabRoundResult:
     failures: list[str] = field(default_factory=list)
     released_codes: dict[str, int] = field(default_factory=dict)  # site -> codes released
     sketched_codes: int = 0
+    anchor_only: list[int] = field(default_factory=list)  # token ids (merge.anchor_only_tokens)
 
 
 def reference_codes(seed: int = 12345) -> set[str]:
@@ -118,4 +123,6 @@ def run_vocab_round(grid: Grid, nodes: list[int], anchor: Anchor, *, federation:
              time.monotonic() - started)
     return VocabRoundResult(vocab=vocab, sites=sorted(releases), failures=failures,
                             released_codes={s: len(r.counts) for s, r in releases.items()},
-                            sketched_codes=len(sketch))
+                            sketched_codes=len(sketch),
+                            anchor_only=anchor_only_tokens(vocab, anchor.counts,
+                                                           releases.values(), min_count))

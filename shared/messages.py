@@ -56,6 +56,7 @@ BATCH_SIZE = "batch-size"
 LEARNING_RATE = "lr"
 PROXIMAL_MU = "proximal-mu"
 ROUNDS_LEFT = "rounds-left"  # including this one: the site spreads its budget over them
+FROZEN_ROWS = "frozen-rows-json"  # token ids whose embedding and output rows stay as sent
 ARRAY_NAMES = "array-names-json"  # secure rounds: state_dict names of the parameter list
 SECAGG_CLIPPING_RANGE = "secagg-clipping-range"  # |weighted update| bound SecAgg+ clips to
 SECAGG_MAX_WEIGHT = "secagg-max-weight"  # update weights (patients) must not exceed this

@@ -40,7 +40,7 @@ from __future__ import annotations
 import logging
 import types
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -124,7 +124,7 @@ def train_dp(model: nn.Module, dataset: Dataset, *, steps: int, batch_size: int,
              device: str | torch.device = "cpu",
              before_noise: Callable[[], None] | None = None,
              after_noise: Callable[[list[torch.Tensor]], None] | None = None,
-             processes: int = 1) -> TrainResult:
+             processes: int = 1, frozen_rows: Sequence[int] = ()) -> TrainResult:
     """Train `model` in place with DP-SGD for `steps` optimizer steps (AdamW) and report.
 
     `ledger` is the site's `PrivacyLedger` (None only for experiments that
@@ -135,8 +135,12 @@ def train_dp(model: nn.Module, dataset: Dataset, *, steps: int, batch_size: int,
     `before_noise` is for white-box privacy audits only (`one_run_audit`): it
     runs at every step after clipping and before the noise is added.
     `after_noise` (audits and tests) sees the noised gradient the optimizer
-    applies, at every step.
+    applies, at every step. `frozen_rows` (token ids) keep their rows of the
+    token embedding and output head as they were (`keep_rows`).
     """
+    if frozen_rows:
+        after_noise = keep_rows(frozen_rows, model.config.vocab_size, weight_decay,
+                                then=after_noise)
     plan = plan_dp_run(dataset, steps=steps, batch_size=batch_size, dp=dp, ledger=ledger,
                        round_id=round_id, seed=seed, num_threads=num_threads)
     if processes > 1:
@@ -336,6 +340,28 @@ def use_keyed_noise(optimizer, source: GaussianNoise | None,
             _mark_as_processed(p.summed_grad)
 
     optimizer.add_noise = types.MethodType(add_noise, optimizer)
+
+
+def keep_rows(rows: Sequence[int], vocab_size: int, weight_decay: float,
+              then: Callable[[list[torch.Tensor]], None] | None = None
+              ) -> Callable[[list[torch.Tensor]], None]:
+    """An `after_noise` hook that zeroes `rows` of the noised gradient of every
+    vocabulary-sized parameter (token embedding, output head), so that AdamW, whose
+    moments then stay zero there, leaves those rows exactly as they were. It acts on
+    the released (noised) gradient only: post-processing, the privacy cost is the same.
+    Which rows is public (vocab_round.anchor_only: the anchor's tokens)."""
+    if weight_decay:
+        raise ConfigError("frozen rows need weight_decay 0 (AdamW would shrink them)",
+                          where="DP training", fix="train with weight_decay=0")
+    index = torch.tensor(sorted(set(rows)), dtype=torch.long)
+
+    def hook(grads: list[torch.Tensor]) -> None:
+        for g in grads:
+            if g is not None and g.shape[0] == vocab_size:
+                g[index] = 0
+        if then is not None:
+            then(grads)
+    return hook
 
 
 def observe_noised_gradient(optimizer, after_noise: Callable[[list[torch.Tensor]], None] | None

@@ -38,7 +38,6 @@ from fedehr.shared.clinical.zero_shot import OutcomeTokens, Prompts, simulate
 from fedehr.shared.tokenizer.batch import PAD_ID
 from fedehr.shared.tokenizer.vocabulary import QUANTILE_TOKENS, TIME_TOKENS, Vocabulary
 
-
 MOVED = 0.0005  # a change that rounds to 0.000 moved nothing a reader can see
 
 

@@ -52,6 +52,17 @@ def merged_counts(anchor_counts: Mapping[str, float],
     return total
 
 
+def anchor_only_tokens(vocab: Vocabulary, anchor_counts: Mapping[str, float],
+                       site_releases: Iterable[CountRelease], min_count: float) -> list[int]:
+    """Ids of the anchor's code tokens that the sites' released counts, summed, leave
+    below `min_count`: in the vocabulary for the anchor's sake, and rarely or never in
+    a site's records. Read from DP releases only, so a site that keeps their rows as
+    sent reveals nothing about which codes it holds."""
+    at_sites = merged_counts({}, site_releases)
+    return [i for i, token in enumerate(vocab.tokens)
+            if token in anchor_counts and at_sites.get(token, 0.0) < min_count]
+
+
 def pooled_histograms(releases: Sequence[HistogramRelease]) -> tuple[np.ndarray | None,
                                                                     dict[str, np.ndarray]]:
     """Sum the sites' histograms per code; all must use the same public grid."""

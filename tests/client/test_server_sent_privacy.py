@@ -35,12 +35,16 @@ def site(tmp_path_factory) -> SiteConfig:
                       modalities=ModalityConfig(notes=False, images=False, pro=False))
 
 
-def _round(site: SiteConfig, **extra) -> tuple[dict, dict]:
+def _global(site: SiteConfig) -> tuple[Vocabulary, ModelConfig, EHRModel]:
     codes = MEDSDataset.open(site.data).codes()["code"].to_list()
     vocab = Vocabulary.build({c: 10 for c in codes}, min_count=1)
     cfg = ModelConfig.preset("tiny", len(vocab), max_len=32, note_dim=0, image_dim=0)
     torch.manual_seed(0)  # the same global weights for every call
-    model = EHRModel(cfg)
+    return vocab, cfg, EHRModel(cfg)
+
+
+def _round(site: SiteConfig, **extra) -> tuple[dict, dict]:
+    vocab, cfg, model = _global(site)
     config = {M.ROUND_ID: "fed/round-1", M.VOCAB_JSON: vocab.canonical_json(),
               M.VOCAB_HASH: vocab.hash, M.MODEL_CONFIG: json.dumps(cfg.to_dict()),
               M.LOCAL_STEPS: 500, M.BATCH_SIZE: 512, M.LEARNING_RATE: 0.5,
@@ -86,3 +90,27 @@ def test_the_same_noise_seed_file_gives_the_same_update(site, tmp_path):
     assert all(torch.equal(updates[0][k], updates[1][k]) for k in updates[0])
     fresh = _round(dataclasses.replace(site, state_dir=tmp_path / "fresh"))[0]
     assert not all(torch.equal(updates[0][k], fresh[k]) for k in fresh)
+
+
+def test_rows_the_server_names_stay_as_sent_and_the_others_train(site, tmp_path):
+    """local.train_rows "site": the anchor-only tokens' embedding and output rows come back
+    bit for bit as sent, under real DP-SGD (their noised gradient is zeroed)."""
+    import dataclasses
+
+    vocab, _, sent = _global(site)
+    frozen = [vocab.id(t) for t in vocab.tokens[-5:]]
+    state, _ = _round(dataclasses.replace(site, state_dir=tmp_path / "s"),
+                      **{M.FROZEN_ROWS: json.dumps(frozen)})
+    for name in ("tok_emb.weight", "lm_head.weight"):
+        before, after = sent.state_dict()[name], state[name]
+        assert torch.equal(after[frozen], before[frozen]), name
+        others = [i for i in range(len(vocab)) if i not in frozen]
+        assert not torch.equal(after[others], before[others]), name
+
+
+@pytest.mark.parametrize("rows", ['[1, -2]', '"3"', "not json", "[1.5]"])
+def test_a_malformed_list_of_rows_is_refused(site, rows):
+    from fedehr.shared.errors import FedEHRError
+
+    with pytest.raises(FedEHRError, match=M.FROZEN_ROWS):
+        train_request(site, {M.FROZEN_ROWS: rows})

@@ -7,7 +7,11 @@ import polars as pl
 
 from fedehr.client.privacy.count_release import release_value_histograms
 from fedehr.shared.tokenizer.dp_counts import CountRelease, GaussianCharge, log_grid
-from fedehr.shared.tokenizer.merge import exact_code_counts, merge_vocabulary
+from fedehr.shared.tokenizer.merge import (
+    anchor_only_tokens,
+    exact_code_counts,
+    merge_vocabulary,
+)
 
 
 def _release(counts: dict[str, float]) -> CountRelease:
@@ -27,6 +31,17 @@ def test_codes_kept_when_anchor_plus_noisy_site_counts_reach_min_count():
         min_count=20)
     assert {"ANCHOR_ONLY", "SHARED", "SITE_ONLY"} <= set(vocab.tokens)
     assert "TOO_RARE" not in vocab
+
+
+def test_anchor_only_tokens_are_the_codes_the_sites_releases_leave_below_min_count():
+    anchor = {"ANCHOR_ONLY": 30, "SHARED": 6, "RARE_AT_SITES": 25}
+    releases = [_release({"SHARED": 7.4, "SITE_ONLY": 25.0, "RARE_AT_SITES": 6.0}),
+                _release({"SHARED": 8.1, "RARE_AT_SITES": 5.5})]
+    vocab = merge_vocabulary(anchor_counts=anchor, site_releases=releases, min_count=20)
+    frozen = {vocab.tokens[i] for i in anchor_only_tokens(vocab, anchor, releases, 20)}
+    # SHARED reaches 20 only with the anchor's 6 counted: the sites' 15.5 do not, so its
+    # rows would learn from noise alone; time, value and special tokens always train
+    assert frozen == {"ANCHOR_ONLY", "RARE_AT_SITES", "SHARED"}
 
 
 def test_bin_edges_come_from_the_anchor_else_from_the_site_sketches():
