@@ -41,6 +41,7 @@ from flwr.serverapp import Grid
 from fedehr.server.anchor import Anchor
 from fedehr.server.checkpoints import CheckpointStore, ResumeState
 from fedehr.server.config import FederationConfig
+from fedehr.server.node_names import NodeNames
 from fedehr.server.screening import screen_update
 from fedehr.server.secure_rounds import (
     apply_mean_update,
@@ -151,6 +152,7 @@ class Federation:
         # bring back nothing, and each costs the sites a message round
         self._no_site_releases_losses = False
         self._anchor_only_rows: list[int] = []  # from the vocabulary round, or the resume state
+        self.nodes = NodeNames()  # Flower node id -> site name, for the operator's messages
         torch.set_num_threads(cfg.threads)
 
     def _signing_key(self):
@@ -216,7 +218,8 @@ class Federation:
         result = run_vocab_round(grid, nodes, self.anchor, federation=cfg.name,
                                  min_count=cfg.vocabulary.min_count,
                                  timeout=cfg.vocabulary.rounds_timeout,
-                                 candidates_file=cfg.vocabulary.candidates)
+                                 candidates_file=cfg.vocabulary.candidates,
+                                 names=self.nodes)
         if len(result.sites) < cfg.min_sites:
             raise FederationStopped(f"only {len(result.sites)} sites joined the vocabulary "
                                     f"round: {'; '.join(result.failures)}", where="federation")
@@ -391,7 +394,8 @@ class Federation:
         """SecAgg+: only the weighted mean of the sites' updates reaches this process."""
         started = time.monotonic()
         result = run_secure_round(grid, rnd, reference_arrays, config, self.cfg,
-                                  reported_patients=self._reported_patients)
+                                  reported_patients=self._reported_patients,
+                                  nodes_named=self.nodes)
         self._check_enough(rnd, 0 if result.mean_update is None else len(result.site_metrics),
                            result.failed, {})
         self._reported_patients = [m[M.NUM_EXAMPLES] for m in result.site_metrics.values()]
@@ -420,9 +424,10 @@ class Federation:
                 outcome: RoundOutcome) -> None:
         """Screen one reply; fold it into the running mean (or hold it) if accepted."""
         if reply.has_error():
-            outcome.failed.append(f"node {reply.metadata.src_node_id}: {reply.error.reason}")
+            outcome.failed.append(self.nodes.failure(reply))
             log.warning("round reply failed: %s", outcome.failed[-1])
             return
+        self.nodes.learn(reply)
         site = _site_name(reply)
         if outcome.mode == BUFFERED:
             site_arrays = {k: np.asarray(v.numpy()) for k, v in reply.content[M.ARRAYS].items()}
@@ -460,6 +465,7 @@ class Federation:
         for reply in grid.send_and_receive(messages, timeout=self.cfg.round_timeout):
             if reply.has_error():
                 continue
+            self.nodes.learn(reply)
             metrics = reply.content[M.METRICS]
             public[_site_name(reply)] = float(metrics.get(M.COUNTS_PUBLIC, 1.0))
             if M.EVAL_LOSS in metrics:

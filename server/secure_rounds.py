@@ -52,6 +52,7 @@ from flwr.server.workflow.constant import Key as WorkflowKey
 from flwr.serverapp import Grid
 
 from fedehr.server.config import FederationConfig
+from fedehr.server.node_names import NodeNames
 from fedehr.shared import messages as M
 
 MODULUS_RANGE = 2**32  # SecAgg+'s mask arithmetic (Flower's maximum)
@@ -163,8 +164,8 @@ class SecureRound:
 class _Tally:
     """Delegates to the ServerApp's grid; counts reply bytes, notes errors and stage times."""
 
-    def __init__(self, grid: Grid, outcome: SecureRound):
-        self._grid, self._outcome = grid, outcome
+    def __init__(self, grid: Grid, outcome: SecureRound, names: NodeNames):
+        self._grid, self._outcome, self._names = grid, outcome, names
 
     def __getattr__(self, name):
         return getattr(self._grid, name)
@@ -176,8 +177,7 @@ class _Tally:
         self._outcome.stage_seconds.append(round(time.monotonic() - started, 2))
         for reply in replies:
             if reply.has_error():
-                self._outcome.failed.append(f"node {reply.metadata.src_node_id}: "
-                                            f"{reply.error.reason}")
+                self._outcome.failed.append(self._names.failure(reply))
             else:
                 self._outcome.bytes_in += _content_bytes(reply.content)
         return replies
@@ -209,7 +209,8 @@ def fit_config(round_config: dict, names: list[str], params: SecAggParams,
 
 def run_secure_round(grid: Grid, rnd: int, global_arrays: dict[str, np.ndarray],
                      round_config: dict, cfg: FederationConfig,
-                     reported_patients: list[float] | None = None) -> SecureRound:
+                     reported_patients: list[float] | None = None,
+                     nodes_named: NodeNames | None = None) -> SecureRound:
     """One training round through SecAggPlusWorkflow; returns the mean update only."""
     nodes = list(grid.get_node_ids())
     params = secagg_params(cfg, max(len(nodes), len(cfg.sites)), reported_patients)
@@ -232,7 +233,7 @@ def run_secure_round(grid: Grid, rnd: int, global_arrays: dict[str, np.ndarray],
         clipping_range=params.clipping_range, quantization_range=params.quantization_range,
         modulus_range=params.modulus_range, timeout=cfg.round_timeout)
     outcome = SecureRound(mean_update=None, site_metrics={}, params=params)
-    workflow(_Tally(grid, outcome), context)
+    workflow(_Tally(grid, outcome, nodes_named or NodeNames()), context)
     outcome.mean_update = strategy.mean_update
     outcome.site_metrics = strategy.site_metrics
     return outcome

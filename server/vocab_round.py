@@ -27,6 +27,7 @@ from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
 from fedehr.server.anchor import Anchor
+from fedehr.server.node_names import NodeNames
 from fedehr.shared import messages as M
 from fedehr.shared.data import schema as S
 from fedehr.shared.data.dataset import MEDSDataset
@@ -81,28 +82,30 @@ def public_candidates(anchor: Anchor, candidates_file: Path | None) -> list[str]
     return sorted((set(anchor.counts) | extra) - {S.BIRTH_CODE})
 
 
-def _query(grid: Grid, nodes: list[int], config: dict, timeout: float
+def _query(grid: Grid, nodes: list[int], config: dict, timeout: float, names: NodeNames
            ) -> tuple[dict[str, dict], list[str]]:
     messages = [Message(RecordDict({M.CONFIG: ConfigRecord(config)}), dst_node_id=n,
                         message_type=MessageType.QUERY) for n in nodes]
     payloads, failures = {}, []
     for reply in grid.send_and_receive(messages, timeout=timeout):
         if reply.has_error():
-            failures.append(f"node {reply.metadata.src_node_id}: {reply.error.reason}")
+            failures.append(names.failure(reply))
             continue
+        names.learn(reply)
         name = str(reply.content[M.SITE][M.SITE_NAME])
         payloads[name] = json.loads(str(reply.content[M.CONFIG][M.RELEASE_JSON]))
     return payloads, failures
 
 
 def run_vocab_round(grid: Grid, nodes: list[int], anchor: Anchor, *, federation: str,
-                    min_count: float, timeout: float, candidates_file: Path | None = None
-                    ) -> VocabRoundResult:
+                    min_count: float, timeout: float, candidates_file: Path | None = None,
+                    names: NodeNames | None = None) -> VocabRoundResult:
     started = time.monotonic()
+    names = names or NodeNames()
     candidates = public_candidates(anchor, candidates_file)
     counts, failures = _query(grid, nodes, {
         M.QUERY: M.QUERY_COUNTS, M.ROUND_ID: f"{federation}/vocab-counts",
-        M.CANDIDATES: json.dumps(candidates)}, timeout)
+        M.CANDIDATES: json.dumps(candidates)}, timeout, names)
     releases = {site: CountRelease.from_dict(p) for site, p in counts.items()}
     draft = merge_vocabulary(anchor_counts=anchor.counts, site_releases=list(releases.values()),
                              min_count=min_count, anchor_values=anchor.values)
@@ -112,7 +115,7 @@ def run_vocab_round(grid: Grid, nodes: list[int], anchor: Anchor, *, federation:
         payloads, more = _query(grid, nodes, {
             M.QUERY: M.QUERY_VALUES, M.ROUND_ID: f"{federation}/vocab-values",
             M.SKETCH_CODES: json.dumps(sketch), M.VALUE_GRID: json.dumps(log_grid().tolist())},
-            timeout)
+            timeout, names)
         failures += more
         histograms = {site: HistogramRelease.from_dict(p) for site, p in payloads.items()}
     vocab = merge_vocabulary(anchor_counts=anchor.counts, site_releases=list(releases.values()),

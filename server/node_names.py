@@ -1,0 +1,34 @@
+"""Which hospital a Flower node id is, so that an operator reads "hospital_b (node 42):
+Node Unavailable" instead of a bare node id.
+
+Flower knows nodes by number; a site names itself in every reply it sends
+(`messages.SITE_NAME`). The names are learned from those replies (the
+vocabulary round is the first), so a node that never answered stays a number.
+"""
+
+from __future__ import annotations
+
+from fedehr.shared import messages as M
+
+
+class NodeNames:
+    def __init__(self) -> None:
+        self._names: dict[int, str] = {}
+
+    def learn(self, reply) -> None:
+        """Remember the site name an answered reply carries (error replies carry none)."""
+        if reply.has_error():
+            return
+        try:
+            self._names[int(reply.metadata.src_node_id)] = str(
+                reply.content[M.SITE][M.SITE_NAME])
+        except KeyError:
+            pass
+
+    def of(self, node_id: int) -> str:
+        name = self._names.get(int(node_id))
+        return f"{name} (node {node_id})" if name else f"node {node_id} (not heard from yet)"
+
+    def failure(self, reply) -> str:
+        """One line for an error reply: who failed, and Flower's or the site's reason."""
+        return f"{self.of(reply.metadata.src_node_id)}: {reply.error.reason}"
