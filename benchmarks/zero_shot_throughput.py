@@ -55,7 +55,9 @@ def main() -> None:
                                   seed=0, batch_size=batch)
         total = time.perf_counter() - started
         sim = result.simulation
-        same = reference is None or np.array_equal(reference, sim.per_sample)
+        # the same tokens are drawn; each one's chance differs by float rounding only
+        same = reference is None or np.allclose(reference, sim.per_sample, rtol=1e-6,
+                                                 atol=1e-9)
         reference = sim.per_sample if reference is None else reference
         rows.append({"batch_size": batch, "patients": labels.height, "samples": args.samples,
                      "generation_s": round(sim.seconds, 2), "end_to_end_s": round(total, 2),
