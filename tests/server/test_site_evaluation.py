@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from flwr.app import ConfigRecord, MetricRecord, RecordDict
@@ -21,8 +23,9 @@ pytestmark = pytest.mark.usefixtures("in_a_run")  # tests/server/conftest.py
 class Reply:
     """What the server reads of a site's evaluation reply."""
 
-    def __init__(self, content: RecordDict):
+    def __init__(self, content: RecordDict, node: int):
         self.content = content
+        self.metadata = SimpleNamespace(src_node_id=node)
 
     def has_error(self) -> bool:
         return False
@@ -40,13 +43,13 @@ class RecordingGrid:
     def send_and_receive(self, messages, *, timeout=None):
         self.rounds_sent += 1
         replies = []
-        for _, site in zip(messages, SITES, strict=True):
+        for node, (_, site) in enumerate(zip(messages, SITES, strict=True), start=1):
             metrics = {M.COUNTS_PUBLIC: 0.0}
             if self.losses[site] is not None:
                 metrics[M.EVAL_LOSS] = self.losses[site]
             content = RecordDict({M.METRICS: MetricRecord(metrics),
                                   M.SITE: ConfigRecord({M.SITE_NAME: site})})
-            replies.append(Reply(content))
+            replies.append(Reply(content, node))
         return replies
 
 

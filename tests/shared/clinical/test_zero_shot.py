@@ -118,6 +118,18 @@ def test_the_same_seed_gives_the_same_answer_whatever_the_batching(world):
     assert a.simulation.generated_tokens > 0 and a.patients_per_second > 0
 
 
+def test_the_summed_hazard_estimates_what_counting_estimates(world):
+    """Both estimators target P(outcome drawn within the window): on the same
+    continuations their answers agree within Monte Carlo error."""
+    outcome = ask(world, "cardiac arrest within 2 days after procedure")
+    labels = planted.labels(ALPHA[:3] + BETA[:3])
+    answers = {e: predict(world.model, world.vocab, world.dataset, labels, outcome, samples=64,
+                          seed=1, estimator=e)["probability"].to_numpy()
+               for e in ("counted", "expected")}
+    np.testing.assert_allclose(answers["expected"], answers["counted"], atol=0.1)
+    assert answers["expected"][:3].min() > 0.7 and answers["expected"][3:].max() < 0.2
+
+
 def test_explanation_names_the_index_event_that_drove_the_answer(world):
     outcome = ask(world, "cardiac arrest within 1 day after procedure")
     result = predict_detailed(world.model, world.vocab, world.dataset, planted.labels([4]),
