@@ -55,8 +55,12 @@ The committed run (the defaults) took 43 minutes on 1 thread while the two
 cores were shared with other work (load average 4 to 18): the federation (b)
 20 minutes of it, of which its 100-step anchor warm start alone 7 minutes (the
 ServerApp trains with 2 torch threads, which on busy cores measured 10x slower
-per step than 1); (d) 9, (a) 4, (c) 7, the evaluations 2 minutes. ``--keep DIR
---reuse`` reruns everything after the federations on the ones kept in DIR.
+per step than 1); (d) 9, (a) 4, (c) 7, the evaluations 2 minutes. On a quiet
+2-core machine (2026-12-04, data seed 0, hospital_b left out) one run took 31
+minutes: (b) 497 s, of which 4 rounds of about 100 s (3 sites x 20 DP steps of
+batch 128 on 2 cores) and a 35 s warm start; (d) 453 s, (a) 220 s, each (c)
+190 s, the evaluations 71 s and zero-shot 31 s. ``--keep DIR --reuse`` reruns
+everything after the federations on the ones kept in DIR.
 """
 
 from __future__ import annotations
