@@ -151,7 +151,6 @@ class Federation:
         # privacy.release_metrics: none, the default): later evaluation rounds would
         # bring back nothing, and each costs the sites a message round
         self._no_site_releases_losses = False
-        self._anchor_only_rows: list[int] = []  # from the vocabulary round, or the resume state
         self.nodes = NodeNames()  # Flower node id -> site name, for the operator's messages
         torch.set_num_threads(cfg.threads)
 
@@ -192,7 +191,6 @@ class Federation:
                 state, model, vocab = self._start(grid)
             else:
                 model, vocab = self._resumed(state)
-            self._anchor_only_rows = state.anchor_only_rows
             for rnd in range(state.round + 1, self.cfg.rounds + 1):
                 self._round(grid, rnd, model, vocab, state)
             result = {"ok": True, "rounds": state.round, "checkpoint": str(self.store.latest()),
@@ -276,14 +274,11 @@ class Federation:
 
     def _round_config(self, rnd: int, model: EHRModel, vocab: Vocabulary) -> dict:
         local = self.cfg.local
-        config = {M.FEDERATION: self.cfg.name, M.ROUND_ID: f"{self.cfg.name}/round-{rnd}",
-                  M.VOCAB_JSON: vocab.canonical_json(), M.VOCAB_HASH: vocab.hash,
-                  M.MODEL_CONFIG: json.dumps(model.config.to_dict()),
-                  M.LOCAL_STEPS: local.steps, M.BATCH_SIZE: local.batch_size,
-                  M.LEARNING_RATE: local.lr, M.ROUNDS_LEFT: self.cfg.rounds - rnd + 1}
-        if local.train_rows == "site":
-            config[M.FROZEN_ROWS] = json.dumps(self._anchor_only_rows)
-        return config
+        return {M.FEDERATION: self.cfg.name, M.ROUND_ID: f"{self.cfg.name}/round-{rnd}",
+                M.VOCAB_JSON: vocab.canonical_json(), M.VOCAB_HASH: vocab.hash,
+                M.MODEL_CONFIG: json.dumps(model.config.to_dict()),
+                M.LOCAL_STEPS: local.steps, M.BATCH_SIZE: local.batch_size,
+                M.LEARNING_RATE: local.lr, M.ROUNDS_LEFT: self.cfg.rounds - rnd + 1}
 
     def _round(self, grid: Grid, rnd: int, model: EHRModel, vocab: Vocabulary,
                state: ResumeState) -> None:
@@ -293,6 +288,8 @@ class Federation:
         wait_for_sites(grid, cfg.min_sites, cfg.round_timeout)
         reference_arrays = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
         config = self._round_config(rnd, model, vocab)
+        if cfg.local.train_rows == "site":  # public: computed from the released counts
+            config[M.FROZEN_ROWS] = json.dumps(state.anchor_only_rows)
         trained = (self._secure_train if cfg.secure_aggregation else self._plain_train)(
             grid, rnd, model, reference_arrays, config)
         anchor_steps = self._anchor_steps(model, vocab, rnd)
