@@ -90,6 +90,8 @@ RECIPES = {r.name: r for r in [
     # vocabulary's threshold, which is public after the release)
     replace(BASE, name="batch128-lr4x-site-rows", batch=128, steps=20, lr=8e-3,
             train="site-rows"),
+    # arm (d) of fed_vs_central at the tuned recipe: what the anchor's warm start adds
+    replace(BASE, name="batch128-lr4x-no-warm", batch=128, steps=20, lr=8e-3, warm=0),
     # arm (a) at the batch of the tuned recipe: which learning rate serves it best
     replace(BASE, name="central-b128", central=True, warm=0, batch=128, steps=20),
     replace(BASE, name="central-b128-lr4x", central=True, warm=0, batch=128, steps=20,

@@ -1,11 +1,14 @@
 """Code mapping: site codes become the standard codes the shared vocabulary is made of.
 
-Two steps, applied to every event before it is tokenized:
+Three steps, applied to every event before it is tokenized:
 
 1. **Site harmonisation** (the site's config, ``code_map: {local: standard}``):
    exact codes or shell-style patterns (``LAB//CREAT_S//*``) rewritten to a
    standard code. Exact entries win over patterns; patterns apply in file order.
-2. **Parent mapping** through ``metadata/codes.parquet``: a code whose
+2. **MIMIC-IV's spellings** of admissions, care units, dispositions and drug
+   administrations become the consortium's codes (`mimic_spellings`), so the
+   public anchor trains the tokens the sites use.
+3. **Parent mapping** through ``metadata/codes.parquet``: a code whose
    ``parent_codes`` include a code of a standard vocabulary (LOINC/, ICD10CM/,
    ICD9CM/, ICD10PCS/, RxNorm/, SNOMEDCT/ ...) maps to the first such parent.
    This is how the public anchor (MIMIC-IV itemids, ``LAB//50912//mg/dL`` with
@@ -43,6 +46,7 @@ import polars as pl
 
 from fedehr.shared.data import schema as S
 from fedehr.shared.errors import ConfigError
+from fedehr.shared.tokenizer import mimic_spellings
 
 STANDARD_VOCABULARIES = ("LOINC/", "ICD10CM/", "ICD9CM/", "ICD10PCS/", "ICD9PROC/",
                          "RxNorm/", "SNOMEDCT/", "ATC/", "CPT4/")
@@ -177,6 +181,8 @@ class CodeMapping:
                 if pattern.match(code):
                     target = std
                     break
+        if target is None:
+            target = mimic_spellings.standard_code(code)
         if target is None and not code.startswith(MARKER_PREFIXES):
             target = next((p for p in self.parents.get(code, ()) if self.is_standard(p)), None)
         if target is None:
@@ -219,6 +225,7 @@ class CodeMapping:
             "standard_prefixes": list(self.standard_prefixes),
             "unit_code_prefixes": list(self.unit_code_prefixes),
             "conversions": sorted([k[0], k[1], v[0], v[1]] for k, v in self.conversions.items()),
+            "spellings": mimic_spellings.VERSION,
         }
 
     @property
