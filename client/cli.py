@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from pathlib import Path
@@ -20,10 +21,7 @@ say = DaemonConsole("fedehr.site", console)  # the daemon's own lines (JSON on r
 
 CONFIG = typer.Option(..., "--config", "-c", help="This hospital's site.yaml (paths in it "
                       "are relative to the file, not to the working directory).")
-EARLY_EXIT_SECONDS = 15.0  # a SuperNode that dies this fast was refused, not crashed
-MAX_RESTARTS = 5
-REJOIN_SECONDS = 300.0  # Flower frees a crashed node's session after ~60 s
-REJOIN_RETRY_SECONDS = 5.0
+EARLY_EXIT_SECONDS = 15.0  # a SuperNode refused at its first start has exited by then
 
 
 class SiteStartError(FedEHRError):
@@ -71,10 +69,12 @@ def check(config: Path = CONFIG) -> None:
 
 
 def _last_lines(path: Path, n: int = 3) -> str:
+    """The log's last `n` lines on one line, without terminal colour codes."""
     try:
-        return " | ".join(path.read_text(errors="replace").strip().splitlines()[-n:])
+        text = path.read_text(errors="replace")
     except FileNotFoundError:
         return ""
+    return " | ".join(re.sub(r"\x1b\[[0-9;]*m", "", text).strip().splitlines()[-n:])
 
 
 @app.command("start")
@@ -92,16 +92,29 @@ def start(config: Path = CONFIG,
     SuperNode keeps trying).
 
     Stays in the foreground (systemd runs it as a service) and restarts the
-    SuperNode and the site worker if they crash. The privacy ledger lives in
+    SuperNode and the site worker if they crash. Once the site has joined, a lost
+    consortium (link down, SuperLink restarted) never stops the daemon: it retries
+    with capped exponential backoff (site.yaml reconnect_max_seconds) and says so in
+    `fedehr site status` and its metrics; a site refused at its first start (key,
+    certificate) stops at once with the cause. The privacy ledger lives in
     state_dir and is never reset: epsilon accumulates across rounds, runs and
     restarts. Only bundles approved in site.yaml (`approval:`) run here.
 
     Example: fedehr site start --config site.yaml
     """
+    from rich.markup import escape
+
     from fedehr.client.config import load_site_config
     from fedehr.client.privacy.budget import announcement, trial_tag
     from fedehr.client.site_handlers import check_can_join, open_ledger
-    from fedehr.client.supernode import ISOLATIONS, new_worker_secret, start_supernode
+    from fedehr.client.supernode import (
+        FIRST_REJOIN_SECONDS,
+        ISOLATIONS,
+        Backoff,
+        LinkWatch,
+        new_worker_secret,
+        start_supernode,
+    )
     from fedehr.shared.processes import (
         ProcessError,
         Supervisor,
@@ -130,11 +143,13 @@ def start(config: Path = CONFIG,
     if worker is None:
         say.warn("isolation subprocess: Flower runs each bundle's own ClientApp; "
                  "bundle approval is not checked on this path")
-    restarts, crashed_at = 0, None
     monitor = _serve_metrics(site, supervisor)
+    watch = LinkWatch(site, log)
+    rejoin = Backoff(FIRST_REJOIN_SECONDS, site.reconnect_max_seconds)
+    admitted, restarts = False, 0  # once in, a lost consortium is waited out, never a stop
     try:
         while True:
-            started = time.monotonic()
+            watch.new_supernode()
             try:
                 start_supernode(supervisor, site, config, log=log, isolation=isolation,
                                 secret_file=secret)
@@ -143,33 +158,39 @@ def start(config: Path = CONFIG,
                 while supervisor.alive(f"supernode-{site.name}"):
                     if worker is not None:
                         worker.keep_alive()
+                    _say_all(watch.poll())
+                    if watch.admitted:
+                        rejoin.reset()
                     time.sleep(1)
             except ProcessError:
-                pass  # exited before it listened: judged below like any early exit
-            if time.monotonic() - started >= EARLY_EXIT_SECONDS:  # it ran, then crashed
-                restarts, crashed_at = restarts + 1, time.monotonic()
-                if restarts > MAX_RESTARTS:
-                    raise SiteStartError(f"the SuperNode crashed {restarts} times",
-                                         where=str(log), fix="read the log")
-                say.warn(f"SuperNode exited; restart {restarts}/{MAX_RESTARTS}")
-            elif crashed_at is None:  # never got in: refused, not crashed
+                pass  # exited before it listened: judged below like any other exit
+            _say_all(watch.poll())
+            admitted = admitted or watch.admitted
+            if not admitted:  # never got in: refused (key, certificate), not a lost link
                 raise SiteStartError(f"the SuperNode was refused or failed at start: "
                                      f"{_last_lines(log)}", where=site.superlink,
                                      fix="check superlink address, ca_certificate and "
                                      "auth_key; ask the operator to register this site "
                                      "(`fedehr server register NAME`)")
-            elif time.monotonic() - crashed_at > REJOIN_SECONDS:
-                raise SiteStartError("the SuperLink kept refusing the SuperNode after a crash",
-                                     where=site.superlink, fix="read the log; restart later")
-            else:
-                # After a crash the SuperLink counts the old session as online until its
-                # heartbeat lapses (about a minute) and refuses a second activation.
-                say.warn("SuperLink not ready to take the site back; retrying")
-                time.sleep(REJOIN_RETRY_SECONDS)
+            # After a crash the SuperLink counts the old session as online until its
+            # heartbeat lapses (about a minute) and refuses a second activation; a
+            # restarted or unreachable SuperLink takes as long as it takes.
+            wait, restarts = rejoin.next(), restarts + 1
+            _say_all(watch.supernode_gone(wait))
+            say.warn(escape(f"SuperNode exited ({_last_lines(log, 1)[:200]}); restart "
+                            f"{restarts}/unlimited in {wait:g} s"))
+            time.sleep(wait)
     finally:
         if monitor is not None:
             monitor.stop()
         supervisor.stop_all()
+
+
+def _say_all(lines: list[tuple[str, str]]) -> None:
+    from rich.markup import escape
+
+    for level, text in lines:
+        (say.warn if level == "warn" else say.print)(escape(text))
 
 
 class _WorkerKeeper:
@@ -293,6 +314,7 @@ def daemon_line(site, config: Path) -> str:
     """Is the site daemon running (since when), and is its SuperNode connected?"""
     from datetime import UTC, datetime
 
+    from fedehr.client.supernode import read_link
     from fedehr.shared.processes import connected_to, daemon_state
 
     state = daemon_state(site.state_dir / "site.pid")
@@ -302,7 +324,10 @@ def daemon_line(site, config: Path) -> str:
         datetime.fromtimestamp(state.since, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     supernode = state.children.get(f"supernode-{site.name}")
     host, _, port = site.superlink.rpartition(":")
-    if supernode is None:
+    seen = read_link(site.state_dir)  # the daemon's own view, while the consortium is lost
+    if seen is not None and not seen.reachable:
+        link = seen.line(site.superlink)
+    elif supernode is None:
         link = "its SuperNode is not running (restarting, or refused: see state_dir/logs)"
     elif connected_to(supernode, host.strip("[]"), int(port)):
         link = f"its SuperNode is connected to {site.superlink}"

@@ -174,6 +174,11 @@ class SiteConfig:
     # Interface of /metrics: loopback by default; another address (e.g. 0.0.0.0)
     # exposes the site's epsilon and activity counts to that network, unauthenticated.
     metrics_host: str = "127.0.0.1"
+    # The longest wait between two tries to bring back a SuperNode that left the
+    # federation (consortium gone, SuperLink restarted): the daemon waits 5 s, then
+    # doubles the wait up to this, and never gives up (docs/site.md, "When the
+    # consortium is unreachable").
+    reconnect_max_seconds: float = 60.0
 
     def validate(self) -> None:
         if not NAME_PATTERN.match(self.name):
@@ -186,6 +191,10 @@ class SiteConfig:
             raise ValueError("port: must be a TCP port; pick a free one per site")
         if not DEVICE_PATTERN.match(self.training.device):
             raise ValueError("training.device: use auto, cpu, cuda or cuda:N")
+        if not 5 <= self.reconnect_max_seconds <= 3600:
+            raise ValueError("reconnect_max_seconds: must be between 5 and 3600 (seconds); "
+                             "the default 60 brings a site back within a minute of the "
+                             "consortium's return")
         if not 1 <= self.training.processes <= 64:
             raise ValueError("training.processes: use 1 (default) up to the number of CPU "
                              "cores; processes > 1 train on CPU only")

@@ -3,8 +3,9 @@
 Flower runs the ClientApp in short-lived processes, one per message, so no
 process lives long enough to keep counters. This collector reads what the
 site already persists instead: the privacy ledger (epsilon spent, budget,
-every release charged) and the activity log (`client/activity.py`: each
-training round's steps, examples, seconds and patients, each refusal). The
+every release charged), the activity log (`client/activity.py`: each
+training round's steps, examples, seconds and patients, each refusal) and the
+daemon's view of the consortium link (state_dir/consortium.json). The
 numbers survive restarts of the daemon and of Flower's processes, and
 `fedehr site status` reads the same files.
 
@@ -18,6 +19,7 @@ in its ledger.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -26,6 +28,7 @@ from prometheus_client.registry import Collector
 from fedehr.client import activity
 from fedehr.client.config import SiteConfig
 from fedehr.client.privacy import PURPOSES, PrivacyLedger
+from fedehr.client.supernode import read_link
 from fedehr.shared.monitoring import MonitoringServer
 
 
@@ -47,6 +50,23 @@ class SiteCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         yield from self._privacy()
         yield from self._activity(activity.read(self.site.state_dir))
+        yield from self._consortium()
+
+    def _consortium(self) -> Iterator[Metric]:
+        """The daemon's view of the consortium link (client/supernode.py, LinkWatch);
+        nothing before the daemon's SuperNode first reached or missed the SuperLink."""
+        link = read_link(self.site.state_dir)
+        if link is None:
+            return
+        yield self._gauge("fedehr_site_consortium_reachable", "1 while the site reaches the "
+                          "consortium's SuperLink, 0 during an outage (the daemon keeps "
+                          "retrying).", 1.0 if link.reachable else 0.0)
+        yield self._gauge("fedehr_site_consortium_unreachable_seconds", "How long the "
+                          "current outage of the consortium link has lasted (0 when "
+                          "reachable).", 0.0 if link.reachable else time.time() - link.since)
+        yield self._gauge("fedehr_site_consortium_retry_seconds", "The wait between two "
+                          "tries to reach the consortium now (0 when reachable).",
+                          0.0 if link.reachable else link.retry_seconds)
 
     def _privacy(self) -> Iterator[Metric]:
         p = self.site.privacy

@@ -20,8 +20,13 @@ Two ways to run the ClientApp (`fedehr site start --isolation`):
 
 from __future__ import annotations
 
+import json
+import re
 import secrets
 import sys
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from fedehr.client.config import SiteConfig
@@ -86,3 +91,149 @@ def start_worker(supervisor: Supervisor, site: SiteConfig, site_config_path: Pat
     if secret_file is not None:
         args += ["--secret-file", str(secret_file)]
     supervisor.start(worker_name(site), args, log=log, env=env)
+
+
+# -- the consortium link, as the site daemon sees it ------------------------------------
+
+LINK_STATE = "consortium.json"  # in state_dir: written by the daemon, read by status/metrics
+FIRST_REJOIN_SECONDS = 5.0
+# Flower 1.42's SuperNode logs these (flwr.supercore.retry.http_retry, start_client_internal);
+# pinned `flwr==1.42.*`, exercised by tests/network/test_consortium_outage.py.
+RETRYING = re.compile(r"Connection attempt failed, retrying in ([0-9.]+) seconds")
+RECONNECTED = "Connection successful after"
+ADMITTED = "SuperNode ID:"
+
+
+class Backoff:
+    """Capped exponential waits: `first`, twice that, ... up to `cap`; `reset` starts over."""
+
+    def __init__(self, first: float, cap: float):
+        self.first, self.cap = first, max(first, cap)
+        self.wait = first
+
+    def next(self) -> float:
+        wait, self.wait = self.wait, min(self.cap, self.wait * 2)
+        return wait
+
+    def reset(self) -> None:
+        self.wait = self.first
+
+
+@dataclass
+class ConsortiumLink:
+    """Whether this site reaches the consortium's SuperLink, as its daemon last saw it."""
+
+    reachable: bool
+    since: float  # Unix time of the last change
+    retry_seconds: float = 0.0  # the wait between two tries now (while unreachable)
+    cause: str = ""  # why not, in the words of `fedehr site check`
+
+    def line(self, superlink: str, now: float | None = None) -> str:
+        when = datetime.fromtimestamp(self.since, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        if self.reachable:
+            return f"consortium {superlink} reachable since {when}"
+        lasted = (time.time() if now is None else now) - self.since
+        return (f"consortium unreachable since {when} ({lasted / 60:.0f} min; {self.cause}), "
+                f"retrying every {max(1, round(self.retry_seconds))} s")
+
+    def save(self, state_dir: Path) -> None:
+        from fedehr.shared.atomic import write_text
+
+        write_text(state_dir / LINK_STATE, json.dumps(asdict(self)))
+
+
+def read_link(state_dir: Path) -> ConsortiumLink | None:
+    """The daemon's last word on the consortium link; None before its first contact."""
+    try:
+        return ConsortiumLink(**json.loads((state_dir / LINK_STATE).read_text()))
+    except (FileNotFoundError, json.JSONDecodeError, TypeError):
+        return None
+
+
+class LinkWatch:
+    """Follows the SuperNode's log for Flower's connection events and keeps `ConsortiumLink`.
+
+    The SuperNode retries a lost SuperLink by itself (Flower's exponential backoff,
+    at most 20 s apart, with no limit on tries or time) and logs each failed try and
+    the first success; nothing else tells the daemon that the consortium is gone.
+    When a try fails, the daemon dials the SuperLink once itself to name the cause
+    (refused, no answer, no route: `connection_problem`). Writes state_dir/consortium.json
+    on each change; returns what the daemon should say.
+    """
+
+    def __init__(self, site: SiteConfig, log: Path, *, clock=time.time, probe=None):
+        self.site, self.log, self.clock = site, log, clock
+        self.probe = probe or self._probe
+        self.offset, self.partial = 0, ""
+        self.link: ConsortiumLink | None = None
+        self.admitted = False  # the current SuperNode got its node id from the SuperLink
+        (site.state_dir / LINK_STATE).unlink(missing_ok=True)  # an earlier daemon's
+
+    def new_supernode(self) -> None:
+        """A SuperNode starts: only its own admission counts from here."""
+        self.offset = self.log.stat().st_size if self.log.exists() else 0
+        self.partial, self.admitted = "", False
+
+    def poll(self) -> list[tuple[str, str]]:
+        """Read the log's new lines; [(level, message)] for the daemon's own log."""
+        said = []
+        for line in self._new_lines():
+            if ADMITTED in line:
+                self.admitted = True
+                said += self._reached()
+            elif RECONNECTED in line:
+                said += self._reached()
+            elif found := RETRYING.search(line):
+                said += self._lost(float(found.group(1)))
+        return said
+
+    def supernode_gone(self, retry_seconds: float) -> list[tuple[str, str]]:
+        """The SuperNode exited after it had been admitted; the daemon tries again later."""
+        return self._lost(retry_seconds, always=True)
+
+    def _reached(self) -> list[tuple[str, str]]:
+        if self.link is not None and self.link.reachable:
+            return []
+        was, now = self.link, self.clock()
+        self._set(ConsortiumLink(True, now))
+        if was is None:
+            return []
+        return [("print", f"consortium {self.site.superlink} reachable again after "
+                          f"{now - was.since:.0f} s")]
+
+    def _lost(self, retry: float, always: bool = False) -> list[tuple[str, str]]:
+        was = self.link
+        if was is not None and not was.reachable:
+            if was.retry_seconds != retry:
+                self._set(ConsortiumLink(False, was.since, retry, was.cause))
+            return []
+        cause = self.probe()
+        self._set(ConsortiumLink(False, self.clock(), retry, cause))
+        return [("warn", f"consortium unreachable: {cause}; retrying with backoff (next in "
+                         f"{retry:.0f} s), without end: the site rejoins by itself")]
+
+    def _set(self, link: ConsortiumLink) -> None:
+        self.link = link
+        link.save(self.site.state_dir)
+
+    def _probe(self) -> str:
+        from fedehr.client.preflight import connection_problem
+
+        host, _, port = self.site.superlink.rpartition(":")
+        problem = connection_problem(host.strip("[]"), int(port))
+        if problem is None:
+            return (f"{self.site.superlink} accepts connections but the SuperNode's requests "
+                    "fail (see state_dir/logs/supernode.log)")
+        return problem[0]
+
+    def _new_lines(self) -> list[str]:
+        try:
+            with open(self.log, "rb") as fh:
+                fh.seek(self.offset)
+                chunk = fh.read()
+        except FileNotFoundError:
+            return []
+        self.offset += len(chunk)
+        text = self.partial + chunk.decode(errors="replace")
+        *lines, self.partial = text.split("\n")
+        return lines

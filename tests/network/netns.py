@@ -122,6 +122,14 @@ class TestNetwork:
         if up:
             ip("-n", ns, "route", "replace", f"{CONSORTIUM_ADDRESS}/32", "via", self.gateway(host))
 
+    def set_consortium_links(self, up: bool) -> None:
+        """Cut (or restore) every link at the consortium's end, as the consortium's own
+        uplink failing would: no hospital reaches it, the SuperLink keeps running."""
+        for name in self.hosts:
+            if name != CONSORTIUM:
+                ip("-n", self.consortium.ns, "link", "set", f"to_{name}"[:15],
+                   "up" if up else "down")
+
     def gateway(self, host: str) -> str:
         """The consortium's end of `host`'s link (10.77.N.1 for 10.77.N.2)."""
         return self.hosts[host].address.rsplit(".", 1)[0] + ".1"
