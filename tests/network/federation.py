@@ -126,9 +126,10 @@ class NetworkFederation:
     def start_server(self) -> None:
         """`fedehr server start` on the consortium: SuperLink plus the sites' registrations."""
         log = self.root / "server.log"
+        before = len(_read(log))  # a restart appends to the first start's log
         proc = self.net.start(CONSORTIUM, [*FEDEHR, "server", "start", "--config",
                                            str(self.local.fed_yaml)], log=log, env=_env())
-        wait_until(lambda: "Next: start the sites" in _read(log), 300, proc, log,
+        wait_until(lambda: "Next: start the sites" in _read(log)[before:], 300, proc, log,
                    "the server to start and register the sites")
 
     def wait_listening(self, proc: subprocess.Popen, log: Path, timeout: float = 60) -> None:
@@ -179,10 +180,11 @@ class NetworkFederation:
         except AssertionError as exc:  # what status said last is the clue
             raise AssertionError(f"{exc}\nlast `fedehr site status`: {said[0]}") from None
 
-    def launch(self) -> subprocess.Popen:
-        """`fedehr run start` on the consortium (it follows the run until it ends)."""
+    def launch(self, *, resume: bool = False) -> subprocess.Popen:
+        """`fedehr run start [--resume]` on the consortium (it follows the run to its end)."""
         return self.net.start(CONSORTIUM, [*FEDEHR, "run", "start", "--config",
-                                           str(self.local.fed_yaml)],
+                                           str(self.local.fed_yaml),
+                                           *(["--resume"] if resume else [])],
                               log=self.root / "run.log", env=_env())
 
 

@@ -130,6 +130,21 @@ class TestNetwork:
                 ip("-n", self.consortium.ns, "link", "set", f"to_{name}"[:15],
                    "up" if up else "down")
 
+    def kill_host(self, host: str) -> list[int]:
+        """SIGKILL every process on `host`, as a power cut would (its disk, here the
+        shared one, keeps what was written). Returns the pids killed."""
+        pids = pids_in(self.ns(host))
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while any(Path(f"/proc/{pid}").exists() for pid in pids) and \
+                time.monotonic() < deadline:
+            for proc in self.procs:
+                proc.poll()  # reap ours, or their zombies linger in /proc
+            time.sleep(0.1)
+        return pids
+
     def gateway(self, host: str) -> str:
         """The consortium's end of `host`'s link (10.77.N.1 for 10.77.N.2)."""
         return self.hosts[host].address.rsplit(".", 1)[0] + ".1"
