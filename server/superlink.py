@@ -52,10 +52,64 @@ def superlink_args(host: str, port: int, pki: PKIPaths | None, database: Path | 
     return args
 
 
+WILDCARDS = ("0.0.0.0", "::", "")
+
+
+def refuse_unusable_certificate(host: str, pki: PKIPaths) -> None:
+    """ProcessError, naming the cause and the fix, for a SuperLink certificate that every
+    TLS handshake would refuse: expired, not yet valid, or not naming `host`.
+
+    Flower's SuperLink starts with such a certificate and logs nothing when a
+    hospital refuses it (the handshake fails on the hospital's side; the server sees a
+    closed connection), and its own SuperExec, dialing `host`, dies with a traceback.
+    So the operator hears it here, before anything starts.
+    """
+    import ipaddress
+    from datetime import UTC, datetime
+
+    from cryptography import x509
+
+    fix = f"fedehr pki server --host {host} --dir {pki.root} --force"
+    try:
+        cert = x509.load_pem_x509_certificate(pki.server_cert.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise ProcessError(f"cannot read the SuperLink certificate ({exc})",
+                           where=str(pki.server_cert), fix=fix) from None
+    now = datetime.now(UTC)
+    if cert.not_valid_after_utc <= now:
+        raise ProcessError(f"the SuperLink certificate expired on "
+                           f"{cert.not_valid_after_utc:%Y-%m-%d}: every hospital would refuse "
+                           "the TLS handshake", where=str(pki.server_cert), fix=fix)
+    if cert.not_valid_before_utc > now:
+        raise ProcessError(f"the SuperLink certificate is valid only from "
+                           f"{cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC (this host's "
+                           "clock, or the issuer's, is wrong)", where=str(pki.server_cert),
+                           fix=f"check the clocks, or {fix}")
+    if host in WILDCARDS:
+        return  # the sites' address is not known here; `fedehr site check` checks it
+    try:
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        names = x509.SubjectAlternativeName([])
+    dns = names.get_values_for_type(x509.DNSName)
+    ips = [str(ip) for ip in names.get_values_for_type(x509.IPAddress)]
+    try:
+        named = str(ipaddress.ip_address(host)) in ips
+    except ValueError:
+        named = host.lower() in (d.lower() for d in dns)
+    if not named:
+        raise ProcessError(f"the SuperLink certificate does not name {host} (superlink.host; "
+                           f"it names {', '.join(dns + ips) or 'nothing'}): hospitals dialing "
+                           f"{host} would refuse the TLS handshake", where=str(pki.server_cert),
+                           fix=fix)
+
+
 def start_superlink(supervisor: Supervisor, *, host: str, port: int, pki: PKIPaths | None,
                     flwr_home: Path, log: Path, database: Path | None = None) -> str:
     """Start the SuperLink, wait until it listens, and write the `flwr` connection."""
     address = f"{host}:{port}"
+    if pki is not None:
+        refuse_unusable_certificate(host, pki)
     ensure_port_free(host, port, where="superlink.port")  # not a wait for the wrong listener
     if database is not None:
         database.parent.mkdir(parents=True, exist_ok=True)
@@ -63,7 +117,7 @@ def start_superlink(supervisor: Supervisor, *, host: str, port: int, pki: PKIPat
     proc = supervisor.start("superlink", superlink_args(host, port, pki, database), log=log,
                             env=flower_env(flwr_home))
     # A wildcard bind is dialled on loopback, a name the SuperLink certificate always has.
-    dial = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    dial = "127.0.0.1" if host in WILDCARDS else host
     wait_for_port(dial, port, timeout=60, proc=proc, log=log, log_from=log_from)
     write_connection(flwr_home, f"{dial}:{port}", pki.ca_cert if pki else None)
     return address

@@ -4,8 +4,11 @@ The SuperLink runs inside the `consortium` namespace bound to 10.77.0.1 with a
 certificate issued by `fedehr pki server --host 10.77.0.1`; the site runs
 inside `hospital_a`, where 10.77.0.1 is reachable only over its link. A good
 certificate connects; a certificate for another address, an expired one and a
-wrong port are refused, and the site says which. Nothing trains here, so the
-site daemons run Flower's per-message ClientApp (no worker to start).
+wrong port are refused, and the site says which; on the consortium's side,
+`fedehr server start` refuses a certificate for another address or an expired
+one, naming the cause (Flower's SuperLink would start and log nothing when
+hospitals refuse it). Nothing trains here, so the site daemons run Flower's
+per-message ClientApp (no worker to start).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import pytest
 from fedehr.client.cli import EARLY_EXIT_SECONDS
 from fedehr.shared.pki import issue_server_cert
 
-from .federation import NetworkFederation, wait_until
+from .federation import NetworkFederation, fedehr, wait_until
 
 pytestmark = pytest.mark.e2e
 # Opt-in until understood: alone (and beside another e2e file) these pass in under a
@@ -125,3 +128,30 @@ def test_expired_certificate_is_refused_naming_the_expiry(federation):
     assert line.startswith("red")
     assert "the SuperLink certificate at 10.77.0.1 has expired" in line
 
+
+
+def _server_start(federation) -> tuple[int, str]:
+    """`fedehr server start` on the consortium's host, to its end (it refuses at once)."""
+    done = fedehr(federation.net, "consortium", "server", "start", "--config",
+                  str(federation.local.fed_yaml), timeout=120)
+    return done.returncode, " ".join((done.stdout + done.stderr).split())
+
+
+def test_server_refuses_to_start_with_a_certificate_for_another_address(federation):
+    federation.issue_server_cert("10.77.9.9")  # the operator typed the wrong address
+    code, said = _server_start(federation)
+    assert code != 0
+    assert "the SuperLink certificate does not name 10.77.0.1 (superlink.host; it names" in said
+    assert "10.77.9.9" in said and "fedehr pki server --host 10.77.0.1" in said
+    assert "Traceback" not in said
+
+
+def test_server_refuses_to_start_with_an_expired_certificate(federation):
+    last_week = dt.datetime.now(dt.UTC) - dt.timedelta(days=8)
+    issue_server_cert(federation.root / "pki", ["10.77.0.1"], force=True, days=1,
+                      valid_from=last_week)
+    code, said = _server_start(federation)
+    assert code != 0
+    expired = (last_week + dt.timedelta(days=1)).strftime("%Y-%m-%d")
+    assert f"the SuperLink certificate expired on {expired}" in said
+    assert "Traceback" not in said
