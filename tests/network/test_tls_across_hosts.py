@@ -155,3 +155,18 @@ def test_server_refuses_to_start_with_an_expired_certificate(federation):
     expired = (last_week + dt.timedelta(days=1)).strftime("%Y-%m-%d")
     assert f"the SuperLink certificate expired on {expired}" in said
     assert "Traceback" not in said
+
+
+def test_a_site_the_superlink_never_admitted_stops_at_once_naming_registration(federation):
+    federation.start_superlink()  # no `fedehr server start`: no hospital key registered
+    started = time.monotonic()
+    site = federation.start_site("hospital_a", isolation="subprocess")
+    wait_until(lambda: site.poll() is not None, 180, None, federation.site_log("hospital_a"),
+               "the site daemon to give up")
+    said = " ".join(federation.site_log("hospital_a").read_text().split())
+    assert site.returncode != 0
+    assert "the SuperNode was refused or failed at start: [code: 2004] Failed to activate " \
+        "SuperNode." in said  # Flower's own reason
+    assert "fedehr server register NAME" in said
+    assert "restart 1/unlimited" not in said  # refused at first: no retrying
+    assert time.monotonic() - started < 120
