@@ -68,10 +68,10 @@ def check(config: Path = CONFIG) -> None:
     raise typer.Exit(exit_code(checks))
 
 
-def _flower_error(path: Path) -> str:
-    """Flower's own reason in the SuperNode's log (its last "[code: N] ..." line, e.g.
-    "[code: 2004] Failed to activate SuperNode."), else the log's last lines."""
-    lines = _last_lines(path, 40).split(" | ")
+def _flower_error(said: str) -> str:
+    """Flower's own reason in what a SuperNode logged (its last "[code: N] ..." line, e.g.
+    "[code: 2004] Failed to activate SuperNode."), else its last three lines."""
+    lines = said.strip().splitlines()
     coded = [line for line in lines if line.startswith("[code:")]
     return coded[-1] if coded else " | ".join(lines[-3:])
 
@@ -176,7 +176,8 @@ def start(config: Path = CONFIG,
             admitted = admitted or watch.admitted
             if not admitted:  # never got in: refused (key, certificate), not a lost link
                 raise SiteStartError(f"the SuperNode was refused or failed at start: "
-                                     f"{_flower_error(log)}", where=site.superlink,
+                                     f"{_flower_error(watch.since_start())}",
+                                     where=site.superlink,
                                      fix="check superlink address, ca_certificate and "
                                      "auth_key; ask the operator to register this site "
                                      "(`fedehr server register NAME`)")
@@ -185,8 +186,9 @@ def start(config: Path = CONFIG,
             # restarted or unreachable SuperLink takes as long as it takes.
             wait, restarts = rejoin.next(), restarts + 1
             _say_all(watch.supernode_gone(wait))
-            say.warn(escape(f"SuperNode exited ({_flower_error(log)[:200]}); restart "
-                            f"{restarts}/unlimited in {wait:g} s"))
+            said = _flower_error(watch.since_start())[:200]
+            say.warn(escape(f"SuperNode exited ({said}); restart {restarts}/unlimited in "
+                            f"{wait:g} s"))
             time.sleep(wait)
     finally:
         if monitor is not None:

@@ -164,15 +164,26 @@ class LinkWatch:
     def __init__(self, site: SiteConfig, log: Path, *, clock=time.time, probe=None):
         self.site, self.log, self.clock = site, log, clock
         self.probe = probe or self._probe
-        self.offset, self.partial = 0, ""
+        self.offset = self.started_at = 0
+        self.partial = ""
         self.link: ConsortiumLink | None = None
         self.admitted = False  # the current SuperNode got its node id from the SuperLink
         (site.state_dir / LINK_STATE).unlink(missing_ok=True)  # an earlier daemon's
 
     def new_supernode(self) -> None:
         """A SuperNode starts: only its own admission counts from here."""
-        self.offset = self.log.stat().st_size if self.log.exists() else 0
+        self.offset = self.started_at = self.log.stat().st_size if self.log.exists() else 0
         self.partial, self.admitted = "", False
+
+    def since_start(self) -> str:
+        """What the current SuperNode wrote to its log, without terminal colour codes."""
+        try:
+            with open(self.log, "rb") as fh:
+                fh.seek(self.started_at)
+                text = fh.read().decode(errors="replace")
+        except FileNotFoundError:
+            return ""
+        return re.sub(r"\x1b\[[0-9;]*m", "", text)
 
     def poll(self) -> list[tuple[str, str]]:
         """Read the log's new lines; [(level, message)] for the daemon's own log."""

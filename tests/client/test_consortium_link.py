@@ -182,3 +182,10 @@ def test_reconnect_max_seconds_out_of_range_is_refused_naming_the_field(tmp_path
     with pytest.raises(ConfigError) as caught:
         load_site_config(config)
     assert "reconnect_max_seconds" in caught.value.one_line()
+
+
+def test_what_the_current_supernode_logged_leaves_out_earlier_ones_and_colours(watch):
+    _log(watch, "\x1b[91mERROR \x1b[0m:     Exit Code: 305\n"
+                "[code: 2004] Failed to activate SuperNode.\n")
+    said = watch.since_start()
+    assert said == "ERROR :     Exit Code: 305\n[code: 2004] Failed to activate SuperNode.\n"
