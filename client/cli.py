@@ -336,7 +336,7 @@ def daemon_line(site, config: Path) -> str:
     host, _, port = site.superlink.rpartition(":")
     seen = read_link(site.state_dir)  # the daemon's own view, while the consortium is lost
     if seen is not None and not seen.reachable:
-        link = seen.line(site.superlink)
+        link = seen.outage_line()
     elif supernode is None:
         link = "its SuperNode is not running (restarting, or refused: see state_dir/logs)"
     elif connected_to(supernode, host.strip("[]"), int(port)):

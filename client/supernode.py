@@ -128,10 +128,9 @@ class ConsortiumLink:
     retry_seconds: float = 0.0  # the wait between two tries now (while unreachable)
     cause: str = ""  # why not, in the words of `fedehr site check`
 
-    def line(self, superlink: str, now: float | None = None) -> str:
+    def outage_line(self, now: float | None = None) -> str:
+        """What `fedehr site status` says while the consortium is unreachable."""
         when = datetime.fromtimestamp(self.since, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-        if self.reachable:
-            return f"consortium {superlink} reachable since {when}"
         lasted = (time.time() if now is None else now) - self.since
         return (f"consortium unreachable since {when} ({lasted / 60:.0f} min; {self.cause}), "
                 f"retrying every {max(1, round(self.retry_seconds))} s")
@@ -200,7 +199,7 @@ class LinkWatch:
 
     def supernode_gone(self, retry_seconds: float) -> list[tuple[str, str]]:
         """The SuperNode exited after it had been admitted; the daemon tries again later."""
-        return self._lost(retry_seconds, always=True)
+        return self._lost(retry_seconds)
 
     def _reached(self) -> list[tuple[str, str]]:
         if self.link is not None and self.link.reachable:
@@ -212,7 +211,7 @@ class LinkWatch:
         return [("print", f"consortium {self.site.superlink} reachable again after "
                           f"{now - was.since:.0f} s")]
 
-    def _lost(self, retry: float, always: bool = False) -> list[tuple[str, str]]:
+    def _lost(self, retry: float) -> list[tuple[str, str]]:
         was = self.link
         if was is not None and not was.reachable:
             if was.retry_seconds != retry:
