@@ -132,8 +132,11 @@ class ConsortiumLink:
         """What `fedehr site status` says while the consortium is unreachable."""
         when = datetime.fromtimestamp(self.since, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
         lasted = (time.time() if now is None else now) - self.since
-        return (f"consortium unreachable since {when} ({lasted / 60:.0f} min; {self.cause}), "
-                f"retrying every {max(1, round(self.retry_seconds))} s")
+        for unit, seconds in (("h", 3600), ("min", 60), ("s", 1)):
+            if lasted >= 2 * seconds or unit == "s":
+                break
+        return (f"consortium unreachable since {when} (for {lasted / seconds:.0f} {unit}; "
+                f"{self.cause}), retrying every {max(1, round(self.retry_seconds))} s")
 
     def save(self, state_dir: Path) -> None:
         from fedehr.shared.atomic import write_text

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from fedehr.client.cli import app
 from fedehr.client.config import PrivacyConfig, SiteConfig, load_site_config
 from fedehr.client.metrics import SiteCollector
-from fedehr.client.supernode import Backoff, LinkWatch, read_link
+from fedehr.client.supernode import Backoff, ConsortiumLink, LinkWatch, read_link
 from fedehr.shared.errors import ConfigError
 from fedehr.shared.monitoring import MonitoringServer
 
@@ -150,8 +150,8 @@ def test_status_says_since_when_the_consortium_is_unreachable_and_how_often_it_r
         daemon.wait()
     said = " ".join(result.output.split())
     since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(watch.clock_.now))
-    assert f"consortium unreachable since {since} (10 min; {CAUSE}), retrying every 20 s" \
-        in said
+    assert f"consortium unreachable since {since} (for 10 min; {CAUSE}), retrying every " \
+        "20 s" in said
 
 
 def test_metrics_report_the_outage_and_the_wait(site, watch):
@@ -189,3 +189,10 @@ def test_what_the_current_supernode_logged_leaves_out_earlier_ones_and_colours(w
                 "[code: 2004] Failed to activate SuperNode.\n")
     said = watch.since_start()
     assert said == "ERROR :     Exit Code: 305\n[code: 2004] Failed to activate SuperNode.\n"
+
+
+@pytest.mark.parametrize(("lasted", "said"), [(45, "for 45 s"), (150, "for 2 min"),
+                                               (7300, "for 2 h")])
+def test_the_outage_line_says_how_long_in_a_readable_unit(lasted, said):
+    link = ConsortiumLink(False, 1_800_000_000.0, 20, CAUSE)
+    assert f"({said}; {CAUSE}), retrying every 20 s" in link.outage_line(now=link.since + lasted)
