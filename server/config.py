@@ -78,7 +78,10 @@ class TrainSpec:
 @dataclass
 class WarmStartSpec:
     enabled: bool = True
-    steps: int = 150
+    # early_stopping: `steps` is the most; the warm start stops when the anchor's tuning
+    # loss stops falling and keeps its best weights (a cosine-decayed rate, clipped)
+    early_stopping: bool = True
+    steps: int = 300
     batch_size: int = 32
     lr: float = 2e-3
     steps_per_round: int = 0  # anchor steps after each aggregation (keeps the anchor known)

@@ -70,7 +70,7 @@ from fedehr.shared.errors import FedEHRError
 from fedehr.shared.model import EHRModel, ModelConfig
 from fedehr.shared.pki import PKIPaths
 from fedehr.shared.tokenizer.vocabulary import Vocabulary
-from fedehr.shared.training import evaluate, train
+from fedehr.shared.training import evaluate, train, train_early_stopped
 
 log = logging.getLogger("fedehr.server")
 
@@ -239,11 +239,7 @@ class Federation:
                            vocab_sites=result.sites, message="pretraining on the public anchor")
         warm = {}
         if cfg.warm_start.enabled:
-            windows = self._anchor_windows(vocab, model_config, S.TRAIN)
-            out = train(model, windows, steps=cfg.warm_start.steps,
-                        batch_size=min(cfg.warm_start.batch_size, len(windows)),
-                        lr=cfg.warm_start.lr, dp=None, seed=cfg.seed)
-            warm = {"steps": out.steps, "loss": out.mean_loss, "seconds": out.seconds}
+            warm = self._warm_start(model, vocab)
         anchor_loss = self._anchor_loss(model, vocab)
         self.status.update(message="evaluating the warm-started model at the sites")
         site_losses = self._evaluate_sites(grid, 0, model, vocab)
@@ -479,6 +475,23 @@ class Federation:
     def _anchor_windows(self, vocab: Vocabulary, mc: ModelConfig, split: str):
         return self.anchor.windows(vocab, split, max_len=mc.max_len, note_dim=mc.note_dim,
                                    image_dim=mc.image_dim)
+
+    def _warm_start(self, model: EHRModel, vocab: Vocabulary) -> dict:
+        """Non-private pretraining on the anchor's train split, early-stopped on its tuning
+        split (its held-out split stays for the anchor loss reported every round)."""
+        spec = self.cfg.warm_start
+        windows = self._anchor_windows(vocab, model.config, S.TRAIN)
+        batch = min(spec.batch_size, len(windows))
+        if spec.early_stopping:
+            out = train_early_stopped(model, windows,
+                                      self._anchor_windows(vocab, model.config, S.TUNING),
+                                      max_steps=spec.steps, batch_size=batch, lr=spec.lr,
+                                      seed=self.cfg.seed)
+        else:
+            out = train(model, windows, steps=spec.steps, batch_size=batch, lr=spec.lr,
+                        dp=None, seed=self.cfg.seed)
+        return {"steps": out.steps, "loss": out.mean_loss, "seconds": out.seconds,
+                "best_step": out.best_step, "tuning_loss": out.tuning_loss}
 
     def _anchor_steps(self, model: EHRModel, vocab: Vocabulary, rnd: int) -> int:
         """Public-anchor steps after aggregation (non-private, at no privacy cost)."""

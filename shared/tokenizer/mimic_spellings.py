@@ -63,8 +63,8 @@ GIVEN = {"Administered", "Delayed Administered", "Confirmed"}  # eMAR: the dose 
 NOT_THE_DRUG = ("flush",)  # a heparin line flush is not anticoagulation
 
 _EMAR = re.compile(r"^MEDICATION//([^/]+)//([^/]+)$")
-_INGREDIENT = re.compile(r"^(%s)\b" % "|".join(re.escape(n) for n in
-                                               sorted(INGREDIENTS, key=len, reverse=True)))
+_NAMES = "|".join(re.escape(n) for n in sorted(INGREDIENTS, key=len, reverse=True))
+_INGREDIENT = re.compile(rf"^({_NAMES})\b")
 
 
 def standard_code(code: str) -> str | None:

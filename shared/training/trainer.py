@@ -15,6 +15,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -42,6 +43,8 @@ class TrainResult:
     accountant: str | None = None
     sample_rate: float | None = None
     empty_steps: int = 0
+    best_step: int | None = None  # train_early_stopped: the step whose weights were kept
+    tuning_loss: float | None = None  # ... and their loss on the tuning set
 
 
 def train(model: nn.Module, dataset: Dataset, *, steps: int, batch_size: int, lr: float,
@@ -147,6 +150,65 @@ def _train_plain(model, dataset, *, steps, batch_size, lr, seed, progress, weigh
     return TrainResult(steps=tally.steps, examples=tally.examples, tokens=tally.tokens,
                        seconds=tally.seconds(), mean_loss=tally.mean_loss(),
                        epsilon_spent=0.0, noise_multiplier=None)
+
+
+def train_early_stopped(model: nn.Module, dataset: Dataset, tuning: Dataset, *,
+                        max_steps: int, batch_size: int, lr: float, seed: int = 0,
+                        eval_every: int = 25, patience: int = 2, warmup: int = 10,
+                        clip_norm: float = 1.0, progress: Progress | None = None,
+                        device: str | torch.device = "cpu") -> TrainResult:
+    """Train on public data until the loss on `tuning` stops falling; keep the best weights.
+
+    Made for the warm start on the anchor's 100 patients, which overfits within about
+    100 steps and, at a constant rate without clipping, landed 0.8 nats apart in tuning
+    loss from one seed to the next (issue 12). Here the rate rises over `warmup` steps and
+    decays on a cosine to 0 at `max_steps`, gradients are clipped to `clip_norm`, the
+    tuning loss is measured every `eval_every` steps, and training stops after `patience`
+    measurements without a new best, with the best weights restored.
+    """
+    check_run(dataset, steps=max_steps, batch_size=batch_size, num_threads=None)
+    torch.manual_seed(seed)
+    model.to(device)
+    loader = DataLoader(dataset, batch_size=min(batch_size, len(dataset)), shuffle=True,
+                        generator=torch.Generator().manual_seed(seed))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(
+        warmup_cosine, warmup=warmup, steps=max_steps))
+    best_loss, best_step, best_state, misses = math.inf, 0, None, 0
+    tally = Tally()
+    was_training = model.training
+    model.train()
+    for step, parts in zip(range(1, max_steps + 1), forever(loader), strict=False):
+        batch = Batch.from_tuple(parts).to(device)
+        losses = model.per_example_loss(batch)
+        optimizer.zero_grad(set_to_none=True)
+        losses.mean().backward()
+        nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
+        optimizer.step()
+        schedule.step()
+        tally.add(batch, losses)
+        if progress is not None:
+            progress(step, max_steps, tally.last)
+        if step % eval_every and step != max_steps:
+            continue
+        loss, _ = evaluate(model, tuning, batch_size=batch_size, device=device)
+        if loss < best_loss:
+            best_loss, best_step, misses = loss, step, 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            misses += 1
+            if misses >= patience:
+                break
+    model.load_state_dict(best_state)
+    model.train(was_training)
+    return TrainResult(steps=tally.steps, examples=tally.examples, tokens=tally.tokens,
+                       seconds=tally.seconds(), mean_loss=tally.mean_loss(), epsilon_spent=0.0,
+                       noise_multiplier=None, best_step=best_step, tuning_loss=best_loss)
+
+
+def warmup_cosine(step: int, *, warmup: int, steps: int) -> float:
+    """The learning rate's factor at `step`: linear warm-up, then a cosine down to 0."""
+    return min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps))
 
 
 # -- shared bits -----------------------------------------------------------------

@@ -7,9 +7,11 @@ import torch
 
 from fedehr.server.config import FederationConfig, SuperLinkConfig, WarmStartSpec
 from fedehr.server.federation import Federation
+from fedehr.shared.data import schema as S
 from fedehr.shared.data.anchor import fetch_anchor
 from fedehr.shared.model import EHRModel, ModelConfig
 from fedehr.shared.tokenizer.merge import merge_vocabulary
+from fedehr.shared.training import evaluate
 
 
 @pytest.fixture(scope="module")
@@ -40,3 +42,15 @@ def test_anchor_steps_after_aggregation_train_only_when_asked(tmp_path, anchor_r
     assert fed._anchor_steps(model, vocab, rnd=1) == steps
     changed = any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert changed == (steps > 0)
+
+
+def test_the_warm_start_stops_on_the_anchors_tuning_loss_and_keeps_its_best_weights(
+        tmp_path, anchor_root):
+    fed = Federation(FederationConfig(
+        name="t", workdir=tmp_path, anchor=anchor_root, superlink=SuperLinkConfig(insecure=True),
+        warm_start=WarmStartSpec(steps=50, batch_size=8, lr=2e-2)))
+    model, vocab = _model_and_vocab(fed)
+    warm = fed._warm_start(model, vocab)
+    assert warm["best_step"] in range(25, 51, 25) and warm["steps"] >= warm["best_step"]
+    tuning = fed._anchor_windows(vocab, model.config, S.TUNING)
+    assert evaluate(model, tuning, batch_size=8)[0] == pytest.approx(warm["tuning_loss"])

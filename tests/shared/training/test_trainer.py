@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from fedehr.shared.errors import ConfigError
-from fedehr.shared.training import evaluate, train
+from fedehr.shared.training import evaluate, train, train_early_stopped
 
 sys.path.insert(0, str(Path(__file__).parent))
 from standin import TinyLM, token_dataset  # noqa: E402
@@ -55,3 +55,27 @@ def test_proximal_term_keeps_weights_closer_to_the_start():
         train(model, data, steps=30, batch_size=16, lr=1e-2, seed=0, proximal_mu=mu)
         distances.append(_distance(model, start))
     assert distances[1] < 0.7 * distances[0]
+
+
+def _reversed(data) -> torch.utils.data.TensorDataset:
+    """The same windows read backwards: what the training set teaches is wrong here."""
+    tokens, *rest = data.tensors
+    return torch.utils.data.TensorDataset(tokens.flip(1), *rest)
+
+
+def test_early_stopping_trains_while_the_tuning_loss_falls():
+    model, data = TinyLM(), token_dataset(64)
+    start, _ = evaluate(model, token_dataset(32, seed=1), 32)
+    result = train_early_stopped(model, data, token_dataset(32, seed=1), max_steps=100,
+                                 batch_size=16, lr=1e-2, eval_every=10)
+    assert result.best_step > 10 and result.tuning_loss < start - 0.5
+    assert evaluate(model, token_dataset(32, seed=1), 32)[0] == pytest.approx(result.tuning_loss)
+
+
+def test_early_stopping_stops_when_the_tuning_loss_rises_and_keeps_the_best_weights():
+    model, data = TinyLM(), token_dataset(64)
+    tuning = _reversed(token_dataset(32, seed=1))
+    result = train_early_stopped(model, data, tuning, max_steps=200, batch_size=16, lr=1e-2,
+                                 eval_every=10, patience=2)
+    assert result.steps < 200 and result.steps == result.best_step + 20
+    assert evaluate(model, tuning, 32)[0] == pytest.approx(result.tuning_loss)
