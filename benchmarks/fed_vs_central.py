@@ -21,7 +21,7 @@ together; trained at the DP batch of 128 with 240 steps it lost 0.06 AUROC on
 average over the 16 cells (k=all probe, data seed 0), which would flatter (b). Each (c) site takes
 as many steps as it takes in the federation (rounds x local steps). (b)
 additionally gets the anchor warm start (`--warm-steps`, non-private, public
-data, batch 32, lr 2e-3).
+data, batch 32, lr 2e-3, early-stopped on the anchor's tuning split; `--warm-steps` the most).
 
 Vocabulary. (a) and (c) use (b)'s vocabulary (anchor + the sites' DP count
 release) and (b)'s model configuration and initial weights (seed 0, before the
@@ -96,8 +96,9 @@ def notes(args, training: dict, left_out: str) -> list[str]:
         f"budget: DP arms at batch {args.batch_size}, lr {args.lr}, {steps} steps per site; "
         f"(a) {args.central_steps} non-private steps of batch {args.central_batch_size} at lr "
         f"{args.central_lr} on the pooled train splits (the sweep's central recipe); "
-        f"(b) also {args.warm_steps} non-private anchor steps (public data, batch "
-        f"{WARM_BATCH}, lr {WARM_LR}) before round 1",
+        f"(b) also up to {args.warm_steps} non-private anchor steps (public data, batch "
+        f"{WARM_BATCH}, lr {WARM_LR}, early-stopped on the anchor's tuning split) before "
+        "round 1",
         f"privacy: epsilon {args.epsilon} per site (delta 1e-5, RDP) in (b), (c) and (d), the "
         "vocabulary release included: (c) starts from the same vocabulary charges as in (b)",
         f"vocabulary: (a), (b), (c) share (b)'s ({b_tokens} tokens) and (b)'s initial weights; "
@@ -631,7 +632,8 @@ def parse(argv):
     parser.add_argument("--central-batch-size", type=int, default=32)
     parser.add_argument("--central-lr", type=float, default=2e-3)
     parser.add_argument("--max-len", type=int, default=128)
-    parser.add_argument("--warm-steps", type=int, default=100, help="anchor warm start of (b)")
+    parser.add_argument("--warm-steps", type=int, default=300,
+                        help="anchor warm start of (b): the most steps (it stops early)")
     parser.add_argument("--epsilon", type=float, default=8.0, help="per site, (b), (c), (d)")
     parser.add_argument("--left-out", default="hospital_c")
     parser.add_argument("--probe-seeds", type=int, default=3, help="repeats of the k=64 probe")
