@@ -185,8 +185,8 @@ def start(config: Path = CONFIG,
             # heartbeat lapses (about a minute) and refuses a second activation; a
             # restarted or unreachable SuperLink takes as long as it takes.
             wait, restarts = rejoin.next(), restarts + 1
-            _say_all(watch.supernode_gone(wait))
             said = _flower_error(watch.since_start())[:200]
+            _say_all(watch.supernode_gone(wait, said))
             say.warn(escape(f"SuperNode exited ({said}); restart {restarts}/unlimited in "
                             f"{wait:g} s"))
             time.sleep(wait)
@@ -268,10 +268,12 @@ def status(config: Path = CONFIG,
 
     Example: fedehr site status --config site.yaml
     """
+    from rich.markup import escape
+
     from fedehr.client.config import load_site_config
 
     site = load_site_config(config)
-    console.print(daemon_line(site, config), highlight=False)
+    console.print(escape(daemon_line(site, config)), highlight=False)  # Flower's "[code: N]"
     console.print(_ledger_table(site))
     console.print(_activity_table(site, last))
 

@@ -58,9 +58,10 @@ class SiteCollector(Collector):
         link = read_link(self.site.state_dir)
         if link is None:
             return
-        yield self._gauge("fedehr_site_consortium_reachable", "1 while the site reaches the "
-                          "consortium's SuperLink, 0 during an outage (the daemon keeps "
-                          "retrying).", 1.0 if link.reachable else 0.0)
+        yield self._gauge("fedehr_site_consortium_reachable", "1 while the site is in the "
+                          "federation, 0 while it is not (link lost, SuperLink down or "
+                          "refusing; the daemon keeps retrying).",
+                          1.0 if link.reachable else 0.0)
         yield self._gauge("fedehr_site_consortium_unreachable_seconds", "How long the "
                           "current outage of the consortium link has lasted (0 when "
                           "reachable).", 0.0 if link.reachable else time.time() - link.since)

@@ -126,7 +126,8 @@ class ConsortiumLink:
     reachable: bool
     since: float  # Unix time of the last change
     retry_seconds: float = 0.0  # the wait between two tries now (while unreachable)
-    cause: str = ""  # why not, in the words of `fedehr site check`
+    cause: str = ""  # why not, in the words of `fedehr site check`, or Flower's
+    answers: bool = False  # the SuperLink's port answered the daemon's own dial
 
     def outage_line(self, now: float | None = None) -> str:
         """What `fedehr site status` says while the consortium is unreachable."""
@@ -135,8 +136,9 @@ class ConsortiumLink:
         for unit, seconds in (("h", 3600), ("min", 60), ("s", 1)):
             if lasted >= 2 * seconds or unit == "s":
                 break
-        return (f"consortium unreachable since {when} (for {lasted / seconds:.0f} {unit}; "
-                f"{self.cause}), retrying every {max(1, round(self.retry_seconds))} s")
+        what = "not back in the federation" if self.answers else "consortium unreachable"
+        return (f"{what} since {when} (for {lasted / seconds:.0f} {unit}; {self.cause}), "
+                f"retrying every {max(1, round(self.retry_seconds))} s")
 
     def save(self, state_dir: Path) -> None:
         from fedehr.shared.atomic import write_text
@@ -200,9 +202,10 @@ class LinkWatch:
                 said += self._lost(float(found.group(1)))
         return said
 
-    def supernode_gone(self, retry_seconds: float) -> list[tuple[str, str]]:
-        """The SuperNode exited after it had been admitted; the daemon tries again later."""
-        return self._lost(retry_seconds)
+    def supernode_gone(self, retry_seconds: float, reason: str) -> list[tuple[str, str]]:
+        """The SuperNode exited after it had been admitted, giving `reason` (Flower's, from
+        its log); the daemon tries again in `retry_seconds`."""
+        return self._lost(retry_seconds, reason)
 
     def _reached(self) -> list[tuple[str, str]]:
         if self.link is not None and self.link.reachable:
@@ -214,30 +217,39 @@ class LinkWatch:
         return [("print", f"consortium {self.site.superlink} reachable again after "
                           f"{now - was.since:.0f} s")]
 
-    def _lost(self, retry: float) -> list[tuple[str, str]]:
+    def _lost(self, retry: float, reason: str = "") -> list[tuple[str, str]]:
+        """The SuperNode failed a try (or exited, giving `reason`): an outage begins, or
+        goes on with a new wait and, when the SuperLink answers, Flower's latest reason."""
         was = self.link
         if was is not None and not was.reachable:
-            if was.retry_seconds != retry:
-                self._set(ConsortiumLink(False, was.since, retry, was.cause))
+            cause = self._not_in(reason) if was.answers and reason else was.cause
+            if (was.retry_seconds, was.cause) != (retry, cause):
+                self._set(ConsortiumLink(False, was.since, retry, cause, was.answers))
             return []
-        cause = self.probe()
-        self._set(ConsortiumLink(False, self.clock(), retry, cause))
-        return [("warn", f"consortium unreachable: {cause}; retrying with backoff (next in "
-                         f"{retry:.0f} s), without end: the site rejoins by itself")]
+        problem = self.probe()
+        answers = problem is None
+        cause = problem or self._not_in(reason)
+        self._set(ConsortiumLink(False, self.clock(), retry, cause, answers))
+        what = "not back in the federation" if answers else "consortium unreachable"
+        return [("warn", f"{what}: {cause}; retrying with backoff (next in {retry:.0f} s), "
+                         "without end: the site rejoins by itself")]
+
+    def _not_in(self, reason: str) -> str:
+        return (f"the SuperLink at {self.site.superlink} answers but the SuperNode is not in: "
+                f"{reason or 'see state_dir/logs/supernode.log'}")
 
     def _set(self, link: ConsortiumLink) -> None:
         self.link = link
         link.save(self.site.state_dir)
 
-    def _probe(self) -> str:
+    def _probe(self) -> str | None:
+        """Why the SuperLink's port does not answer this host (`fedehr site check`'s
+        words); None when it does."""
         from fedehr.client.preflight import connection_problem
 
         host, _, port = self.site.superlink.rpartition(":")
         problem = connection_problem(host.strip("[]"), int(port))
-        if problem is None:
-            return (f"{self.site.superlink} accepts connections but the SuperNode's requests "
-                    "fail (see state_dir/logs/supernode.log)")
-        return problem[0]
+        return None if problem is None else problem[0]
 
     def _new_lines(self) -> list[str]:
         try:

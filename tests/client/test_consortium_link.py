@@ -113,13 +113,13 @@ def test_a_half_written_line_is_read_once_complete(watch):
 def test_a_supernode_gone_after_admission_is_an_outage_with_the_daemons_wait(watch):
     _log(watch, ADMITTED)
     watch.poll()
-    watch.supernode_gone(40)
+    watch.supernode_gone(40, "ERROR : killed")
     link = read_link(watch.site.state_dir)
-    assert (link.reachable, link.retry_seconds) == (False, 40)
+    assert (link.reachable, link.retry_seconds, link.cause) == (False, 40, CAUSE)
 
 
 def test_an_earlier_daemons_outage_is_forgotten_at_start(site, watch):
-    watch.supernode_gone(40)
+    watch.supernode_gone(40, "")
     LinkWatch(site, watch.log)
     assert read_link(site.state_dir) is None
 
@@ -196,3 +196,36 @@ def test_what_the_current_supernode_logged_leaves_out_earlier_ones_and_colours(w
 def test_the_outage_line_says_how_long_in_a_readable_unit(lasted, said):
     link = ConsortiumLink(False, 1_800_000_000.0, 20, CAUSE)
     assert f"({said}; {CAUSE}), retrying every 20 s" in link.outage_line(now=link.since + lasted)
+
+
+def test_a_superlink_that_answers_but_refuses_is_named_with_flowers_latest_reason(site, watch):
+    answering = LinkWatch(site, watch.log, clock=watch.clock_, probe=lambda: None)
+    answering.new_supernode()
+    _log(answering, ADMITTED)
+    answering.poll()
+    said = answering.supernode_gone(5, "ERROR : killed")
+    answering.supernode_gone(10, "[code: 2004] Failed to activate SuperNode.")
+    link = read_link(site.state_dir)
+    assert said[0][1].startswith("not back in the federation: the SuperLink at "
+                                 "10.77.0.1:9093 answers but the SuperNode is not in")
+    assert link.cause == ("the SuperLink at 10.77.0.1:9093 answers but the SuperNode is not "
+                          "in: [code: 2004] Failed to activate SuperNode.")
+    assert link.outage_line().startswith("not back in the federation since")
+
+
+def test_status_shows_flowers_bracketed_code_as_written(tmp_path, site, watch):
+    config = tmp_path / "site.yaml"
+    config.write_text(yaml.safe_dump({
+        "name": "hospital_a", "data": "meds", "state_dir": "state", "insecure": True,
+        "superlink": "10.77.0.1:9093",
+        "privacy": {"epsilon": 8.0, "delta": 1e-5, "accountant": "rdp"}}))
+    answering = LinkWatch(site, watch.log, clock=watch.clock_, probe=lambda: None)
+    answering.supernode_gone(10, "[code: 2004] Failed to activate SuperNode.")
+    daemon = _running_daemon(config, tmp_path / "state")
+    try:
+        result = CliRunner().invoke(app, ["status", "--config", str(config)],
+                                    env={"COLUMNS": "300"})
+    finally:
+        daemon.kill()
+        daemon.wait()
+    assert "not in: [code: 2004] Failed to activate SuperNode." in " ".join(result.output.split())

@@ -12,7 +12,11 @@ here by site.yaml `reconnect_max_seconds: 10`. The site daemons stay up, say
 `fedehr_site_consortium_reachable` gauge, and once the links come back rejoin
 by themselves: a run started afterwards trains both, no operator involved.
 
-Slow (about six minutes on two busy cores), so it runs only with
+A SuperNode killed after joining is refused by the SuperLink for about a minute
+(its old session is still online there); the daemon restarts it with backoff
+until it is let back in, where a site refused at its first start would stop.
+
+Slow (about five minutes on two busy cores), so it runs only with
 FEDEHR_SLOW_NETWORK_TESTS=1.
 """
 
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 
@@ -32,7 +37,7 @@ from .federation import NetworkFederation, tail, wait_until
 pytestmark = [
     pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1500),
     pytest.mark.skipif(os.environ.get("FEDEHR_SLOW_NETWORK_TESTS") != "1",
-                       reason="slow (~6 min): set FEDEHR_SLOW_NETWORK_TESTS=1 to run it"),
+                       reason="slow (~5 min): set FEDEHR_SLOW_NETWORK_TESTS=1 to run it"),
 ]
 OUTAGE = 100.0  # seconds: past Flower's 60 s heartbeat window and 20 s retry cap
 METRICS_PORT = 9101
@@ -114,3 +119,32 @@ def _phase(fed) -> str:
         return json.loads(fed.local.config.status_path.read_text()).get("phase", "")
     except (FileNotFoundError, json.JSONDecodeError):
         return ""
+
+
+def test_a_supernode_lost_after_joining_is_restarted_with_backoff_until_let_back_in(
+        network, tmp_path, hospitals, anchor):
+    # Killed while connected, its old session stays online at the SuperLink until its
+    # heartbeat lapses (about a minute): the restarted SuperNode is refused meanwhile,
+    # which at a first start would stop the daemon; after joining, it backs off instead.
+    fed = NetworkFederation.create(network, tmp_path / "fed", hospitals[:1], anchor=anchor,
+                                   federation={"min_sites": 1},
+                                   site={"reconnect_max_seconds": 20})
+    fed.start_server()
+    site = fed.start_site("hospital_a", isolation="subprocess")
+    fed.wait_connected("hospital_a", site)
+    pids = json.loads((fed.root / "site-state" / "hospital_a" / "site.pid").read_text())
+    os.killpg(int(pids["supernode-hospital_a"]), signal.SIGKILL)
+    killed = time.monotonic()
+    log = fed.site_log("hospital_a")
+    wait_until(lambda: "restart 2/unlimited in 10 s" in log.read_text(), 120, site, log,
+               "a restarted SuperNode to be refused and the daemon to back off")
+    said = _said(fed, "hospital_a")
+    fed.wait_connected("hospital_a", site, timeout=240)
+    print(f"\nSuperNode killed; connected again after {time.monotonic() - killed:.0f} s\n"
+          f"status meanwhile: {said[:300]}")
+    daemon_log = " ".join(log.read_text().split())
+    assert "[code: 2004] Failed to activate SuperNode." in daemon_log  # refused, then in
+    assert "not back in the federation since" in said
+    assert f"the SuperLink at {fed.superlink} answers but the SuperNode is not in: [code: " \
+        "2004] Failed to activate SuperNode." in said
+    assert site.poll() is None
