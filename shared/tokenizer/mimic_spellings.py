@@ -11,7 +11,7 @@ start trained embeddings the sites never read and left theirs untouched.
 
 `standard_code` is the mapping's third step (after a site's own code_map,
 before parent codes): it applies to every dataset, so the anchor, a site
-running the MIMIC-IV ETL and `fedehr ask` on a MIMIC patient all meet the
+running the MIMIC-IV ETL and `fedehr model ask` on a MIMIC patient all meet the
 same tokens. What has no counterpart in the consortium's codes stays as it is:
 observation admissions, step-down units, prescriptions (``MEDICATION//START//``:
 an order, not an administration), held or refused doses, NT-proBNP (another
