@@ -9,7 +9,7 @@ sites write ``HOSPITAL_ADMISSION//EMERGENCY//EMERGENCY_ROOM``,
 the 76 codes the synthetic sites use were anchor tokens (issue 12), so the warm
 start trained embeddings the sites never read and left theirs untouched.
 
-`standard_code` is the mapping's third step (after a site's own code_map,
+`standard_code` is the mapping's second step (after a site's own code_map,
 before parent codes): it applies to every dataset, so the anchor, a site
 running the MIMIC-IV ETL and `fedehr model ask` on a MIMIC patient all meet the
 same tokens. What has no counterpart in the consortium's codes stays as it is:
