@@ -131,6 +131,17 @@ def _running_daemon(site_yaml, state, **pids):
     return daemon
 
 
+def _status_beside_a_daemon(site_yaml, state):
+    """`fedehr site status` while a (stand-in) daemon holds the pid file."""
+    daemon = _running_daemon(site_yaml, state)
+    try:
+        return CliRunner().invoke(app, ["status", "--config", str(site_yaml)],
+                                  env={"COLUMNS": "300"})
+    finally:
+        daemon.kill()
+        daemon.wait()
+
+
 def test_status_says_since_when_the_consortium_is_unreachable_and_how_often_it_retries(
         tmp_path, watch):
     config = tmp_path / "site.yaml"
@@ -141,13 +152,7 @@ def test_status_says_since_when_the_consortium_is_unreachable_and_how_often_it_r
     watch.clock_.now = time.time() - 600
     _log(watch, ADMITTED + FAILED.format(20))
     watch.poll()
-    daemon = _running_daemon(config, tmp_path / "state")
-    try:
-        result = CliRunner().invoke(app, ["status", "--config", str(config)],
-                                    env={"COLUMNS": "300"})
-    finally:
-        daemon.kill()
-        daemon.wait()
+    result = _status_beside_a_daemon(config, tmp_path / "state")
     said = " ".join(result.output.split())
     since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(watch.clock_.now))
     assert f"consortium unreachable since {since} (for 10 min; {CAUSE}), retrying every " \
@@ -221,11 +226,5 @@ def test_status_shows_flowers_bracketed_code_as_written(tmp_path, site, watch):
         "privacy": {"epsilon": 8.0, "delta": 1e-5, "accountant": "rdp"}}))
     answering = LinkWatch(site, watch.log, clock=watch.clock_, probe=lambda: None)
     answering.supernode_gone(10, "[code: 2004] Failed to activate SuperNode.")
-    daemon = _running_daemon(config, tmp_path / "state")
-    try:
-        result = CliRunner().invoke(app, ["status", "--config", str(config)],
-                                    env={"COLUMNS": "300"})
-    finally:
-        daemon.kill()
-        daemon.wait()
+    result = _status_beside_a_daemon(config, tmp_path / "state")
     assert "not in: [code: 2004] Failed to activate SuperNode." in " ".join(result.output.split())

@@ -145,6 +145,13 @@ class NetworkFederation:
                                      str(self.site_yaml(name)), "--isolation", isolation],
                               log=self.site_log(name), env=_env())
 
+    def start_sites(self, *names: str) -> dict[str, subprocess.Popen]:
+        """`fedehr site start` on each hospital's host, returned once each is connected."""
+        sites = {name: self.start_site(name) for name in names}
+        for name, proc in sites.items():
+            self.wait_connected(name, proc)
+        return sites
+
     def site_status(self, name: str) -> str:
         done = fedehr(self.net, name, "site", "status", "--config", str(self.site_yaml(name)))
         return done.stdout + done.stderr

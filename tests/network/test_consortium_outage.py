@@ -67,9 +67,7 @@ def test_sites_wait_out_a_lost_consortium_and_rejoin_by_themselves(network, tmp_
                                    site={"reconnect_max_seconds": 10})
     fed.set_site("hospital_a", metrics_port=METRICS_PORT)
     fed.start_server()
-    sites = {name: fed.start_site(name) for name in ("hospital_a", "hospital_b")}
-    for name, proc in sites.items():
-        fed.wait_connected(name, proc)
+    sites = fed.start_sites("hospital_a", "hospital_b")
     assert _reachable(fed, "hospital_a") == 1
 
     network.set_consortium_links(up=False)

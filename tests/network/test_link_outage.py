@@ -54,9 +54,7 @@ def test_a_link_cut_mid_round_costs_that_round_only(network, tmp_path, hospitals
                                    federation={**FAST, **NO_NOTES, "rounds": 4,
                                                "min_sites": 1, "round_timeout": 90})
     fed.start_server()
-    sites = {name: fed.start_site(name) for name in ("hospital_a", "hospital_b")}
-    for name, proc in sites.items():
-        fed.wait_connected(name, proc)
+    sites = fed.start_sites("hospital_a", "hospital_b")
     run = fed.launch()
     log = fed.root / "run.log"
     wait_until(lambda: _trainings_started(fed, "hospital_b") >= 2, 600, run, log,

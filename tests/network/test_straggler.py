@@ -63,9 +63,7 @@ def _straggle(network, root, hospitals, anchor, round_timeout: int):
                                                "min_sites": 1,
                                                "round_timeout": round_timeout})
     fed.start_server()
-    sites = {name: fed.start_site(name) for name in ("hospital_a", "hospital_b")}
-    for name, proc in sites.items():
-        fed.wait_connected(name, proc)
+    fed.start_sites("hospital_a", "hospital_b")
     run = fed.launch()
     log = fed.root / "run.log"
     wait_until(lambda: _rounds_done(fed) >= 2, 900, run, log, "round 2 to end")

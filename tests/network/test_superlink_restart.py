@@ -49,9 +49,7 @@ def test_a_consortium_host_killed_mid_run_resumes_with_the_sites_rejoining(netwo
                                    site={"reconnect_max_seconds": 10})
     cfg = fed.local.config
     fed.start_server()
-    sites = {name: fed.start_site(name) for name in ("hospital_a", "hospital_b")}
-    for name, proc in sites.items():
-        fed.wait_connected(name, proc)
+    sites = fed.start_sites("hospital_a", "hospital_b")
     run = fed.launch()
     store = cfg.workdir / "state" / "resume.json"
     wait_until(lambda: _read_json(store).get("round", 0) >= 1, 900, run, fed.root / "run.log",
