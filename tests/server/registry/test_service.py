@@ -198,7 +198,7 @@ def test_a_corrupted_partial_file_fails_the_pull_and_leaves_no_checkpoint(consor
 
 
 def test_pull_time_of_a_tiny_model_checkpoint(tmp_path):
-    """Not a pass/fail on time: prints the wall time of a ~4 MB pull over loopback TLS."""
+    """Not a pass/fail on time: prints the wall time of a ~16 MB pull over loopback TLS."""
     pki = make_pki(tmp_path / "pki")
     workdir = tmp_path / "fed"
     save_checkpoint(workdir / "checkpoints" / "round-0001", pki, rounds=1, realistic=True)
@@ -234,7 +234,7 @@ def test_pulls_reach_the_audit_log_and_the_server_metrics(tmp_path):
     from tests.shared.registry.consortium import Consortium
 
     pki, workdir, log = make_pki(tmp_path / "pki"), tmp_path / "fed", tmp_path / "audit.jsonl"
-    # ~4 MB: far more than gRPC's flow-control window, so the server cannot have handed
+    # ~16 MB: far more than gRPC's flow-control window, so the server cannot have handed
     # the whole stream to gRPC before the client cuts it (a tiny one raced to "complete")
     save_checkpoint(workdir / "checkpoints" / "round-0001", pki, rounds=1, realistic=True)
     world = Consortium(pki, workdir)
