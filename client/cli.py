@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import sys
 import time
 from pathlib import Path
@@ -82,7 +81,9 @@ def _last_lines(path: Path, n: int = 3) -> str:
         text = path.read_text(errors="replace")
     except FileNotFoundError:
         return ""
-    return " | ".join(re.sub(r"\x1b\[[0-9;]*m", "", text).strip().splitlines()[-n:])
+    from fedehr.client.supernode import strip_colours
+
+    return " | ".join(strip_colours(text).strip().splitlines()[-n:])
 
 
 @app.command("start")

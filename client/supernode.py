@@ -104,6 +104,11 @@ RECONNECTED = "Connection successful after"
 ADMITTED = "SuperNode ID:"
 
 
+def strip_colours(text: str) -> str:
+    """`text` without terminal colour codes (Flower colours its log lines)."""
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)
+
+
 class Backoff:
     """Capped exponential waits: `first`, twice that, ... up to `cap`; `reset` starts over."""
 
@@ -187,7 +192,7 @@ class LinkWatch:
                 text = fh.read().decode(errors="replace")
         except FileNotFoundError:
             return ""
-        return re.sub(r"\x1b\[[0-9;]*m", "", text)
+        return strip_colours(text)
 
     def poll(self) -> list[tuple[str, str]]:
         """Read the log's new lines; [(level, message)] for the daemon's own log."""

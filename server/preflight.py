@@ -75,7 +75,6 @@ def pki_checks(cfg: FederationConfig) -> list[Check]:
 
 
 def superlink_certificate(cfg: FederationConfig, pki, ca) -> Check:
-    from cryptography import x509
     from cryptography.exceptions import InvalidSignature
 
     host = cfg.superlink.host
@@ -91,21 +90,31 @@ def superlink_certificate(cfg: FederationConfig, pki, ca) -> Check:
         except (ValueError, TypeError, InvalidSignature) as exc:
             return Check("superlink certificate", "red", f"{pki.server_cert} was not signed by "
                          f"{pki.ca_cert} ({exc.__class__.__name__})", fix)
-    if host not in WILDCARD:
-        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        dns = names.get_values_for_type(x509.DNSName)
-        ips = [str(ip) for ip in names.get_values_for_type(x509.IPAddress)]
-        if host not in dns and _ip(host) not in ips:
-            return Check("superlink certificate", "red", f"{pki.server_cert} does not name "
-                         f"{host} (it names {', '.join(dns + ips)})", fix)
+    if host not in WILDCARD and not names_host(cert, host):
+        return Check("superlink certificate", "red", f"{pki.server_cert} does not name "
+                     f"{host} (it names {', '.join(certificate_names(cert))})", fix)
     return found
 
 
-def _ip(host: str) -> str | None:
+def certificate_names(cert) -> list[str]:
+    """The DNS names and IP addresses a certificate's subjectAltName lists."""
+    from cryptography import x509
+
     try:
-        return str(ipaddress.ip_address(host))
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return (names.get_values_for_type(x509.DNSName)
+            + [str(ip) for ip in names.get_values_for_type(x509.IPAddress)])
+
+
+def names_host(cert, host: str) -> bool:
+    """Would a client dialing `host` accept `cert` by name (IPs compared as addresses)?"""
+    try:
+        host = str(ipaddress.ip_address(host))
     except ValueError:
-        return None
+        host = host.lower()
+    return host in (name.lower() for name in certificate_names(cert))
 
 
 def service_checks(cfg: FederationConfig) -> list[Check]:

@@ -64,10 +64,11 @@ def refuse_unusable_certificate(host: str, pki: PKIPaths) -> None:
     closed connection), and its own SuperExec, dialing `host`, dies with a traceback.
     So the operator hears it here, before anything starts.
     """
-    import ipaddress
     from datetime import UTC, datetime
 
     from cryptography import x509
+
+    from fedehr.server.preflight import certificate_names, names_host
 
     fix = f"fedehr pki server --host {host} --dir {pki.root} --force"
     try:
@@ -87,21 +88,11 @@ def refuse_unusable_certificate(host: str, pki: PKIPaths) -> None:
                            fix=f"check the clocks, or {fix}")
     if host in WILDCARDS:
         return  # the sites' address is not known here; `fedehr site check` checks it
-    try:
-        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        names = x509.SubjectAlternativeName([])
-    dns = names.get_values_for_type(x509.DNSName)
-    ips = [str(ip) for ip in names.get_values_for_type(x509.IPAddress)]
-    try:
-        named = str(ipaddress.ip_address(host)) in ips
-    except ValueError:
-        named = host.lower() in (d.lower() for d in dns)
-    if not named:
+    if not names_host(cert, host):
+        names = ", ".join(certificate_names(cert)) or "nothing"
         raise ProcessError(f"the SuperLink certificate does not name {host} (superlink.host; "
-                           f"it names {', '.join(dns + ips) or 'nothing'}): hospitals dialing "
-                           f"{host} would refuse the TLS handshake", where=str(pki.server_cert),
-                           fix=fix)
+                           f"it names {names}): hospitals dialing {host} would refuse the TLS "
+                           "handshake", where=str(pki.server_cert), fix=fix)
 
 
 def start_superlink(supervisor: Supervisor, *, host: str, port: int, pki: PKIPaths | None,
