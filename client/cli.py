@@ -183,11 +183,12 @@ def start(config: Path = CONFIG,
                                      "auth_key; ask the operator to register this site "
                                      "(`fedehr server register NAME`)")
             # After a crash the SuperLink counts the old session as online until its
-            # heartbeat lapses (about a minute) and refuses a second activation; a
-            # restarted or unreachable SuperLink takes as long as it takes.
-            wait, restarts = rejoin.next(), restarts + 1
+            # heartbeat lapses (about a minute) and refuses a second activation: retried
+            # every few seconds; an unreachable SuperLink is backed off.
             said = _flower_error(watch.since_start())[:200]
-            _say_all(watch.supernode_gone(wait, said))
+            wait, lines = watch.supernode_gone(said, rejoin)
+            restarts += 1
+            _say_all(lines)
             say.warn(escape(f"SuperNode exited ({said}); restart {restarts}/unlimited in "
                             f"{wait:g} s"))
             time.sleep(wait)

@@ -109,6 +109,9 @@ def strip_colours(text: str) -> str:
     return re.sub(r"\x1b\[[0-9;]*m", "", text)
 
 
+UNPROBED = object()  # LinkWatch._lost: the daemon has not dialled the SuperLink itself
+
+
 class Backoff:
     """Capped exponential waits: `first`, twice that, ... up to `cap`; `reset` starts over."""
 
@@ -207,10 +210,16 @@ class LinkWatch:
                 said += self._lost(float(found.group(1)))
         return said
 
-    def supernode_gone(self, retry_seconds: float, reason: str) -> list[tuple[str, str]]:
+    def supernode_gone(self, reason: str, rejoin: Backoff) -> tuple[float, list[tuple[str, str]]]:
         """The SuperNode exited after it had been admitted, giving `reason` (Flower's, from
-        its log); the daemon tries again in `retry_seconds`."""
-        return self._lost(retry_seconds, reason)
+        its log): (seconds until the daemon tries again, what to say).
+
+        A SuperLink that answers holds the site out only until the old session's heartbeat
+        lapses (about a minute after a crash): tried again at the first wait, so the site is
+        back within seconds of being let in. One that does not answer is backed off."""
+        problem = self.probe()
+        wait = rejoin.first if problem is None else rejoin.next()
+        return wait, self._lost(wait, reason, problem)
 
     def _reached(self) -> list[tuple[str, str]]:
         if self.link is not None and self.link.reachable:
@@ -222,18 +231,26 @@ class LinkWatch:
         return [("print", f"consortium {self.site.superlink} reachable again after "
                           f"{now - was.since:.0f} s")]
 
-    def _lost(self, retry: float, reason: str = "") -> list[tuple[str, str]]:
+    def _lost(self, retry: float, reason: str = "", problem: str | None | object = UNPROBED
+              ) -> list[tuple[str, str]]:
         """The SuperNode failed a try (or exited, giving `reason`): an outage begins, or
-        goes on with a new wait and, when the SuperLink answers, Flower's latest reason."""
+        goes on with a new wait and, when the SuperLink answers, Flower's latest reason.
+        `problem` is what the daemon's own dial found (None: it answers), when it dialled."""
         was = self.link
-        if was is not None and not was.reachable:
-            cause = self._not_in(reason) if was.answers and reason else was.cause
-            if (was.retry_seconds, was.cause) != (retry, cause):
-                self._set(ConsortiumLink(False, was.since, retry, cause, was.answers))
-            return []
-        problem = self.probe()
+        ongoing = was is not None and not was.reachable
+        if problem is UNPROBED:  # a dial at an outage's start; the last one's word after
+            problem = (None if was.answers else was.cause) if ongoing else self.probe()
         answers = problem is None
-        cause = problem or self._not_in(reason)
+        if not answers:
+            cause = problem
+        elif reason or not (ongoing and was.answers):
+            cause = self._not_in(reason)
+        else:
+            cause = was.cause  # no new word from Flower: keep its last one
+        if ongoing:
+            if (was.retry_seconds, was.cause, was.answers) != (retry, cause, answers):
+                self._set(ConsortiumLink(False, was.since, retry, cause, answers))
+            return []
         self._set(ConsortiumLink(False, self.clock(), retry, cause, answers))
         what = "not back in the federation" if answers else "consortium unreachable"
         return [("warn", f"{what}: {cause}; retrying with backoff (next in {retry:.0f} s), "

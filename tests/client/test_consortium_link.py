@@ -113,13 +113,15 @@ def test_a_half_written_line_is_read_once_complete(watch):
 def test_a_supernode_gone_after_admission_is_an_outage_with_the_daemons_wait(watch):
     _log(watch, ADMITTED)
     watch.poll()
-    watch.supernode_gone(40, "ERROR : killed")
+    rejoin = Backoff(5, 60)
+    waits = [watch.supernode_gone("ERROR : killed", rejoin)[0] for _ in range(3)]
     link = read_link(watch.site.state_dir)
-    assert (link.reachable, link.retry_seconds, link.cause) == (False, 40, CAUSE)
+    assert waits == [5, 10, 20]  # a SuperLink that does not answer is backed off
+    assert (link.reachable, link.retry_seconds, link.cause) == (False, 20, CAUSE)
 
 
 def test_an_earlier_daemons_outage_is_forgotten_at_start(site, watch):
-    watch.supernode_gone(40, "")
+    watch.supernode_gone("", Backoff(5, 60))
     LinkWatch(site, watch.log)
     assert read_link(site.state_dir) is None
 
@@ -208,9 +210,12 @@ def test_a_superlink_that_answers_but_refuses_is_named_with_flowers_latest_reaso
     answering.new_supernode()
     _log(answering, ADMITTED)
     answering.poll()
-    said = answering.supernode_gone(5, "ERROR : killed")
-    answering.supernode_gone(10, "[code: 2004] Failed to activate SuperNode.")
+    rejoin = Backoff(5, 60)
+    wait, said = answering.supernode_gone("ERROR : killed", rejoin)
+    again, _ = answering.supernode_gone("[code: 2004] Failed to activate SuperNode.", rejoin)
     link = read_link(site.state_dir)
+    # only its heartbeat window (about a minute) holds the site out: no escalation
+    assert (wait, again, link.retry_seconds) == (5, 5, 5)
     assert said[0][1].startswith("not back in the federation: the SuperLink at "
                                  "10.77.0.1:9093 answers but the SuperNode is not in")
     assert link.cause == ("the SuperLink at 10.77.0.1:9093 answers but the SuperNode is not "
@@ -225,6 +230,6 @@ def test_status_shows_flowers_bracketed_code_as_written(tmp_path, site, watch):
         "superlink": "10.77.0.1:9093",
         "privacy": {"epsilon": 8.0, "delta": 1e-5, "accountant": "rdp"}}))
     answering = LinkWatch(site, watch.log, clock=watch.clock_, probe=lambda: None)
-    answering.supernode_gone(10, "[code: 2004] Failed to activate SuperNode.")
+    answering.supernode_gone("[code: 2004] Failed to activate SuperNode.", Backoff(5, 60))
     result = _status_beside_a_daemon(config, tmp_path / "state")
     assert "not in: [code: 2004] Failed to activate SuperNode." in " ".join(result.output.split())
