@@ -2,7 +2,8 @@
 
 Holding every reply until the last one is in costs one model copy per site;
 the running sum costs one float64 copy of the model (2x its float32 size),
-however many sites answer, plus the one reply being folded.
+however many sites answer, plus at most three replies (the one being folded,
+one waiting and one being pulled).
 
 Arrival order: the sum is kept in float64 and rounded to the model's dtype once,
 at the end. Two orders of the same n updates give float64 sums that differ by
@@ -16,18 +17,23 @@ where the float64 value lies on a rounding boundary, and no more
 from __future__ import annotations
 
 import math
+import queue
+import threading
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 
 import numpy as np
 from flwr.app import ArrayRecord, Message
 from flwr.serverapp import Grid
 
-# Replies pulled per request. A pull inflates every reply it returns before
-# handing any over, so pulling all ready replies at once would hold all of
-# them; one at a time keeps one update in memory (one small request per
-# pending site per poll, cheap next to a round).
-PULL_AT_ONCE = 1
+# Replies are pulled one per request: a pull inflates every reply it returns
+# before handing any over, so pulling all ready replies at once would hold all
+# of them (one small request per pending site per poll, cheap next to a round).
+# PULLERS of them at a time: a reply still uploading holds one puller while the
+# other goes on. Each holds a reply until the next is asked for: with the
+# caller's last one, at most PULLERS + 1 replies are in memory.
+PULLERS = 2
 POLL_SECONDS = 0.2  # pause between sweeps that brought nothing
 # Elements folded per step: bounds the float64 temporary of `weight * array`
 # (512 KB) however large the model's largest array (its embedding) is.
@@ -120,17 +126,51 @@ def stream_replies(grid: Grid, messages: Iterable[Message], timeout: float,
     """Push `messages`, then yield each reply as it is pulled until all are in or `timeout`.
 
     Like `Grid.send_and_receive`, a site that does not answer in time is simply
-    missing from what is yielded.
+    missing from what is yielded. The deadline holds even for a reply whose upload
+    has begun: Flower's grid hands a reply over only once all its arrays are in,
+    waiting up to two hours for a slow link, so pulls run on `PULLERS` background
+    threads and the round stops waiting at `timeout`; a reply finished after that
+    is dropped. A slow upload holds one puller; the other goes on with the rest.
     """
-    pending = [mid for mid in grid.push_messages(messages) if mid]
+    pending = deque(mid for mid in grid.push_messages(messages) if mid)
     del messages  # the instructions carry the global model; the grid has them now
     deadline = time.monotonic() + timeout
-    while pending and time.monotonic() < deadline:
-        arrived = set()
-        for start in range(0, len(pending), PULL_AT_ONCE):
-            for reply in grid.pull_messages(pending[start:start + PULL_AT_ONCE]):
-                arrived.add(reply.metadata.reply_to_message_id)
-                yield reply
-        pending = [mid for mid in pending if mid not in arrived]
-        if pending and not arrived:
-            time.sleep(poll)
+    wanted, done = len(pending), threading.Event()
+    handed: queue.Queue[Message] = queue.Queue()
+    held = threading.Semaphore(PULLERS)  # replies in memory: being pulled, waiting or folded
+
+    def pull() -> None:
+        idle = 0  # pulls in a row that brought nothing
+        while not done.is_set():
+            try:
+                mid = pending.popleft()
+            except IndexError:
+                return  # every reply is pulled or being pulled
+            if not held.acquire(timeout=poll):
+                pending.appendleft(mid)
+                continue
+            replies = list(grid.pull_messages([mid]))
+            if replies:
+                handed.put(replies[0])  # its hold ends once it has been folded
+                idle = 0
+                continue
+            held.release()
+            pending.append(mid)
+            idle += 1
+            if idle >= len(pending):
+                done.wait(poll)
+                idle = 0
+
+    for _ in range(min(PULLERS, wanted)):
+        threading.Thread(target=pull, name="fedehr-pull", daemon=True).start()
+    try:
+        for _ in range(wanted):
+            try:
+                reply = handed.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                return
+            yield reply
+            del reply
+            held.release()
+    finally:
+        done.set()  # pullers stop; one inside a slow pull drops what it gets
