@@ -37,6 +37,9 @@ SITE_METRICS: dict[str, tuple[str, ...]] = {
     "fedehr_site_errors_total": ("site",),
     "fedehr_site_patients": ("site",),
     "fedehr_site_releases_total": ("site", "kind"),
+    "fedehr_site_consortium_reachable": ("site",),
+    "fedehr_site_consortium_unreachable_seconds": ("site",),
+    "fedehr_site_consortium_retry_seconds": ("site",),
 }
 
 ROUND_SITE_STATES = ("participating", "rejected", "failed")
