@@ -26,6 +26,8 @@ counts). A recipe is a row of `RECIPES`:
     warm_stop with warm: early stopping on the anchor's tuning split, `warm` the most
               (cosine-decayed rate, clipped: the federation's warm start since issue 12)
     anchor_per_round   non-private anchor steps after each aggregation
+    float16   each site's update goes through local.update_compression: float16
+              (sent as float16 differences, rebuilt by the server)
 
     .venv/bin/python benchmarks/dp_recipe_sweep.py [--recipes base,big-batch] [--data-seed 0]
 
@@ -64,6 +66,7 @@ class Recipe:
     warm_stop: bool = False
     anchor_per_round: int = 0  # public anchor steps after each aggregation (keeps it known)
     central: bool = False  # non-private pooled training of rounds x 3 x steps (arm a)
+    float16: bool = False  # updates sent as float16 differences (local.update_compression)
 
 
 BASE = Recipe("base")  # fed_vs_central's defaults today
@@ -97,6 +100,9 @@ RECIPES = {r.name: r for r in [
     # overfits the anchor's 100 patients within ~100 steps: stop it on the anchor's tuning loss
     replace(BASE, name="batch128-lr4x-warm-es", batch=128, steps=20, lr=8e-3, warm=300,
             warm_stop=True),
+    # what float16 updates (local.update_compression) cost the tuned recipe
+    replace(BASE, name="batch128-lr4x-warm-es-f16", batch=128, steps=20, lr=8e-3, warm=300,
+            warm_stop=True, float16=True),
     # arm (d) of fed_vs_central at the tuned recipe: what the anchor's warm start adds
     replace(BASE, name="batch128-lr4x-no-warm", batch=128, steps=20, lr=8e-3, warm=0),
     # arm (a) at the batch of the tuned recipe: which learning rate serves it best
@@ -143,6 +149,7 @@ def run_recipe(recipe: Recipe, world, args) -> dict:
     from fedehr.shared.privacy.accounting import noise_multiplier_for
     from fedehr.shared.training import evaluate as eval_loss
     from fedehr.shared.training import train, train_early_stopped
+    from fedehr.shared.update_compression import encode
 
     torch.manual_seed(0)
     model = world["initial"]()
@@ -180,7 +187,11 @@ def run_recipe(recipe: Recipe, world, args) -> dict:
                 _train(local, d.train, recipe, steps=recipe.steps, dp=dp,
                        batch=min(recipe.batch, d.patients), seed=1000 * rnd + len(name),
                        after_noise=after_noise)
-                for k, v in local.state_dict().items():
+                update = local.state_dict()
+                if recipe.float16:  # what the server rebuilds from the site's float16 reply
+                    update = {k: start[k] + v.to(start[k].dtype) if v.dtype == torch.float16
+                              else v for k, v in encode(update, start).items()}
+                for k, v in update.items():
                     total[k] += d.patients * (v - start[k])
                 weight += d.patients
             model.load_state_dict({k: start[k] + total[k] / weight for k in start})

@@ -15,9 +15,12 @@ Runs (each a fresh federation, so ledgers start untouched):
                 (tc token-bucket, both directions) to 100, 10, 1 Mbit/s
   tiny secure   SecAgg+, 2 rounds, links unlimited
   small plain   1 round, links unlimited (--small; ~25 MB of weights)
-Prints tables and writes benchmarks/results/network_cost.{json,txt}.
+With --compression, instead: tiny plain and tiny float16 (local.update_compression),
+each 2 rounds, hospital_b unlimited then at 1 Mbit/s, side by side.
+Prints tables and writes benchmarks/results/network_cost[-compression].{json,txt}.
 
     sudo .venv/bin/python benchmarks/network_cost.py [--small] [--patients 200]
+    sudo .venv/bin/python benchmarks/network_cost.py --compression
 """
 
 from __future__ import annotations
@@ -52,14 +55,17 @@ def model_bytes(workdir: Path) -> int:
     return sum(w.nbytes for w in weights.values())
 
 
-def one_run(net, root: Path, hospitals, anchor: Path, *, preset: str, secure: bool,
+def one_run(net, root: Path, hospitals, anchor: Path, *, preset: str, mode: str,
             limits: list[float | None]) -> dict:
-    """A federation of len(limits) rounds; round r runs with STRAGGLER limited to limits[r-1]
-    Mbit/s (None: unlimited). Returns the phases with their link bytes, and the rounds."""
+    """A federation of len(limits) rounds (mode: plain, secure or float16); round r runs with
+    STRAGGLER limited to limits[r-1] Mbit/s (None: unlimited). Returns the phases with their
+    link bytes, and the rounds."""
     from tests.network.federation import NetworkFederation, tail
 
-    fed_cfg = {**FEDERATION, "rounds": len(limits), "secure_aggregation": secure,
-               "model": {**FEDERATION["model"], "preset": preset}}
+    fed_cfg = {**FEDERATION, "rounds": len(limits), "secure_aggregation": mode == "secure",
+               "model": {**FEDERATION["model"], "preset": preset},
+               "local": {**FEDERATION["local"],
+                         "update_compression": "float16" if mode == "float16" else "none"}}
     fed = NetworkFederation.create(net, root, hospitals, anchor=anchor, federation=fed_cfg)
     fed.start_server()
     for name in HOSPITALS:
@@ -86,7 +92,7 @@ def one_run(net, root: Path, hospitals, anchor: Path, *, preset: str, secure: bo
     if status.get("phase") != "finished":
         raise SystemExit(f"the run did not finish: {status.get('message')}\n"
                          f"{tail(fed.root / 'run.log')}")
-    return {"preset": preset, "mode": "secure" if secure else "plain", "limits": limits,
+    return {"preset": preset, "mode": mode, "limits": limits,
             "model_bytes": model_bytes(fed.local.config.workdir),
             "vocab_tokens": status.get("vocab_tokens"),
             "phases": phases, "rounds": status["rounds"][1:]}
@@ -166,6 +172,8 @@ def main() -> None:
     parser.add_argument("--small", action="store_true", help="also one round of the small "
                         "preset")
     parser.add_argument("--no-secure", action="store_true", help="skip the SecAgg+ run")
+    parser.add_argument("--compression", action="store_true", help="only plain against "
+                        "float16 updates (local.update_compression), unlimited and 1 Mbit/s")
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("network_cost builds network namespaces: run it as root")
@@ -178,17 +186,19 @@ def main() -> None:
     hospitals = [HospitalSpec(s.name, Path(s.path), s.harmonisation)
                  for s in synthesize(root / "h", sites=2, patients=args.patients, seed=7)]
     anchor = fetch_anchor()
-    plan = [("tiny", False, [None, 100, 10, 1])]
+    plan = [("tiny", "plain", [None, 100, 10, 1])]
     if not args.no_secure:
-        plan.append(("tiny", True, [None, None]))
+        plan.append(("tiny", "secure", [None, None]))
     if args.small:
-        plan.append(("small", False, [None]))
+        plan.append(("small", "plain", [None]))
+    if args.compression:
+        plan = [("tiny", "plain", [None, 1]), ("tiny", "float16", [None, 1])]
     runs, started = [], time.monotonic()
-    for i, (preset, secure, limits) in enumerate(plan):
+    for i, (preset, mode, limits) in enumerate(plan):
         net = build_network(f"{os.getpid()}b{i}", HOSPITALS)
         try:
             runs.append(one_run(net, root / f"run-{i}", hospitals, anchor, preset=preset,
-                                secure=secure, limits=limits))
+                                mode=mode, limits=limits))
         finally:
             net.teardown()
         save(runs, args, started)  # after each run: a later failure keeps these
@@ -204,10 +214,11 @@ def save(runs: list[dict], args, started: float) -> None:
     meta = {"patients": args.patients, "federation": FEDERATION, "straggler": STRAGGLER,
             "wall_seconds": round(time.monotonic() - started), "cores": os.cpu_count(),
             "load_average_at_end": os.getloadavg()}
-    write_text(RESULTS / "network_cost.json",
+    name = "network_cost-compression" if args.compression else "network_cost"
+    write_text(RESULTS / f"{name}.json",
                json.dumps({"meta": meta, "runs": runs,
                            "rounds": [r for run in runs for r in round_rows(run)]}, indent=2))
-    write_text(RESULTS / "network_cost.txt", render(runs) + "\n\n" + conditions(meta) + "\n")
+    write_text(RESULTS / f"{name}.txt", render(runs) + "\n\n" + conditions(meta) + "\n")
 
 
 def conditions(meta: dict) -> str:

@@ -85,12 +85,17 @@ def query(msg: Message, context: Context) -> Message:
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     from fedehr.client import site_handlers as H
+    from fedehr.shared import update_compression as compression
 
     site = None
     try:
         site = _site(context)
         arrays = msg.content[M.ARRAYS].to_torch_state_dict()
-        state, metrics = H.train_round(site, arrays, dict(msg.content[M.CONFIG]))
+        config = dict(msg.content[M.CONFIG])
+        state, metrics = H.train_round(site, arrays, config)
+        if config.get(M.UPDATE_COMPRESSION) == compression.FLOAT16:  # after the DP noise
+            state = compression.encode(state, arrays)
+            metrics = {**metrics, M.UPDATE_FLOAT16_DELTA: 1.0}
         return _reply(msg, site.name, **{M.ARRAYS: ArrayRecord(state),
                                          M.METRICS: MetricRecord(metrics)})
     except Exception as exc:  # noqa: BLE001

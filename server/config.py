@@ -73,6 +73,9 @@ class TrainSpec:
     # "site": the embedding and output rows of tokens only the anchor holds stay as the
     # warm start left them (under DP their gradient is noise alone); "all": every row trains
     train_rows: Literal["all", "site"] = "all"
+    # "float16": sites send (trained - global) in float16, half the upload; applied after
+    # the DP noise (shared/update_compression.py). Secure aggregation quantises by itself.
+    update_compression: Literal["none", "float16"] = "none"
 
 
 @dataclass
@@ -165,6 +168,9 @@ class FederationConfig:
         if self.secure_aggregation and self.strategy.name not in SECURE_STRATEGIES:
             raise ValueError(f"secure_aggregation: cannot run strategy {self.strategy.name!r}, "
                              "which needs every site's own update; use fedavg or fedprox")
+        if self.secure_aggregation and self.local.update_compression != "none":
+            raise ValueError("local.update_compression: applies to plain rounds; secure "
+                             "aggregation quantises the updates by itself (leave it out)")
         if self.secure_aggregation and self.min_sites < 2:
             raise ValueError("secure_aggregation: needs min_sites of at least 2 (SecAgg+ "
                              "sums the updates of two or more sites)")

@@ -71,6 +71,8 @@ from fedehr.shared.model import EHRModel, ModelConfig
 from fedehr.shared.pki import PKIPaths
 from fedehr.shared.tokenizer.vocabulary import Vocabulary
 from fedehr.shared.training import evaluate, train, train_early_stopped
+from fedehr.shared.update_compression import FLOAT16
+from fedehr.shared.update_compression import decode as decode_update
 
 log = logging.getLogger("fedehr.server")
 
@@ -286,6 +288,8 @@ class Federation:
         config = self._round_config(rnd, model, vocab)
         if cfg.local.train_rows == "site":  # public: computed from the released counts
             config[M.FROZEN_ROWS] = json.dumps(state.anchor_only_rows)
+        if cfg.local.update_compression == FLOAT16:
+            config[M.UPDATE_COMPRESSION] = FLOAT16
         trained = (self._secure_train if cfg.secure_aggregation else self._plain_train)(
             grid, rnd, model, reference_arrays, config)
         anchor_steps = self._anchor_steps(model, vocab, rnd)
@@ -422,16 +426,17 @@ class Federation:
             return
         self.nodes.learn(reply)
         site = _site_name(reply)
+        metrics = dict(reply.content[M.METRICS])
+        outcome.bytes_in += LazyArrays(reply.content[M.ARRAYS]).nbytes  # as sent
+        if metrics.get(M.UPDATE_FLOAT16_DELTA):
+            reply.content[M.ARRAYS] = decode_update(reply.content[M.ARRAYS], reference)
         if outcome.mode == BUFFERED:
             site_arrays = {k: np.asarray(v.numpy()) for k, v in reply.content[M.ARRAYS].items()}
-            outcome.bytes_in += sum(a.nbytes for a in site_arrays.values())
         else:  # read one array at a time: the reply's bytes are its only full copy
             site_arrays = LazyArrays(reply.content[M.ARRAYS])
-            outcome.bytes_in += site_arrays.nbytes
         verdict = screen_update(reference, site_arrays, self.cfg.bounds.max_update_norm)
         if verdict.update_norm:
             outcome.update_norms[site] = verdict.update_norm
-        metrics = dict(reply.content[M.METRICS])
         weight = metrics.get(self.strategy.weighted_by_key)
         reason = verdict.reason if not verdict.accepted else _weight_problem(weight)
         if reason:

@@ -57,6 +57,7 @@ LEARNING_RATE = "lr"
 PROXIMAL_MU = "proximal-mu"
 ROUNDS_LEFT = "rounds-left"  # including this one: the site spreads its budget over them
 FROZEN_ROWS = "frozen-rows-json"  # token ids whose embedding and output rows stay as sent
+UPDATE_COMPRESSION = "update-compression"  # "float16": reply with float16 differences
 ARRAY_NAMES = "array-names-json"  # secure rounds: state_dict names of the parameter list
 SECAGG_CLIPPING_RANGE = "secagg-clipping-range"  # |weighted update| bound SecAgg+ clips to
 SECAGG_MAX_WEIGHT = "secagg-max-weight"  # update weights (patients) must not exceed this
@@ -64,6 +65,7 @@ SECAGG_MAX_WEIGHT = "secagg-max-weight"  # update weights (patients) must not ex
 # site -> server
 SITE_NAME = "name"
 RELEASE_JSON = "release-json"
+UPDATE_FLOAT16_DELTA = "update-float16-delta"  # 1.0: arrays are float16 (trained - global)
 NUM_EXAMPLES = "num-examples"  # FedAvg's weighting key: patients if public, else 1
 COUNTS_PUBLIC = "counts-public"  # 1.0 if num-examples is the patient count, 0.0 if it is 1
 TRAIN_LOSS = "train-loss"  # optional (site.yaml privacy.release_metrics: public)

@@ -33,7 +33,8 @@ def _tap(reply: Message) -> Message:
     if not reply.has_error():
         for key, record in reply.content.items():
             if isinstance(record, ArrayRecord):
-                dump["records"][key] = {k: list(v.shape) for k, v in record.items()}
+                dump["records"][key] = {k: {"shape": list(v.shape), "dtype": v.dtype}
+                                        for k, v in record.items()}
             elif isinstance(record, ConfigRecord | MetricRecord):
                 dump["records"][key] = {k: v for k, v in record.items()}
     (folder / f"{uuid.uuid4().hex}.json").write_text(json.dumps(dump, default=str))

@@ -2,7 +2,8 @@
 
 One run serves every test of this module: hospital_a carries planted canary
 records, hospital_c sends a NaN update in every round (the tap ClientApp),
-and a fourth hospital with an unregistered key tries to join. The server's
+and a fourth hospital with an unregistered key tries to join. The sites send
+their updates as float16 differences (local.update_compression). The server's
 and the sites' Prometheus endpoints are on, and are scraped after the run.
 """
 
@@ -22,6 +23,7 @@ from fedehr.client.privacy import PrivacyLedger
 from fedehr.server import runs
 from fedehr.server.local_federation import HospitalSpec, LocalFederation
 from fedehr.shared import audit
+from fedehr.shared import messages as M
 from fedehr.shared.checkpoint import load, verify
 from fedehr.shared.data import schema as S
 from fedehr.shared.data.dataset import MEDSDataset
@@ -63,7 +65,8 @@ def federation(tmp_path_factory, hospitals, anchor):
     subject_ids = plant_canaries(a.data, planted.data)
     outsider = HospitalSpec("hospital_d", b.data, registered=False)
     fed = LocalFederation.create(root, [planted, b, c, outsider], anchor=anchor,
-                                 federation={**FAST, "rounds": 2, "min_sites": 2},
+                                 federation={**FAST, "rounds": 2, "min_sites": 2, "local": {
+                                     **FAST["local"], "update_compression": "float16"}},
                                  site={"training": {"threads": 1}}, metrics=True,
                                  site_env={"FEDEHR_TAP_DIR": str(root / "tap"),
                                            "FEDEHR_SABOTEUR": "hospital_c"})
@@ -137,6 +140,16 @@ def test_nothing_record_level_leaves_a_site(federation):
     assert CANARY_TEXT not in text and CANARY_CODE not in text
     for sid in federation["subject_ids"]:
         assert not re.search(rf"(?<![\d.]){sid}(?![\d])", text), sid
+
+
+def test_updates_travel_as_float16_differences_at_half_the_bytes(federation):
+    # local.update_compression: float16, through Flower's real messages (the NaN update too)
+    dumps = [json.loads(p.read_text()) for p in federation["tap"].glob("*.json")]
+    updates = [d["records"][M.ARRAYS] for d in dumps if M.ARRAYS in d["records"]]
+    assert len(updates) == 6  # 3 sites x 2 rounds
+    assert {a["dtype"] for u in updates for a in u.values()} == {"float16"}
+    for entry in federation["result"]["history"][1:]:
+        assert entry["bytes_in"] * 2 == entry["bytes_out"]  # 3 updates in, 3 models out
 
 
 def _scrape(url: str) -> dict[tuple, float]:

@@ -1,0 +1,41 @@
+"""Update compression: a site sends its update as float16 differences from the global model.
+
+federation.yaml `local.update_compression: float16` asks for it; the site's reply says
+it did (`messages.UPDATE_FLOAT16_DELTA`), so a site that ignores the request still
+sends plain float32 weights the server reads as before. It halves the upload. It
+is applied to the weights the site releases after DP-SGD's noise: post-processing,
+so the privacy guarantee is the same. Differences, not weights: an update is small
+next to the weights, so float16's 11 significant bits lose about 2**-12 of it per
+weight, where rounding the weights themselves would lose as much of each weight.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from flwr.app import Array, ArrayRecord
+
+NONE, FLOAT16 = "none", "float16"
+CHOICES = (NONE, FLOAT16)
+
+
+def encode(trained: dict[str, torch.Tensor], start: dict[str, torch.Tensor]
+           ) -> dict[str, torch.Tensor]:
+    """(trained - start) in float16 for floating-point tensors; the others as they are."""
+    return {name: (value - start[name]).to(torch.float16) if value.is_floating_point()
+            else value for name, value in trained.items()}
+
+
+def decode(record: ArrayRecord, reference: dict[str, np.ndarray]) -> ArrayRecord:
+    """The site's weights again (reference + difference, in the reference's dtype), one array
+    at a time; `record` is emptied as it is read. Names the reference lacks pass unchanged
+    (screening then refuses the update, naming them)."""
+    weights = ArrayRecord()
+    for name in list(record.keys()):
+        array = np.asarray(record.pop(name).numpy())
+        base = reference.get(name)
+        if base is not None and np.issubdtype(base.dtype, np.floating) \
+                and array.shape == base.shape:
+            array = base + array.astype(base.dtype)
+        weights[name] = Array(array)
+    return weights
