@@ -136,7 +136,7 @@ def stream_replies(grid: Grid, messages: Iterable[Message], timeout: float,
     del messages  # the instructions carry the global model; the grid has them now
     deadline = time.monotonic() + timeout
     wanted, done = len(pending), threading.Event()
-    handed: queue.Queue[Message] = queue.Queue()
+    handed: queue.Queue[Message | Exception] = queue.Queue()
     held = threading.Semaphore(PULLERS)  # replies in memory: being pulled, waiting or folded
 
     def pull() -> None:
@@ -149,7 +149,11 @@ def stream_replies(grid: Grid, messages: Iterable[Message], timeout: float,
             if not held.acquire(timeout=poll):
                 pending.appendleft(mid)
                 continue
-            replies = list(grid.pull_messages([mid]))
+            try:
+                replies = list(grid.pull_messages([mid]))
+            except Exception as exc:  # noqa: BLE001 - raised in the round, not lost here
+                handed.put(exc)
+                return
             if replies:
                 handed.put(replies[0])  # its hold ends once it has been folded
                 idle = 0
@@ -169,6 +173,8 @@ def stream_replies(grid: Grid, messages: Iterable[Message], timeout: float,
                 reply = handed.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
                 return
+            if isinstance(reply, Exception):  # the grid failed (the SuperLink gone)
+                raise reply
             yield reply
             del reply
             held.release()

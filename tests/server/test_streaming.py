@@ -186,7 +186,7 @@ def test_an_update_missing_an_array_is_refused():
 def test_replies_are_pulled_a_few_at_a_time_and_a_silent_site_ends_at_the_timeout():
     grid = ArrivingGrid(_sites(3), silent=1)
     messages = [SimpleNamespace(metadata=SimpleNamespace(dst_node_id=n)) for n in range(1, 5)]
-    replies = list(stream_replies(grid, messages, timeout=0.3, poll=0.01))
+    replies = list(stream_replies(grid, messages, timeout=2.0, poll=0.01))
     assert sorted(r.content[M.SITE][M.SITE_NAME] for r in replies) == ["site_000", "site_001",
                                                                         "site_002"]
     assert grid.largest_pull == 1
@@ -205,6 +205,19 @@ class UploadingGrid(ArrivingGrid):
         if message_ids == [self._order[0]]:
             time.sleep(self.upload_seconds)
         return super().pull_messages(message_ids)
+
+
+class BrokenGrid(ArrivingGrid):
+    def pull_messages(self, message_ids):
+        raise ConnectionError("the SuperLink is gone")
+
+
+def test_a_grid_that_fails_while_pulling_fails_the_round_at_once():
+    messages = [SimpleNamespace(metadata=SimpleNamespace(dst_node_id=n)) for n in range(1, 3)]
+    started = time.monotonic()
+    with pytest.raises(ConnectionError, match="SuperLink is gone"):
+        list(stream_replies(BrokenGrid(_sites(2)), messages, timeout=30, poll=0.01))
+    assert time.monotonic() - started < 5  # not at the round's timeout
 
 
 def test_a_reply_still_uploading_at_the_deadline_neither_holds_the_round_nor_the_others():
