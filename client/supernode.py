@@ -102,6 +102,12 @@ FIRST_REJOIN_SECONDS = 5.0
 RETRYING = re.compile(r"Connection attempt failed, retrying in ([0-9.]+) seconds")
 RECONNECTED = "Connection successful after"
 ADMITTED = "SuperNode ID:"
+# Lines only a SuperLink's answer produces. A retried call that ends in an answer other
+# than success (the run stopped meanwhile: "not in RUNNING status") logs no RECONNECTED.
+CONTACT = ("Received successfully", "Sent successfully", "is not in `RUNNING` status")
+# A try that fails is logged within its wait plus the SuperNode's HTTP read timeout (30 s):
+# past that, silence after a failure means a try got through (confirmed by a dial).
+SILENCE_SECONDS = 35.0
 
 
 def strip_colours(text: str) -> str:
@@ -169,8 +175,11 @@ class LinkWatch:
     at most 20 s apart, with no limit on tries or time) and logs each failed try and
     the first success; nothing else tells the daemon that the consortium is gone.
     When a try fails, the daemon dials the SuperLink once itself to name the cause
-    (refused, no answer, no route: `connection_problem`). Writes state_dir/consortium.json
-    on each change; returns what the daemon should say.
+    (refused, no answer, no route: `connection_problem`). The way back is the success
+    line, a line only the SuperLink's answer produces, or silence past the next try's
+    deadline with the daemon's own dial answered: a retried push whose run stopped
+    meanwhile gets back in without a success line. Writes state_dir/consortium.json on
+    each change; returns what the daemon should say.
     """
 
     def __init__(self, site: SiteConfig, log: Path, *, clock=time.time, probe=None):
@@ -180,12 +189,13 @@ class LinkWatch:
         self.partial = ""
         self.link: ConsortiumLink | None = None
         self.admitted = False  # the current SuperNode got its node id from the SuperLink
+        self.failed_at: float | None = None  # the SuperNode's last failed try, if it retries
         (site.state_dir / LINK_STATE).unlink(missing_ok=True)  # an earlier daemon's
 
     def new_supernode(self) -> None:
         """A SuperNode starts: only its own admission counts from here."""
         self.offset = self.started_at = self.log.stat().st_size if self.log.exists() else 0
-        self.partial, self.admitted = "", False
+        self.partial, self.admitted, self.failed_at = "", False, None
 
     def since_start(self) -> str:
         """What the current SuperNode wrote to its log, without terminal colour codes."""
@@ -204,11 +214,25 @@ class LinkWatch:
             if ADMITTED in line:
                 self.admitted = True
                 said += self._reached()
-            elif RECONNECTED in line:
+            elif RECONNECTED in line or any(mark in line for mark in CONTACT):
                 said += self._reached()
             elif found := RETRYING.search(line):
+                self.failed_at = self.clock()
                 said += self._lost(float(found.group(1)))
+        if self._silent_since_failure() and self.probe() is None:
+            said += self._reached()
         return said
+
+    def _silent_since_failure(self) -> bool:
+        """The SuperNode's last try failed long enough ago that a next failure would have
+        been logged (checked again at most every SILENCE_SECONDS)."""
+        link, now = self.link, self.clock()
+        if self.failed_at is None or link is None or link.reachable:
+            return False
+        if now - self.failed_at < link.retry_seconds + SILENCE_SECONDS:
+            return False
+        self.failed_at = now  # the dial below is not repeated every poll
+        return True
 
     def supernode_gone(self, reason: str, rejoin: Backoff) -> tuple[float, list[tuple[str, str]]]:
         """The SuperNode exited after it had been admitted, giving `reason` (Flower's, from
@@ -225,6 +249,7 @@ class LinkWatch:
         if self.link is not None and self.link.reachable:
             return []
         was, now = self.link, self.clock()
+        self.failed_at = None
         self._set(ConsortiumLink(True, now))
         if was is None:
             return []

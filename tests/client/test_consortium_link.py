@@ -110,6 +110,41 @@ def test_a_half_written_line_is_read_once_complete(watch):
     assert read_link(watch.site.state_dir).retry_seconds == 4.0
 
 
+STOPPED = ("\x1b[92mINFO \x1b[0m:      Run ID 141 is not in `RUNNING` status. Ignoring reply "
+           "message 1aa0.\n")
+
+
+def test_an_answer_that_is_no_success_line_still_ends_the_outage(watch):
+    # a reply pushed through the outage; the run failed meanwhile (flwr 1.42's lines)
+    _log(watch, ADMITTED + FAILED.format(12.18))
+    watch.poll()
+    watch.clock_.now += 70
+    _log(watch, STOPPED)
+    assert watch.poll() == [("print", "consortium 10.77.0.1:9093 reachable again after 70 s")]
+
+
+def test_silence_past_the_next_tries_deadline_is_checked_with_a_dial(site, watch):
+    answers = {"now": False}
+    quiet = LinkWatch(site, watch.log, clock=watch.clock_,
+                      probe=lambda: None if answers["now"] else CAUSE)
+    quiet.new_supernode()
+    _log(quiet, ADMITTED + FAILED.format(12))
+    quiet.poll()
+    watch.clock_.now += 12 + 30  # within the next try and its read timeout: no verdict
+    answers["now"] = True
+    assert quiet.poll() == [] and not read_link(site.state_dir).reachable
+    watch.clock_.now += 10
+    assert quiet.poll()[0][1].startswith("consortium 10.77.0.1:9093 reachable again")
+    assert read_link(site.state_dir).reachable
+
+
+def test_silence_with_a_dial_that_fails_stays_an_outage(watch):
+    _log(watch, ADMITTED + FAILED.format(12))
+    watch.poll()
+    watch.clock_.now += 600
+    assert watch.poll() == [] and not read_link(watch.site.state_dir).reachable
+
+
 def test_a_supernode_gone_after_admission_is_an_outage_with_the_daemons_wait(watch):
     _log(watch, ADMITTED)
     watch.poll()
