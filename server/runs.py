@@ -61,10 +61,11 @@ def launch(cfg: FederationConfig, config_path: Path, *, resume: bool = False,
         # is safe because each site verifies it against its own trusted bundle.pub, over
         # the FAB hash it computes itself from the bundle it received.
         overrides += f" {SIGNATURE_KEY}='{signature}'"
+    launched = time.time()  # before Flower starts the ServerApp, which writes the status
     data = flwr_cli(cfg.flwr_home, "run", str(bundle), CONNECTION, "--run-config", overrides,
                     timeout=120)
     run_id = str(data["run-id"])
-    write_text(run_file(cfg), json.dumps({"run-id": run_id, "started_at": time.time(),
+    write_text(run_file(cfg), json.dumps({"run-id": run_id, "started_at": launched,
                                           "resume": resume, "bundle-hash": fab_hash,
                                           "signed": signature is not None}))
     return run_id
@@ -143,9 +144,12 @@ def watch(cfg: FederationConfig, run_id: str, console: Console, *, timeout: floa
     previous: dict | None = None
     display = Live(status_table(None, cfg), console=console, refresh_per_second=2) \
         if live else contextlib.nullcontext()
+    launched = _launched_at(cfg, run_id)
     with display:
         while True:
             status = read_status(cfg.status_path)
+            if status and status.get("started_at", launched) < launched:
+                status = None  # the last run's (kept on resume) until this one writes
             if live:
                 display.update(status_table(status, cfg))
             else:
@@ -174,6 +178,15 @@ def watch(cfg: FederationConfig, run_id: str, console: Console, *, timeout: floa
                 raise RunFailed(f"no result after {timeout:.0f} s", where=f"run {run_id}",
                                 fix="check `fedehr run status`; the run may still be going")
             time.sleep(poll)
+
+
+def _launched_at(cfg: FederationConfig, run_id: str) -> float:
+    """When `launch` started this run (0 if another run was launched from here since)."""
+    try:
+        shipped = json.loads(run_file(cfg).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return 0.0
+    return float(shipped.get("started_at", 0.0)) if shipped.get("run-id") == run_id else 0.0
 
 
 def stop(cfg: FederationConfig) -> str:

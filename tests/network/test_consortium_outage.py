@@ -146,3 +146,49 @@ def test_a_supernode_lost_after_joining_is_retried_until_let_back_in(
     assert f"the SuperLink at {fed.superlink} answers but the SuperNode is not in: [code: " \
         "2004] Failed to activate SuperNode." in said
     assert site.poll() is None
+
+
+def _trainings_started(fed, name: str) -> int:
+    log = fed.root / "site-state" / name / "logs" / "worker.log"
+    return log.read_text(errors="replace").count("(train) started") if log.exists() else 0
+
+
+def test_an_outage_during_a_round_fails_it_and_a_resume_finishes_without_charging_twice(
+        network, tmp_path, hospitals, anchor):
+    # Both sites are training round 2 when the consortium drops off: no update arrives, the
+    # round fails at its timeout (min_sites 2) and says to resume. The links come back, the
+    # daemons rejoin by themselves, the operator resumes from round 1's checkpoint: each
+    # site resends the update it stored for round 2 (same round, same start) instead of
+    # training and charging it again.
+    fed = NetworkFederation.create(network, tmp_path / "fed", hospitals, anchor=anchor,
+                                   federation={**FAST, **NO_NOTES, "rounds": 2,
+                                               "min_sites": 2, "round_timeout": 60},
+                                   site={"reconnect_max_seconds": 10})
+    fed.start_server()
+    sites = fed.start_sites("hospital_a", "hospital_b")
+    run = fed.launch()
+    log = fed.root / "run.log"
+    wait_until(lambda: all(_trainings_started(fed, n) >= 2 for n in sites), 900, run, log,
+               "both sites to start training round 2")
+    network.set_consortium_links(up=False)
+    cut = time.monotonic()
+    wait_until(lambda: _phase(fed) == "failed", 600, run, log, "round 2 to fail")
+    failed = json.loads(fed.local.config.status_path.read_text())
+    network.set_consortium_links(up=True)
+    for name, proc in sites.items():
+        fed.wait_connected(name, proc, timeout=300)
+    back = time.monotonic() - cut
+    resumed = fed.launch(resume=True)
+    resumed.wait(timeout=900)  # the status file says "failed" until the resumed run writes
+    status = json.loads(fed.local.config.status_path.read_text())
+    print(f"\nround 2 failed: {failed.get('message', '')[:300]}\nsites connected again "
+          f"{back:.0f} s after the cut (links down until the round failed)")
+    assert "round 2" in failed.get("message", "") and "--resume" in failed["message"]
+    assert status["phase"] == "finished", tail(log)
+    assert [e["round"] for e in status["rounds"]] == [0, 1, 2]
+    assert status["rounds"][2]["participants"] == ["hospital_a", "hospital_b"]
+    for name, proc in sites.items():
+        assert proc.poll() is None  # the daemons rode it out
+        assert dp_rounds(fed, name) == ["local/round-1", "local/round-2"]  # charged once
+        assert "resending the stored update of local/round-2" in \
+            (fed.root / "site-state" / name / "logs" / "site.log").read_text()

@@ -1,14 +1,18 @@
 """`fedehr run start` without a terminal prints one plain line per event and the final
-table once (issue 17, defect 4)."""
+table once (issue 17, defect 4), and follows its own run, not the status an earlier one left."""
 
 from __future__ import annotations
 
 import io
+import json
+import threading
+import time
 
 from rich.console import Console
 
+from fedehr.server import runs
 from fedehr.server.config import FederationConfig, SuperLinkConfig
-from fedehr.server.runs import progress_lines, watch
+from fedehr.server.runs import progress_lines, run_file, watch
 from fedehr.server.status import StatusFile
 
 
@@ -44,3 +48,25 @@ def test_progress_lines_name_only_what_changed():
     assert progress_lines(after, after) == []
     assert progress_lines(after, {**after, "phase": "failed", "message": "site a left"}) == [
         "phase failed: site a left"]
+
+
+def test_a_resumed_run_is_not_taken_for_the_failed_run_whose_status_is_still_there(
+        tmp_path, monkeypatch):
+    # `fedehr run start --resume` keeps the status file; until the new ServerApp writes
+    # it says "failed" (found across hosts: tests/network/test_consortium_outage.py).
+    # No SuperLink here: Flower's own view of the run (`flwr ls`) is "running".
+    monkeypatch.setattr(runs, "flower_run_status", lambda cfg, run_id: "running")
+    cfg = FederationConfig(name="demo", workdir=tmp_path, rounds=2,
+                           superlink=SuperLinkConfig(insecure=True))
+    StatusFile(cfg.status_path).update(phase="failed", message="round 2: 0 usable updates")
+    run_file(cfg).write_text(json.dumps({"run-id": "2", "started_at": time.time() + 1}))
+
+    def resumed_server_app():
+        time.sleep(1.5)
+        StatusFile(cfg.status_path).update(phase="finished", result={"rounds": 2})
+
+    writer = threading.Thread(target=resumed_server_app)
+    writer.start()
+    result = watch(cfg, "2", Console(file=io.StringIO(), width=200), poll=0.05)
+    writer.join()
+    assert result == {"rounds": 2}
