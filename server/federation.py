@@ -111,6 +111,7 @@ class RoundOutcome:
     held: list[Message] = field(default_factory=list)  # BUFFERED mode: accepted replies
     fold_seconds: float = 0.0  # spent folding updates into the mean
     fold_cpu_seconds: float = 0.0
+    addressed: dict[str, int] = field(default_factory=dict)  # message id -> its site's node
 
 
 def wait_for_sites(grid: Grid, minimum: int, timeout: float) -> list[int]:
@@ -346,9 +347,10 @@ class Federation:
         messages = list(self.strategy.configure_train(rnd, ArrayRecord(model.state_dict()),
                                                       ConfigRecord(config), grid))
         sent = len(messages)
-        replies = stream_replies(grid, messages, self.cfg.round_timeout)
-        del messages  # the grid holds them now; each carries the global model
         outcome = RoundOutcome(mode=aggregation_mode(self.strategy))
+        replies = stream_replies(grid, messages, self.cfg.round_timeout,
+                                 addressed=outcome.addressed)
+        del messages  # the grid holds them now; each carries the global model
         for reply in replies:
             self._screen(reply, reference_arrays, outcome)
             del reply
@@ -421,7 +423,7 @@ class Federation:
                 outcome: RoundOutcome) -> None:
         """Screen one reply; fold it into the running mean (or hold it) if accepted."""
         if reply.has_error():
-            outcome.failed.append(self.nodes.failure(reply))
+            outcome.failed.append(self.nodes.failure(reply, outcome.addressed))
             log.warning("round reply failed: %s", outcome.failed[-1])
             return
         self.nodes.learn(reply)

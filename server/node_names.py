@@ -8,6 +8,8 @@ vocabulary round is the first), so a node that never answered stays a number.
 
 from __future__ import annotations
 
+from flwr.common.constant import SUPERLINK_NODE_ID
+
 from fedehr.shared import messages as M
 
 
@@ -29,6 +31,13 @@ class NodeNames:
         name = self._names.get(int(node_id))
         return f"{name} (node {node_id})" if name else f"node {node_id} (not heard from yet)"
 
-    def failure(self, reply) -> str:
-        """One line for an error reply: who failed, and Flower's or the site's reason."""
-        return f"{self.of(reply.metadata.src_node_id)}: {reply.error.reason}"
+    def failure(self, reply, addressed: dict[str, int] | None = None) -> str:
+        """One line for an error reply: who failed, and Flower's or the site's reason.
+
+        Flower's own errors (a node that missed its heartbeats) come from the SuperLink,
+        node 1: the site is the one the instruction was `addressed` to (message id -> node).
+        """
+        node = reply.metadata.src_node_id
+        if int(node) == SUPERLINK_NODE_ID and addressed:
+            node = addressed.get(reply.metadata.reply_to_message_id, node)
+        return f"{self.of(node)}: {reply.error.reason}"

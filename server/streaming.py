@@ -122,7 +122,8 @@ def drain_arrays(record: ArrayRecord) -> Iterator[tuple[str, np.ndarray]]:
 
 
 def stream_replies(grid: Grid, messages: Iterable[Message], timeout: float,
-                   *, poll: float = POLL_SECONDS) -> Iterator[Message]:
+                   *, poll: float = POLL_SECONDS, addressed: dict[str, int] | None = None
+                   ) -> Iterator[Message]:
     """Push `messages`, then yield each reply as it is pulled until all are in or `timeout`.
 
     Like `Grid.send_and_receive`, a site that does not answer in time is simply
@@ -131,8 +132,14 @@ def stream_replies(grid: Grid, messages: Iterable[Message], timeout: float,
     waiting up to two hours for a slow link, so pulls run on `PULLERS` background
     threads and the round stops waiting at `timeout`; a reply finished after that
     is dropped. A slow upload holds one puller; the other goes on with the rest.
+    `addressed`, when given, gets {message id: destination node} of what was pushed.
     """
-    pending = deque(mid for mid in grid.push_messages(messages) if mid)
+    messages = list(messages)
+    pushed = list(grid.push_messages(messages))
+    if addressed is not None:
+        addressed.update({mid: m.metadata.dst_node_id
+                          for mid, m in zip(pushed, messages, strict=False) if mid})
+    pending = deque(mid for mid in pushed if mid)
     del messages  # the instructions carry the global model; the grid has them now
     deadline = time.monotonic() + timeout
     wanted, done = len(pending), threading.Event()

@@ -31,3 +31,14 @@ def test_a_failure_names_the_site_that_answered_before_and_says_when_none_did():
         "hospital_b (node 42): Node Unavailable"
     assert names.failure(_reply(7, error="Node Unavailable")) == \
         "node 7 (not heard from yet): Node Unavailable"
+
+
+def test_flowers_own_error_names_the_site_the_instruction_went_to():
+    # "Node Unavailable" replies come from the SuperLink (node 1), not from the site
+    names = NodeNames()
+    names.learn(_reply(42, site="hospital_b"))
+    sent = Message(RecordDict(), dst_node_id=1, message_type="train")
+    lapsed = Message(FlowerError(code=0, reason="Node Unavailable"), reply_to=sent)
+    assert names.failure(lapsed, {lapsed.metadata.reply_to_message_id: 42}) == \
+        "hospital_b (node 42): Node Unavailable"
+    assert names.failure(lapsed) == "node 1 (not heard from yet): Node Unavailable"
