@@ -94,6 +94,7 @@ class TrainedRound:
     bytes_in: int
     bytes_out: int
     aggregation_seconds: float
+    late: list[str] = field(default_factory=list)  # sites with no reply by the round timeout
     extra: dict = field(default_factory=dict)  # history fields of the round's mode
 
 
@@ -112,6 +113,7 @@ class RoundOutcome:
     fold_seconds: float = 0.0  # spent folding updates into the mean
     fold_cpu_seconds: float = 0.0
     addressed: dict[str, int] = field(default_factory=dict)  # message id -> its site's node
+    answered: set[str] = field(default_factory=set)  # message ids with a reply, error or not
 
 
 def wait_for_sites(grid: Grid, minimum: int, timeout: float) -> list[int]:
@@ -316,7 +318,7 @@ class Federation:
                            if M.TRAIN_LOSS in m},  # only sites that declare losses public
             "epsilon": {s: p["epsilon"] for s, p in state.privacy.items()},
             "participants": sorted(trained.site_metrics),
-            "rejected": trained.rejected, "failed": trained.failed,
+            "rejected": trained.rejected, "failed": trained.failed, "late": trained.late,
             "update_norms": trained.update_norms, "bytes_in": trained.bytes_in,
             "bytes_out": trained.bytes_out,
             "aggregation_seconds": round(trained.aggregation_seconds, 4),
@@ -354,6 +356,11 @@ class Federation:
         for reply in replies:
             self._screen(reply, reference_arrays, outcome)
             del reply
+        late = [self.nodes.name(node) for mid, node in outcome.addressed.items()
+                if mid not in outcome.answered]
+        if late:
+            log.warning("round %d: no reply within the round timeout (%.0f s) from %s", rnd,
+                        self.cfg.round_timeout, ", ".join(late))
         self._check_enough(rnd, len(outcome.site_metrics), outcome.failed, outcome.rejected)
         log.info("round %d: %d updates accepted, %d rejected, %d failed", rnd,
                  len(outcome.site_metrics), len(outcome.rejected), len(outcome.failed))
@@ -364,7 +371,7 @@ class Federation:
             rejected=outcome.rejected, failed=outcome.failed,
             update_norms=outcome.update_norms, bytes_in=outcome.bytes_in,
             bytes_out=sum(a.nbytes for a in reference_arrays.values()) * sent,
-            aggregation_seconds=outcome.fold_seconds + time.monotonic() - started,
+            aggregation_seconds=outcome.fold_seconds + time.monotonic() - started, late=late,
             # CPU time of this thread: what aggregation costs on cores shared with others
             extra={"aggregation_cpu_seconds": round(
                 outcome.fold_cpu_seconds + time.thread_time() - cpu_started, 4)})
@@ -422,6 +429,7 @@ class Federation:
     def _screen(self, reply: Message, reference: dict[str, np.ndarray],
                 outcome: RoundOutcome) -> None:
         """Screen one reply; fold it into the running mean (or hold it) if accepted."""
+        outcome.answered.add(reply.metadata.reply_to_message_id)
         if reply.has_error():
             outcome.failed.append(self.nodes.failure(reply, outcome.addressed))
             log.warning("round reply failed: %s", outcome.failed[-1])

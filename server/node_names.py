@@ -27,6 +27,10 @@ class NodeNames:
         except KeyError:
             pass
 
+    def name(self, node_id: int) -> str:
+        """The site's name, or the bare node number while it has not answered."""
+        return self._names.get(int(node_id), f"node {node_id}")
+
     def of(self, node_id: int) -> str:
         name = self._names.get(int(node_id))
         return f"{name} (node {node_id})" if name else f"node {node_id} (not heard from yet)"

@@ -91,7 +91,7 @@ def status_table(status: dict | None, cfg: FederationConfig) -> Table:
         title += f": {status.get('phase')} (round {status.get('round', 0)}/{cfg.rounds})"
     table = Table(title=title, caption=(status or {}).get("message", ""))
     for col in ("round", "sites", "anchor loss", "site eval loss", "epsilon per site",
-                "rejected", "seconds"):
+                "rejected", "late", "seconds"):
         table.add_column(col)
     for entry in (status or {}).get("rounds", []):
         eps = entry.get("epsilon", {})
@@ -103,6 +103,7 @@ def status_table(status: dict | None, cfg: FederationConfig) -> Table:
             _per_site(evals),
             _per_site(eps),
             ", ".join(entry.get("rejected", {})) or "-",
+            ", ".join(entry.get("late", [])) or "-",
             str(entry.get("seconds", "")))
     return table
 
@@ -131,7 +132,8 @@ def progress_lines(before: dict | None, after: dict | None) -> list[str]:
                      f"{entry.get('anchor_loss', float('nan')):.3f}; site eval loss "
                      f"{_per_site(entry.get('site_eval_loss', {}))}; epsilon "
                      f"{_per_site(entry.get('epsilon', {}))}; rejected "
-                     f"{', '.join(entry.get('rejected', {})) or '-'}")
+                     f"{', '.join(entry.get('rejected', {})) or '-'}"
+                     + (f"; late {', '.join(entry['late'])}" if entry.get("late") else ""))
     return lines
 
 

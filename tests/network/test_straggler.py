@@ -11,7 +11,7 @@ table the operator sees (`fedehr run status`), are printed (pytest -s).
 - round_timeout 25 s, shorter than hospital_b's download: it has sent nothing
   by the deadline, rounds 3 and 4 end at the timeout without it, hospital_a's
   update is used; the operator sees hospital_b missing from those rounds' sites
-  (nothing names it as late).
+  and named in their `late` column (no reply by the round timeout).
 - round_timeout 40 s: hospital_b's reply starts before the deadline and its
   upload ends after it. Flower's `Grid.pull_messages` hands a reply over only
   once all its arrays are in (flwr 1.42: it waits up to 2 h, `PULL_MAX_TIME`);
@@ -95,6 +95,7 @@ def test_a_straggler_that_cannot_reply_in_time_is_left_out_at_the_round_timeout(
     fed, rounds = _straggle(network, tmp_path / "fed", hospitals, anchor, timeout)
     assert [e["participants"] for e in rounds] == [["hospital_a", "hospital_b"]] * 2 + \
         [["hospital_a"]] * 2
+    assert [e["late"] for e in rounds] == [[], [], ["hospital_b"], ["hospital_b"]]
     for entry in rounds[2:]:
         assert entry["train_seconds"] <= timeout + SLACK, entry
     for name in ("hospital_a", "hospital_b"):
@@ -109,3 +110,4 @@ def test_a_straggler_costs_at_most_the_round_timeout_even_mid_upload(network, tm
     for entry in rounds:
         assert entry["train_seconds"] <= timeout + SLACK, entry
         assert "hospital_a" in entry["participants"]
+        assert ("hospital_b" in entry["participants"]) != ("hospital_b" in entry["late"])

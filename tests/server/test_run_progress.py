@@ -46,6 +46,8 @@ def test_progress_lines_name_only_what_changed():
     assert progress_lines(before, after) == [progress_lines(None, {"rounds": [_round(2)],
                                                                    "phase": "x"})[1]]
     assert progress_lines(after, after) == []
+    late = {**after, "rounds": [_round(1), {**_round(2), "late": ["hospital_b"]}]}
+    assert progress_lines(before, late)[0].endswith("rejected -; late hospital_b")
     assert progress_lines(after, {**after, "phase": "failed", "message": "site a left"}) == [
         "phase failed: site a left"]
 

@@ -98,9 +98,10 @@ def anchor_root() -> Path:
     return fetch_anchor()
 
 
-def _federation(tmp_path, anchor_root, strategy: str = "fedavg", min_sites: int = 1):
+def _federation(tmp_path, anchor_root, strategy: str = "fedavg", min_sites: int = 1,
+                round_timeout: float = 30.0):
     return Federation(FederationConfig(name="t", workdir=tmp_path, anchor=anchor_root,
-                                       min_sites=min_sites, round_timeout=30.0,
+                                       min_sites=min_sites, round_timeout=round_timeout,
                                        strategy=StrategyConfig(name=strategy),
                                        superlink=SuperLinkConfig(insecure=True)))
 
@@ -265,6 +266,19 @@ def test_streamed_fedavg_round_gives_flowers_fedavg_and_records_every_outcome(
     assert set(trained.update_norms) == {s for s, _, _ in good} | {"site_noweight"}
     assert trained.bytes_in == MODEL_BYTES * (len(good) + 2)
     assert trained.aggregation_seconds > 0
+
+
+def test_a_site_silent_until_the_timeout_is_named_late_not_failed(tmp_path, anchor_root):
+    grid = ArrivingGrid(_sites(2), errors=1, silent=1)  # the 4th message is never answered
+    fed, model = _federation(tmp_path, anchor_root, round_timeout=1.0), Model()
+    trained = _train(fed, grid, model)
+    silent = grid._sent[grid._order[3]]  # Flower's FedAvg samples the nodes in any order
+    assert sorted(trained.site_metrics) == ["site_000", "site_001"]
+    assert trained.late == [f"node {silent}"] and len(trained.failed) == 1
+    for node in grid.get_node_ids():  # once the sites have answered before, by name
+        fed.nodes.learn(Reply("m9", node, _record(_update(0), 1.0, f"hospital_{node}")))
+    grid = ArrivingGrid(_sites(3), silent=1)
+    assert _train(fed, grid, model).late == [f"hospital_{grid._sent[grid._order[3]]}"]
 
 
 @pytest.mark.parametrize("strategy", ["fedadam", "median"])
