@@ -149,7 +149,6 @@ def run_recipe(recipe: Recipe, world, args) -> dict:
     from fedehr.shared.privacy.accounting import noise_multiplier_for
     from fedehr.shared.training import evaluate as eval_loss
     from fedehr.shared.training import train, train_early_stopped
-    from fedehr.shared.update_compression import encode
 
     torch.manual_seed(0)
     model = world["initial"]()
@@ -189,8 +188,7 @@ def run_recipe(recipe: Recipe, world, args) -> dict:
                        after_noise=after_noise)
                 update = local.state_dict()
                 if recipe.float16:  # what the server rebuilds from the site's float16 reply
-                    update = {k: start[k] + v.to(start[k].dtype) if v.dtype == torch.float16
-                              else v for k, v in encode(update, start).items()}
+                    update = float16_round_trip(update, start)
                 for k, v in update.items():
                     total[k] += d.patients * (v - start[k])
                 weight += d.patients
@@ -207,6 +205,19 @@ def run_recipe(recipe: Recipe, world, args) -> dict:
             "mean_tuning_loss": round(sum(losses.values()) / len(losses), 4),
             "anchor_tuning_loss": anchor_loss, "auroc": aurocs,
             "noise": None if recipe.central else {k: round(v, 3) for k, v in noises.items()}}
+
+
+def float16_round_trip(trained: dict, start: dict) -> dict:
+    """The weights the server rebuilds from a site's float16 reply (local.update_compression)."""
+    import numpy as np
+    import torch
+    from flwr.app import Array, ArrayRecord
+
+    from fedehr.shared.update_compression import decode, encode
+
+    sent = ArrayRecord({k: Array(v.numpy()) for k, v in encode(trained, start).items()})
+    rebuilt = decode(sent, {k: v.numpy() for k, v in start.items()})
+    return {k: torch.from_numpy(np.asarray(a.numpy())) for k, a in rebuilt.items()}
 
 
 def _train(model, dataset, recipe: Recipe, *, steps: int, dp, batch: int | None = None,
