@@ -67,6 +67,8 @@ class Recipe:
     anchor_per_round: int = 0  # public anchor steps after each aggregation (keeps it known)
     central: bool = False  # non-private pooled training of rounds x 3 x steps (arm a)
     float16: bool = False  # updates sent as float16 differences (local.update_compression)
+    death_weight: float = 1.0  # a MEDS_DEATH target counts this many times in an example's loss
+    keep_death_row: bool = False  # the death token's rows keep the warm start (no DP noise)
 
 
 BASE = Recipe("base")  # fed_vs_central's defaults today
@@ -103,6 +105,14 @@ RECIPES = {r.name: r for r in [
     # what float16 updates (local.update_compression) cost the tuned recipe
     replace(BASE, name="batch128-lr4x-warm-es-f16", batch=128, steps=20, lr=8e-3, warm=300,
             warm_stop=True, float16=True),
+    # zero-shot mortality reads the death token's output row, which under DP learns from
+    # ~2% of the windows through ~1% of their clipped gradient (outcome_row_signal.py):
+    # the warm start alone, the death target weighted, the death row kept as the anchor left it
+    replace(BASE, name="warm-es-only", warm=300, warm_stop=True, rounds=0),
+    replace(BASE, name="batch128-lr4x-warm-es-death50", batch=128, steps=20, lr=8e-3,
+            warm=300, warm_stop=True, death_weight=50.0),
+    replace(BASE, name="batch128-lr4x-warm-es-keep-death", batch=128, steps=20, lr=8e-3,
+            warm=300, warm_stop=True, keep_death_row=True),
     # arm (d) of fed_vs_central at the tuned recipe: what the anchor's warm start adds
     replace(BASE, name="batch128-lr4x-no-warm", batch=128, steps=20, lr=8e-3, warm=0),
     # arm (a) at the batch of the tuned recipe: which learning rate serves it best
@@ -146,6 +156,7 @@ def run_recipe(recipe: Recipe, world, args) -> dict:
     import torch
 
     from fedehr.client.privacy.dp_sgd import DPConfig
+    from fedehr.shared.data.schema import DEATH_CODE
     from fedehr.shared.privacy.accounting import noise_multiplier_for
     from fedehr.shared.training import evaluate as eval_loss
     from fedehr.shared.training import train, train_early_stopped
@@ -166,8 +177,11 @@ def run_recipe(recipe: Recipe, world, args) -> dict:
         _train(model, pooled, recipe, steps=3 * recipe.rounds * recipe.steps, dp=None)
     else:
         frozen = frozen_names(model) if recipe.train == "no-emb" else set()
-        after_noise = (keep_rows(anchor_only_rows(world), model.config.vocab_size)
-                       if recipe.train == "site-rows" else None)
+        kept = (anchor_only_rows(world) if recipe.train == "site-rows" else []) + \
+            ([world["vocab"].id(DEATH_CODE)] if recipe.keep_death_row else [])
+        after_noise = keep_rows(kept, model.config.vocab_size) if kept else None
+        if recipe.death_weight != 1.0:
+            weight_death(model, world["vocab"].id(DEATH_CODE), recipe.death_weight)
         noises = {}
         for name, d in world["data"].items():
             q = min(recipe.batch, d.patients) / d.patients
@@ -196,15 +210,86 @@ def run_recipe(recipe: Recipe, world, args) -> dict:
             if recipe.anchor_per_round:
                 train(model, world["anchor_train"], steps=recipe.anchor_per_round,
                       batch_size=32, lr=2e-3, dp=None, seed=rnd + 1)
+    model.__dict__.pop("per_example_loss", None)  # evaluate with the plain loss
     seconds = time.perf_counter() - t0
     losses = {name: round(eval_loss(model, d.tuning, batch_size=64)[0], 4)
               for name, d in world["data"].items()}
     anchor_loss = round(eval_loss(model, world["anchor_tuning"], batch_size=32)[0], 4)
     aurocs = probe_aurocs(model, world)
+    if args.zero_shot_rows:
+        aurocs["zero_shot"] = zero_shot_aurocs(model, world, rows=args.zero_shot_rows,
+                                               samples=args.zero_shot_samples)
     return {"recipe": asdict(recipe), "seconds": round(seconds, 1), "tuning_loss": losses,
             "mean_tuning_loss": round(sum(losses.values()) / len(losses), 4),
             "anchor_tuning_loss": anchor_loss, "auroc": aurocs,
             "noise": None if recipe.central else {k: round(v, 3) for k, v in noises.items()}}
+
+
+def weight_death(model, death: int, weight: float) -> None:
+    """Count each death target `weight` times in the example's mean next-token loss (the
+    clipped gradient then gives the death row more of its norm; the privacy cost is the
+    same). Bound to this model, so a deep copy of it keeps the weighting."""
+    import types
+
+    import torch.nn.functional as F
+
+    from fedehr.shared.tokenizer.batch import PAD_ID, Batch
+
+    def per_example_loss(self, batch, negatives=None, generator=None):
+        batch = Batch(*batch)
+        logits = self.lm_head(self(*batch)[:, :-1])
+        targets = batch.tokens[:, 1:]
+        ce = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
+        w = (targets != PAD_ID).to(ce.dtype) + (weight - 1.0) * (targets == death).to(ce.dtype)
+        return (ce * w).sum(1) / w.sum(1).clamp(min=1)
+
+    model.per_example_loss = types.MethodType(per_example_loss, model)
+
+
+def zero_shot_aurocs(model, world, *, rows: int, samples: int) -> dict:
+    """Zero-shot AUROC (the default "expected" estimator) per site and task on a seeded,
+    balanced draw of at most `rows` labelled rows of the site's *tuning* split; the same
+    rows for every recipe of a data seed."""
+    import numpy as np
+    import polars as pl
+    from sklearn.metrics import roc_auc_score
+
+    from fedehr.shared.clinical import labels as L
+    from fedehr.shared.clinical import zero_shot
+    from fedehr.shared.clinical.evaluate import subject_split
+    from fedehr.shared.clinical.query import outcome_from_task
+    from fedehr.shared.data import schema as S
+
+    out = {}
+    tasks = [L.load_task(t) for t in TASKS]
+    for name, (dataset, mapping) in world["eval"].items():
+        pred_path = L.predicates_path(None, dataset)
+        labels = L.extract_many(dataset, tasks, pred_path)
+        subjects = np.concatenate([lab[L.SUBJECT_ID].to_numpy() for lab in labels])
+        _, tuning, _ = subject_split(dataset, subjects, test_split=S.TUNING)
+        for task, lab in zip(tasks, labels, strict=True):
+            lab = lab.filter(pl.col(L.SUBJECT_ID).is_in(list(tuning)))
+            y = lab[L.BOOLEAN_VALUE].to_numpy().astype(bool)
+            rng = np.random.default_rng([0, len(y)])
+            pos, neg = np.flatnonzero(y), np.flatnonzero(~y)
+            n_pos = min(len(pos), rows // 2)
+            picked = np.sort(np.concatenate([rng.choice(pos, n_pos, replace=False),
+                                             rng.choice(neg, min(len(neg), rows - n_pos),
+                                                        replace=False)]))
+            outcome = outcome_from_task(task.config, predicates=L.dataset_predicates(pred_path))
+            frame = zero_shot.predict_detailed(model, world["vocab"], dataset,
+                                               lab[picked.tolist()], outcome, samples=samples,
+                                               seed=0, batch_size=256, mapping=mapping).frame
+            prob = frame["probability"].cast(pl.Float64).to_numpy()
+            if task.label_negated:
+                prob = 1.0 - prob
+            answered = ~np.isnan(prob)
+            out[f"{name}/{task.name}"] = round(float(roc_auc_score(y[picked][answered],
+                                                                   prob[answered])), 4)
+    for task in TASKS:
+        cells = [v for k, v in out.items() if k.endswith("/" + task)]
+        out[f"mean/{task}"] = round(sum(cells) / len(cells), 4)
+    return out
 
 
 def float16_round_trip(trained: dict, start: dict) -> dict:
@@ -301,6 +386,12 @@ def build_world(workdir: Path, args) -> dict:
                                             note_dim=0, image_dim=0)}
 
 
+def zero_shot_words(row: dict) -> str:
+    zs = row["auroc"].get("zero_shot")
+    return "" if not zs else "  zero-shot " + " ".join(
+        f"{t} {zs[f'mean/{t}']:.3f}" for t in TASKS)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -310,6 +401,10 @@ def main(argv=None) -> int:
     parser.add_argument("--data-seed", type=int, default=0)
     parser.add_argument("--left-out", default="hospital_c")
     parser.add_argument("--max-len", type=int, default=128)
+    parser.add_argument("--zero-shot-rows", type=int, default=0,
+                        help="also score zero-shot on this many tuning rows per site and task "
+                        "(0: not)")
+    parser.add_argument("--zero-shot-samples", type=int, default=8)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     os.environ.setdefault("POLARS_MAX_THREADS", "1")
@@ -332,14 +427,14 @@ def main(argv=None) -> int:
             print(f"{name:<18} loss {row['mean_tuning_loss']:.3f}  anchor "
                   f"{row['anchor_tuning_loss']:.3f}  probe {row['auroc']['probe']['mean']:.3f}"
                   f"  counts {row['auroc']['counts']['mean']:.3f}  {row['seconds']:.0f}s  "
-                  f"noise {row['noise']}", flush=True)
+                  f"noise {row['noise']}" + zero_shot_words(row), flush=True)
     print("\n| recipe | tuning loss | anchor loss | probe AUROC (mean) | "
           + " | ".join(k for k in rows[0]["auroc"]["probe"] if k != "mean") + " |")
     for r in rows:
         cells = [v for k, v in r["auroc"]["probe"].items() if k != "mean"]
         print(f"| {r['recipe']['name']} | {r['mean_tuning_loss']:.3f} | "
               f"{r['anchor_tuning_loss']:.3f} | {r['auroc']['probe']['mean']:.3f} | "
-              + " | ".join(f"{c:.3f}" for c in cells) + " |")
+              + " | ".join(f"{c:.3f}" for c in cells) + " |" + zero_shot_words(r))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     report = {"benchmark": "dp_recipe_sweep", "data_seeds": [args.data_seed],
               "config": {k: str(v) for k, v in vars(args).items()}, "rows": rows}
