@@ -111,6 +111,8 @@ RECIPES = {r.name: r for r in [
     replace(BASE, name="warm-es-only", warm=300, warm_stop=True, rounds=0),
     replace(BASE, name="batch128-lr4x-warm-es-death50", batch=128, steps=20, lr=8e-3,
             warm=300, warm_stop=True, death_weight=50.0),
+    replace(BASE, name="batch128-lr4x-warm-es-death10", batch=128, steps=20, lr=8e-3,
+            warm=300, warm_stop=True, death_weight=10.0),
     replace(BASE, name="batch128-lr4x-warm-es-keep-death", batch=128, steps=20, lr=8e-3,
             warm=300, warm_stop=True, keep_death_row=True),
     # arm (d) of fed_vs_central at the tuned recipe: what the anchor's warm start adds
@@ -210,7 +212,8 @@ def run_recipe(recipe: Recipe, world, args) -> dict:
             if recipe.anchor_per_round:
                 train(model, world["anchor_train"], steps=recipe.anchor_per_round,
                       batch_size=32, lr=2e-3, dp=None, seed=rnd + 1)
-    model.__dict__.pop("per_example_loss", None)  # evaluate with the plain loss
+    if model.__dict__.pop("per_example_loss", None):  # evaluate with the plain loss,
+        correct_death_logit(model, world["vocab"].id(DEATH_CODE), recipe.death_weight)
     seconds = time.perf_counter() - t0
     losses = {name: round(eval_loss(model, d.tuning, batch_size=64)[0], 4)
               for name, d in world["data"].items()}
@@ -244,6 +247,20 @@ def weight_death(model, death: int, weight: float) -> None:
         return (ce * w).sum(1) / w.sum(1).clamp(min=1)
 
     model.per_example_loss = types.MethodType(per_example_loss, model)
+
+
+def correct_death_logit(model, death: int, weight: float) -> None:
+    """Undo the weighting where the model predicts: a weighted loss's optimum puts the
+    death logit log(weight) too high, so generation reads it log(weight) lower."""
+    import math
+    import types
+
+    def logits(self, hidden):
+        out = self.lm_head(hidden)
+        out[..., death] -= math.log(weight)
+        return out
+
+    model.logits = types.MethodType(logits, model)
 
 
 def zero_shot_aurocs(model, world, *, rows: int, samples: int) -> dict:
