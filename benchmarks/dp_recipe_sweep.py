@@ -113,6 +113,8 @@ RECIPES = {r.name: r for r in [
             warm=300, warm_stop=True, death_weight=50.0),
     replace(BASE, name="batch128-lr4x-warm-es-death10", batch=128, steps=20, lr=8e-3,
             warm=300, warm_stop=True, death_weight=10.0),
+    replace(BASE, name="batch128-lr4x-warm-es-site-rows", batch=128, steps=20, lr=8e-3,
+            warm=300, warm_stop=True, train="site-rows"),
     replace(BASE, name="batch128-lr4x-warm-es-keep-death", batch=128, steps=20, lr=8e-3,
             warm=300, warm_stop=True, keep_death_row=True),
     # arm (d) of fed_vs_central at the tuned recipe: what the anchor's warm start adds
