@@ -31,7 +31,7 @@ from fedehr.server.status import PHASES, read_status
 from fedehr.shared import audit
 
 ROUND_DIR = re.compile(r"^round-\d+$")
-SITE_STATES = ("participating", "rejected", "failed")
+SITE_STATES = ("participating", "rejected", "failed", "late")
 
 
 class ServerCollector(Collector):
@@ -91,7 +91,7 @@ class ServerCollector(Collector):
         sites = GaugeMetricFamily("fedehr_round_sites", "Sites in the last round by outcome.",
                                   labels=["state"])
         counts = (len(last.get("participants") or []), len(last.get("rejected") or {}),
-                  len(last.get("failed") or []))
+                  len(last.get("failed") or []), len(last.get("late") or []))
         for state, count in zip(SITE_STATES, counts, strict=True):
             sites.add_metric([state], count)
         yield sites

@@ -42,6 +42,6 @@ SITE_METRICS: dict[str, tuple[str, ...]] = {
     "fedehr_site_consortium_retry_seconds": ("site",),
 }
 
-ROUND_SITE_STATES = ("participating", "rejected", "failed")
+ROUND_SITE_STATES = ("participating", "rejected", "failed", "late")
 
 ALL_METRICS: dict[str, tuple[str, ...]] = {**SERVER_METRICS, **SITE_METRICS}

@@ -34,6 +34,7 @@ ROUNDS = [
            bytes_in=3000),
 ]
 ROUNDS[1]["failed"] = ["node 7: timeout"]  # hospital_c's reply did not come back in round 2
+ROUNDS[1]["late"] = ["hospital_d"]  # sent the round, no reply by the round timeout
 
 
 @pytest.fixture
@@ -94,6 +95,7 @@ def test_last_round_gauges_describe_the_newest_round(served):
     assert value(m, "fedehr_round_sites", state="participating") == 2
     assert value(m, "fedehr_round_sites", state="rejected") == 0
     assert value(m, "fedehr_round_sites", state="failed") == 1
+    assert value(m, "fedehr_round_sites", state="late") == 1
     for site, norm in last["update_norms"].items():
         assert value(m, "fedehr_update_norm", site=site) == norm
 
