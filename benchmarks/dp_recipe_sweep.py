@@ -69,6 +69,7 @@ class Recipe:
     float16: bool = False  # updates sent as float16 differences (local.update_compression)
     death_weight: float = 1.0  # a MEDS_DEATH target counts this many times in an example's loss
     keep_death_row: bool = False  # the death token's rows keep the warm start (no DP noise)
+    interpolate: tuple[float, ...] = ()  # also score warm + a * (final - warm) for each a
 
 
 BASE = Recipe("base")  # fed_vs_central's defaults today
@@ -115,6 +116,10 @@ RECIPES = {r.name: r for r in [
             warm=300, warm_stop=True, death_weight=10.0),
     replace(BASE, name="batch128-lr4x-warm-es-site-rows", batch=128, steps=20, lr=8e-3,
             warm=300, warm_stop=True, train="site-rows"),
+    # the anchor's own predictions degrade in the shared transformer under DP: the server
+    # may step back towards the public warm start after the last round (post-processing)
+    replace(BASE, name="batch128-lr4x-warm-es-interpolate", batch=128, steps=20, lr=8e-3,
+            warm=300, warm_stop=True, interpolate=(0.25, 0.5, 0.75)),
     replace(BASE, name="batch128-lr4x-warm-es-keep-death", batch=128, steps=20, lr=8e-3,
             warm=300, warm_stop=True, keep_death_row=True),
     # arm (d) of fed_vs_central at the tuned recipe: what the anchor's warm start adds
@@ -162,7 +167,6 @@ def run_recipe(recipe: Recipe, world, args) -> dict:
     from fedehr.client.privacy.dp_sgd import DPConfig
     from fedehr.shared.data.schema import DEATH_CODE
     from fedehr.shared.privacy.accounting import noise_multiplier_for
-    from fedehr.shared.training import evaluate as eval_loss
     from fedehr.shared.training import train, train_early_stopped
 
     torch.manual_seed(0)
@@ -174,6 +178,7 @@ def run_recipe(recipe: Recipe, world, args) -> dict:
     elif recipe.warm:
         train(model, world["anchor_train"], steps=recipe.warm, batch_size=32, lr=2e-3, dp=None,
               seed=0)
+    warm_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     if recipe.central:
         from torch.utils.data import ConcatDataset
 
@@ -217,18 +222,31 @@ def run_recipe(recipe: Recipe, world, args) -> dict:
     if model.__dict__.pop("per_example_loss", None):  # evaluate with the plain loss,
         correct_death_logit(model, world["vocab"].id(DEATH_CODE), recipe.death_weight)
     seconds = time.perf_counter() - t0
+    row = {"recipe": asdict(recipe), "seconds": round(seconds, 1), **scores(model, world),
+           "noise": None if recipe.central else {k: round(v, 3) for k, v in noises.items()}}
+    if args.zero_shot_rows:
+        row["auroc"]["zero_shot"] = zero_shot_aurocs(model, world, rows=args.zero_shot_rows,
+                                                     samples=args.zero_shot_samples)
+    final = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    for a in recipe.interpolate:
+        model.load_state_dict({k: warm_state[k] + a * (v - warm_state[k])
+                               if v.is_floating_point() else v for k, v in final.items()})
+        row.setdefault("interpolated", {})[str(a)] = scores(model, world)
+    return row
+
+
+def scores(model, world) -> dict:
+    """Tuning losses of the sites and the anchor, and the probe's and counts' AUROC."""
+    from fedehr.shared.training import evaluate as eval_loss
+
     losses = {name: round(eval_loss(model, d.tuning, batch_size=64)[0], 4)
               for name, d in world["data"].items()}
-    anchor_loss = round(eval_loss(model, world["anchor_tuning"], batch_size=32)[0], 4)
-    own = anchor_own_loss(model, world)
-    aurocs = probe_aurocs(model, world)
-    if args.zero_shot_rows:
-        aurocs["zero_shot"] = zero_shot_aurocs(model, world, rows=args.zero_shot_rows,
-                                               samples=args.zero_shot_samples)
-    return {"recipe": asdict(recipe), "seconds": round(seconds, 1), "tuning_loss": losses,
+    return {"tuning_loss": losses,
             "mean_tuning_loss": round(sum(losses.values()) / len(losses), 4),
-            "anchor_tuning_loss": anchor_loss, "anchor_own_tokens_loss": own, "auroc": aurocs,
-            "noise": None if recipe.central else {k: round(v, 3) for k, v in noises.items()}}
+            "anchor_tuning_loss": round(eval_loss(model, world["anchor_tuning"],
+                                                  batch_size=32)[0], 4),
+            "anchor_own_tokens_loss": anchor_own_loss(model, world),
+            "auroc": probe_aurocs(model, world)}
 
 
 def weight_death(model, death: int, weight: float) -> None:
@@ -482,6 +500,11 @@ def main(argv=None) -> int:
                   f"{row['anchor_own_tokens_loss']:.3f})  probe {row['auroc']['probe']['mean']:.3f}"
                   f"  counts {row['auroc']['counts']['mean']:.3f}  {row['seconds']:.0f}s  "
                   f"noise {row['noise']}" + zero_shot_words(row), flush=True)
+            for a, r in row.get("interpolated", {}).items():
+                print(f"  warm + {a} x (final - warm): loss {r['mean_tuning_loss']:.3f}  anchor "
+                      f"{r['anchor_tuning_loss']:.3f} (own tokens "
+                      f"{r['anchor_own_tokens_loss']:.3f})  probe "
+                      f"{r['auroc']['probe']['mean']:.3f}", flush=True)
     print("\n| recipe | tuning loss | anchor loss | probe AUROC (mean) | "
           + " | ".join(k for k in rows[0]["auroc"]["probe"] if k != "mean") + " |")
     for r in rows:
