@@ -28,6 +28,15 @@ counts). A recipe is a row of `RECIPES`:
     anchor_per_round   non-private anchor steps after each aggregation
     float16   each site's update goes through local.update_compression: float16
               (sent as float16 differences, rebuilt by the server)
+    death_weight      a MEDS_DEATH target counts this many times in an example's loss
+                      (generation then lowers the death logit by log(death_weight))
+    keep_death_row    the death token's embedding and output rows keep the warm start
+    interpolate       also score warm + a x (final - warm) for each a (the server
+                      stepping back towards the public warm start after the last round)
+
+Besides the sites' tuning loss, the anchor's tuning loss (also renormalised over the
+anchor's own tokens) and the probe, `--zero-shot-rows N` scores zero-shot answers on a
+seeded, balanced draw of at most N tuning rows per site and task.
 
     .venv/bin/python benchmarks/dp_recipe_sweep.py [--recipes base,big-batch] [--data-seed 0]
 
