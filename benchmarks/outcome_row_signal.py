@@ -43,34 +43,24 @@ BATCH, STEPS, ROUNDS, CLIP = 128, 20, 4, 1.0  # dp_recipe_sweep's batch128-lr4x-
 SCALES = (10, 100)  # sites with 10x and 100x the patients (same windows with death, same batch)
 
 
-def weighted_loss(model, batch, death: int, weight: float):
-    """Next-token cross-entropy of one example with its death targets counted `weight` times."""
-    import torch.nn.functional as F
-
-    from fedehr.shared.tokenizer.batch import PAD_ID
-
-    logits = model.lm_head(model(*batch)[:, :-1])
-    targets = batch.tokens[:, 1:]
-    ce = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
-    w = (targets != PAD_ID).to(ce.dtype)
-    w = w + (weight - 1.0) * (targets == death).to(ce.dtype)
-    return (ce * w).sum() / w.sum()
-
-
 def row_shares(model, windows, idx, death: int, weight: float):
-    """Per example: (whole gradient norm, death output row's gradient norm)."""
+    """Per example: (whole gradient norm, death output row's gradient norm), with the death
+    target counted `weight` times in the example's loss."""
     import torch
+    from dp_recipe_sweep import weight_death
 
     from fedehr.shared.tokenizer.batch import Batch
 
+    weight_death(model, death, weight)
     out = []
     for i in idx:
         fields = [f.unsqueeze(0) for f in windows[int(i)]]
         model.zero_grad(set_to_none=True)
-        weighted_loss(model, Batch(*fields), death, weight).backward()
+        model.per_example_loss(Batch(*fields))[0].backward()
         total = torch.sqrt(sum((p.grad ** 2).sum() for p in model.parameters()
                                if p.grad is not None))
         out.append((float(total), float(model.lm_head.weight.grad[death].norm())))
+    del model.per_example_loss
     return out
 
 
