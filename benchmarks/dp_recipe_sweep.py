@@ -33,6 +33,9 @@ counts). A recipe is a row of `RECIPES`:
     keep_death_row    the death token's embedding and output rows keep the warm start
     interpolate       also score warm + a x (final - warm) for each a (the server
                       stepping back towards the public warm start after the last round)
+    noise_scale       times the noise the budget allows (0: clipping only, no privacy; a
+                      diagnostic that separates what the noise does from what the data does)
+    pool_anchor       with central: the anchor's training windows join the pooled data
 
 Besides the sites' tuning loss, the anchor's tuning loss (also renormalised over the
 anchor's own tokens) and the probe, `--zero-shot-rows N` scores zero-shot answers on a
@@ -79,6 +82,8 @@ class Recipe:
     death_weight: float = 1.0  # a MEDS_DEATH target counts this many times in an example's loss
     keep_death_row: bool = False  # the death token's rows keep the warm start (no DP noise)
     interpolate: tuple[float, ...] = ()  # also score warm + a * (final - warm) for each a
+    noise_scale: float = 1.0  # 0: DP clipping without noise (a diagnostic, not private)
+    pool_anchor: bool = False  # central: train on the anchor's windows too
 
 
 BASE = Recipe("base")  # fed_vs_central's defaults today
@@ -131,6 +136,18 @@ RECIPES = {r.name: r for r in [
             warm=300, warm_stop=True, interpolate=(0.25, 0.5, 0.75)),
     replace(BASE, name="batch128-lr4x-warm-es-keep-death", batch=128, steps=20, lr=8e-3,
             warm=300, warm_stop=True, keep_death_row=True),
+    # is the anchor's rise the DP noise or the sites' data? The same rounds without noise,
+    # central training from the same warm start, and central training that keeps the anchor
+    replace(BASE, name="batch128-lr4x-warm-es-no-noise", batch=128, steps=20, lr=8e-3,
+            warm=300, warm_stop=True, noise_scale=0.0),
+    replace(BASE, name="central-warm-es", central=True, warm=300, warm_stop=True),
+    replace(BASE, name="central-warm-es-pool-anchor", central=True, warm=300, warm_stop=True,
+            pool_anchor=True),
+    # plain DP-SGD: the noise moves a weight by lr x noise, not by lr whatever the gradient
+    replace(BASE, name="batch128-warm-es-sgd-lr1", batch=128, steps=20, opt="sgd", lr=1.0,
+            warm=300, warm_stop=True),
+    replace(BASE, name="batch128-warm-es-sgd-lr4", batch=128, steps=20, opt="sgd", lr=4.0,
+            warm=300, warm_stop=True),
     # arm (d) of fed_vs_central at the tuned recipe: what the anchor's warm start adds
     replace(BASE, name="batch128-lr4x-no-warm", batch=128, steps=20, lr=8e-3, warm=0),
     # arm (a) at the batch of the tuned recipe: which learning rate serves it best
@@ -191,7 +208,8 @@ def run_recipe(recipe: Recipe, world, args) -> dict:
     if recipe.central:
         from torch.utils.data import ConcatDataset
 
-        pooled = ConcatDataset([d.train for d in world["data"].values()])
+        pooled = ConcatDataset([d.train for d in world["data"].values()]
+                               + ([world["anchor_train"]] if recipe.pool_anchor else []))
         _train(model, pooled, recipe, steps=3 * recipe.rounds * recipe.steps, dp=None)
     else:
         frozen = frozen_names(model) if recipe.train == "no-emb" else set()
@@ -203,8 +221,9 @@ def run_recipe(recipe: Recipe, world, args) -> dict:
         noises = {}
         for name, d in world["data"].items():
             q = min(recipe.batch, d.patients) / d.patients
-            noises[name] = noise_multiplier_for(EPSILON - VOCAB_EPSILON, delta=DELTA,
-                                                sample_rate=q, steps=recipe.rounds * recipe.steps)
+            noises[name] = max(1e-9, recipe.noise_scale * noise_multiplier_for(  # Opacus: > 0
+                EPSILON - VOCAB_EPSILON, delta=DELTA, sample_rate=q,
+                steps=recipe.rounds * recipe.steps))
         for rnd in range(recipe.rounds):
             start = {k: v.detach().clone() for k, v in model.state_dict().items()}
             total = {k: torch.zeros_like(v) for k, v in start.items()}
