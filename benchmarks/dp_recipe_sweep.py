@@ -256,6 +256,9 @@ def run_recipe(recipe: Recipe, world, args) -> dict:
         row["auroc"]["zero_shot"] = zero_shot_aurocs(model, world, rows=args.zero_shot_rows,
                                                      samples=args.zero_shot_samples)
     final = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    if args.save_models:
+        args.save_models.mkdir(parents=True, exist_ok=True)
+        torch.save(final, args.save_models / f"{recipe.name}-seed{args.data_seed}.pt")
     for a in recipe.interpolate:
         model.load_state_dict({k: warm_state[k] + a * (v - warm_state[k])
                                if v.is_floating_point() else v for k, v in final.items()})
@@ -424,18 +427,24 @@ def _train(model, dataset, recipe: Recipe, *, steps: int, dp, batch: int | None 
 
 
 def probe_aurocs(model, world) -> dict:
+    """k=all probe AUROC per site and task on the tuning rows, on the last position's vector
+    ("probe") and on that and the mean over the history's positions ("probe_last_mean")."""
     from fedehr.shared.clinical.evaluate import evaluate
     from fedehr.shared.data import schema as S
 
     out = {}
     for name, (dataset, mapping) in world["eval"].items():
-        result = evaluate((model, world["vocab"]), dataset, tasks=TASKS, ks=("all",), seeds=1,
-                          mapping=mapping, test_split=S.TUNING, batch_size=64)
-        for t in result.tasks:
-            for m in t.methods:
-                if m.label in ("probe k=all", "counts k=all"):
-                    key = "counts" if m.label.startswith("counts") else "probe"
-                    out.setdefault(key, {})[f"{name}/{t.task}"] = round(float(m.mean("auroc")), 4)
+        for pooling, key in (("last", "probe"), ("last+mean", "probe_last_mean")):
+            result = evaluate((model, world["vocab"]), dataset, tasks=TASKS, ks=("all",),
+                              seeds=1, mapping=mapping, test_split=S.TUNING, batch_size=64,
+                              pooling=pooling)
+            for t in result.tasks:
+                for m in t.methods:
+                    label = "counts" if m.label == "counts k=all" else \
+                        key if m.label == "probe k=all" else None
+                    if label:
+                        out.setdefault(label, {})[f"{name}/{t.task}"] = \
+                            round(float(m.mean("auroc")), 4)
     for key, cells in out.items():
         out[key] = {**cells, "mean": round(sum(cells.values()) / len(cells), 4)}
     return out
@@ -505,6 +514,9 @@ def main(argv=None) -> int:
                         "(0: not)")
     parser.add_argument("--zero-shot-samples", type=int, default=8)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--save-models", type=Path, metavar="DIR",
+                        help="also save each recipe's final weights here, to score other "
+                        "read-outs later without training again")
     args = parser.parse_args(argv)
     os.environ.setdefault("POLARS_MAX_THREADS", "1")
     import torch
@@ -526,6 +538,7 @@ def main(argv=None) -> int:
             print(f"{name:<18} loss {row['mean_tuning_loss']:.3f}  anchor "
                   f"{row['anchor_tuning_loss']:.3f} (own tokens "
                   f"{row['anchor_own_tokens_loss']:.3f})  probe {row['auroc']['probe']['mean']:.3f}"
+                  f" (last+mean {row['auroc']['probe_last_mean']['mean']:.3f})"
                   f"  counts {row['auroc']['counts']['mean']:.3f}  {row['seconds']:.0f}s  "
                   f"noise {row['noise']}" + zero_shot_words(row), flush=True)
             for a, r in row.get("interpolated", {}).items():

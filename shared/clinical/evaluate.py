@@ -152,7 +152,7 @@ def evaluate(checkpoint_or_model, data: str | Path | MEDSDataset,
              train_split: str = S.TRAIN, test_split: str = S.HELD_OUT, seed: int = 0,
              batch_size: int = 64, zero_shot_batch: int = 256,
              zero_shot_max_tokens: int | None = None, c: float = DEFAULT_C,
-             note_encoder=None, notes: bool = True,
+             note_encoder=None, notes: bool = True, pooling: str = "last",
              trusted_public_key=None, progress: Progress | None = None) -> EvaluationResult:
     """Score zero-shot answers, few-shot probes and the count baseline on each task.
 
@@ -166,6 +166,7 @@ def evaluate(checkpoint_or_model, data: str | Path | MEDSDataset,
     per embedding forward. A model that reads notes (note_dim > 0) gets note
     vectors from `note_encoder`, by default the bundled MiniLM the sites use;
     `notes=False` gives it zeros instead (faster, and what a site with notes off sends).
+    `pooling`: the probes' patient vector (`EHRModel.embed`), "last" or "last+mean".
     """
     started = time.perf_counter()
     say = progress or (lambda *_: None)
@@ -206,7 +207,7 @@ def evaluate(checkpoint_or_model, data: str | Path | MEDSDataset,
         done[0] += n
         say("embeddings", done[0], len(windows))
 
-    x_all = embed(model, windows, batch_size=batch_size, progress=step)
+    x_all = embed(model, windows, batch_size=batch_size, pooling=pooling, progress=step)
     train_rows = np.flatnonzero(queries[L.SUBJECT_ID].is_in(list(train_ids)).to_numpy())
     counts = CountFeatures.fit(events, train_rows, mapping=mapping)
     c_all = counts.transform(events, queries.height, mapping=mapping)

@@ -27,9 +27,10 @@ DEFAULT_C = 0.1  # L2 strength on standardised embeddings; few examples need a s
 
 
 @torch.no_grad()
-def embed(model, windows, *, batch_size: int = 64,
+def embed(model, windows, *, batch_size: int = 64, pooling: str = "last",
           progress: Callable[[int], None] | None = None) -> np.ndarray:
-    """float32 [len(windows), d_model]: the frozen model's vector of each history.
+    """float32 [len(windows), width]: the frozen model's vector of each history
+    (`EHRModel.embed`: width d_model for pooling "last", 2 d_model for "last+mean").
 
     Histories are batched by length and each batch is cut to its longest
     history (right padding is masked, so the vectors are the same; most
@@ -37,16 +38,17 @@ def embed(model, windows, *, batch_size: int = 64,
     """
     model.eval()
     n = len(windows)
-    out = np.zeros((n, model.config.d_model), dtype=np.float32)
+    width = model.config.d_model * (1 if pooling == "last" else 2)
+    out = np.zeros((n, width), dtype=np.float32)
     order = np.argsort(_lengths(windows), kind="stable")
     for lo in range(0, n, batch_size):
         idx = order[lo:lo + batch_size]
         parts = [torch.stack(field) for field in zip(*(windows[int(i)] for i in idx),
                                                       strict=True)]
-        width = int((parts[0] != PAD_ID).sum(1).max())
+        longest = int((parts[0] != PAD_ID).sum(1).max())
         # tokens, times, note_emb, image_emb have a time axis; pro and pro_mask do not
-        batch = Batch(*(p[:, :width] if k < 4 else p for k, p in enumerate(parts)))
-        out[idx] = model.embed(batch).float().cpu().numpy()
+        batch = Batch(*(p[:, :longest] if k < 4 else p for k, p in enumerate(parts)))
+        out[idx] = model.embed(batch, pooling).float().cpu().numpy()
         if progress is not None:
             progress(len(idx))
     return out

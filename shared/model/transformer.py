@@ -331,12 +331,22 @@ class EHRModel(nn.Module):
         return -F.log_softmax(scores, dim=-1)[:, 0] * pro_mask.to(scores.dtype)
 
     @torch.no_grad()
-    def embed(self, batch: Batch) -> torch.Tensor:
-        """Patient representation [B, d_model]: the hidden state at the last non-pad
-        position. No gradient (frozen features for probes), which also keeps Opacus
-        hooks from recording a forward that has no backward."""
+    def embed(self, batch: Batch, pooling: str = "last") -> torch.Tensor:
+        """Patient representation: the hidden state at the last non-pad position [B,
+        d_model], or with pooling "last+mean" that and the mean over every non-pad
+        position [B, 2 d_model]. No gradient (frozen features for probes), which also
+        keeps Opacus hooks from recording a forward that has no backward."""
         batch = Batch(*batch)
-        return last_position(self(*batch), batch.tokens)
+        hidden = self(*batch)
+        last = last_position(hidden, batch.tokens)
+        if pooling == "last":
+            return last
+        if pooling != "last+mean":
+            raise ConfigError(f"unknown pooling {pooling!r}", where="embed",
+                              fix="use 'last' or 'last+mean'")
+        real = (batch.tokens != PAD_ID).unsqueeze(-1).to(hidden.dtype)
+        mean = (hidden * real).sum(1) / real.sum(1).clamp(min=1)
+        return torch.cat([last, mean], dim=-1)
 
     # -- sampling --------------------------------------------------------------
 

@@ -7,6 +7,7 @@ import itertools
 import pytest
 import torch
 
+from fedehr.shared.errors import ConfigError
 from fedehr.shared.model import EHRModel
 from fedehr.shared.tokenizer.batch import PAD_ID, Batch
 
@@ -52,6 +53,11 @@ def test_padding_does_not_change_the_valid_positions(model, config, make_batch):
     torch.testing.assert_close(model.per_example_loss(short, generator=torch.Generator()),
                                model.per_example_loss(padded, generator=torch.Generator()))
     torch.testing.assert_close(model.embed(short), model.embed(padded))
+    pooled = model.embed(padded, "last+mean")
+    torch.testing.assert_close(pooled, model.embed(short, "last+mean"))
+    torch.testing.assert_close(pooled[:, config.d_model:], h_short.mean(1))  # pads left out
+    with pytest.raises(ConfigError, match="unknown pooling 'max'"):
+        model.embed(short, "max")
 
 
 def test_an_all_padding_row_gives_finite_outputs_and_gradients(config, make_batch):
