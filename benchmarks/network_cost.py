@@ -15,7 +15,8 @@ Runs (each a fresh federation, so ledgers start untouched):
                 (tc token-bucket, both directions) to 100, 10, 1 Mbit/s
   tiny secure   SecAgg+, 2 rounds, links unlimited
   small plain   1 round, links unlimited (--small; ~25 MB of weights)
-With --compression, instead: tiny plain and tiny float16 (local.update_compression),
+With --compression, instead: tiny plain, tiny float16 (local.update_compression: the
+upload) and tiny f16-both (update_compression and download_compression: both ways),
 each 2 rounds, hospital_b unlimited then at 1 Mbit/s, side by side.
 Prints tables and writes benchmarks/results/network_cost[-compression].{json,txt}.
 
@@ -57,15 +58,17 @@ def model_bytes(workdir: Path) -> int:
 
 def one_run(net, root: Path, hospitals, anchor: Path, *, preset: str, mode: str,
             limits: list[float | None]) -> dict:
-    """A federation of len(limits) rounds (mode: plain, secure or float16); round r runs with
-    STRAGGLER limited to limits[r-1] Mbit/s (None: unlimited). Returns the phases with their
-    link bytes, and the rounds."""
+    """A federation of len(limits) rounds (mode: plain, secure, float16 or f16-both); round r
+    runs with STRAGGLER limited to limits[r-1] Mbit/s (None: unlimited). Returns the phases
+    with their link bytes, and the rounds."""
     from tests.network.federation import NetworkFederation, tail
 
     fed_cfg = {**FEDERATION, "rounds": len(limits), "secure_aggregation": mode == "secure",
                "model": {**FEDERATION["model"], "preset": preset},
                "local": {**FEDERATION["local"],
-                         "update_compression": "float16" if mode == "float16" else "none"}}
+                         "update_compression": "float16" if mode in ("float16", "f16-both")
+                         else "none",
+                         "download_compression": "float16" if mode == "f16-both" else "none"}}
     fed = NetworkFederation.create(net, root, hospitals, anchor=anchor, federation=fed_cfg)
     fed.start_server()
     for name in HOSPITALS:
@@ -173,7 +176,8 @@ def main() -> None:
                         "preset")
     parser.add_argument("--no-secure", action="store_true", help="skip the SecAgg+ run")
     parser.add_argument("--compression", action="store_true", help="only plain against "
-                        "float16 updates (local.update_compression), unlimited and 1 Mbit/s")
+                        "float16 updates (local.update_compression) and float16 both ways "
+                        "(and download_compression), unlimited and 1 Mbit/s")
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("network_cost builds network namespaces: run it as root")
@@ -192,7 +196,8 @@ def main() -> None:
     if args.small:
         plan.append(("small", "plain", [None]))
     if args.compression:
-        plan = [("tiny", "plain", [None, 1]), ("tiny", "float16", [None, 1])]
+        plan = [("tiny", "plain", [None, 1]), ("tiny", "float16", [None, 1]),
+                ("tiny", "f16-both", [None, 1])]
     runs, started = [], time.monotonic()
     for i, (preset, mode, limits) in enumerate(plan):
         net = build_network(f"{os.getpid()}b{i}", HOSPITALS)

@@ -90,7 +90,7 @@ def train(msg: Message, context: Context) -> Message:
     site = None
     try:
         site = _site(context)
-        arrays = msg.content[M.ARRAYS].to_torch_state_dict()
+        arrays = compression.received(msg.content[M.ARRAYS].to_torch_state_dict())
         config = dict(msg.content[M.CONFIG])
         state, metrics = H.train_round(site, arrays, config)
         if config.get(M.UPDATE_COMPRESSION) == compression.FLOAT16:  # after the DP noise
@@ -105,11 +105,12 @@ def train(msg: Message, context: Context) -> Message:
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
     from fedehr.client import site_handlers as H
+    from fedehr.shared import update_compression as compression
 
     site = None
     try:
         site = _site(context)
-        arrays = msg.content[M.ARRAYS].to_torch_state_dict()
+        arrays = compression.received(msg.content[M.ARRAYS].to_torch_state_dict())
         metrics = H.evaluate_round(site, arrays, dict(msg.content[M.CONFIG]))
         return _reply(msg, site.name, **{M.METRICS: MetricRecord(metrics)})
     except Exception as exc:  # noqa: BLE001

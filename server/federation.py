@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,7 +72,8 @@ from fedehr.shared.model import EHRModel, ModelConfig
 from fedehr.shared.pki import PKIPaths
 from fedehr.shared.tokenizer.vocabulary import Vocabulary
 from fedehr.shared.training import evaluate, train, train_early_stopped
-from fedehr.shared.update_compression import FLOAT16
+from fedehr.shared.update_compression import FLOAT16, for_download
+from fedehr.shared.update_compression import NONE as NO_COMPRESSION
 from fedehr.shared.update_compression import decode as decode_update
 
 log = logging.getLogger("fedehr.server")
@@ -346,9 +348,10 @@ class Federation:
         with the number of sites; FedAdam steps from that mean; median and trimmed mean
         keep the accepted updates until all are in (`aggregation_mode`).
         """
-        messages = list(self.strategy.configure_train(rnd, ArrayRecord(model.state_dict()),
-                                                      ConfigRecord(config), grid))
+        messages = self._as_downloaded(model, self.strategy.configure_train(
+            rnd, ArrayRecord(model.state_dict()), ConfigRecord(config), grid))
         sent = len(messages)
+        bytes_out = LazyArrays(messages[0].content[M.ARRAYS]).nbytes * sent if messages else 0
         outcome = RoundOutcome(mode=aggregation_mode(self.strategy))
         replies = stream_replies(grid, messages, self.cfg.round_timeout,
                                  addressed=outcome.addressed)
@@ -370,11 +373,22 @@ class Federation:
             site_metrics=outcome.site_metrics,
             rejected=outcome.rejected, failed=outcome.failed,
             update_norms=outcome.update_norms, bytes_in=outcome.bytes_in,
-            bytes_out=sum(a.nbytes for a in reference_arrays.values()) * sent,
+            bytes_out=bytes_out,
             aggregation_seconds=outcome.fold_seconds + time.monotonic() - started, late=late,
             # CPU time of this thread: what aggregation costs on cores shared with others
             extra={"aggregation_cpu_seconds": round(
                 outcome.fold_cpu_seconds + time.thread_time() - cpu_started, 4)})
+
+    def _as_downloaded(self, model: EHRModel, messages: Iterable[Message]) -> list[Message]:
+        """The strategy's messages carrying the model as the sites download it
+        (local.download_compression). The strategy itself was handed float32: FedAdam
+        steps from its copy, which must not be the rounded one."""
+        messages = list(messages)
+        if self.cfg.local.download_compression != NO_COMPRESSION:
+            download = for_download(model.state_dict(), self.cfg.local.download_compression)
+            for message in messages:
+                message.content[M.ARRAYS] = download
+        return messages
 
     def _aggregate(self, rnd: int, outcome: RoundOutcome) -> dict[str, torch.Tensor]:
         """The new global weights from the round's accepted updates."""
@@ -467,8 +481,8 @@ class Federation:
         if self._no_site_releases_losses:
             return {}
         config = ConfigRecord(self._round_config(rnd, model, vocab))
-        messages = self.strategy.configure_evaluate(rnd, ArrayRecord(model.state_dict()),
-                                                    config, grid)
+        messages = self._as_downloaded(model, self.strategy.configure_evaluate(
+            rnd, ArrayRecord(model.state_dict()), config, grid))
         losses, public = {}, {}
         for reply in grid.send_and_receive(messages, timeout=self.cfg.round_timeout):
             if reply.has_error():

@@ -1,12 +1,20 @@
-"""Update compression: a site sends its update as float16 differences from the global model.
+"""Update compression: float16 on the wire, both ways.
 
-federation.yaml `local.update_compression: float16` asks for it; the site's reply says
-it did (`messages.UPDATE_FLOAT16_DELTA`), so a site that ignores the request still
-sends plain float32 weights the server reads as before. It halves the upload. It
-is applied to the weights the site releases after DP-SGD's noise: post-processing,
-so the privacy guarantee is the same. Differences, not weights: an update is small
-next to the weights, so float16's 11 significant bits lose about 2**-12 of it per
-weight, where rounding the weights themselves would lose as much of each weight.
+Upload: federation.yaml `local.update_compression: float16` asks the sites to send
+their update as float16 differences from the global model they received; the
+site's reply says it did (`messages.UPDATE_FLOAT16_DELTA`), so a site that
+ignores the request still sends plain float32 weights the server reads as before.
+It halves the upload. It is applied to the weights the site releases after
+DP-SGD's noise: post-processing, so the privacy guarantee is the same.
+Differences, not weights: an update is small next to the weights, so float16's 11
+significant bits lose about 2**-12 of it per weight, where rounding the weights
+themselves would lose as much of each weight.
+
+Download: `local.download_compression: float16` sends the global model itself in
+float16 (half the download). The sites train from that rounded copy, but the
+server keeps its float32 weights and adds the sites' changes to them, so the
+rounding never accumulates over rounds. The global model is public to the sites:
+no privacy question.
 """
 
 from __future__ import annotations
@@ -39,3 +47,18 @@ def decode(record: ArrayRecord, reference: dict[str, np.ndarray]) -> ArrayRecord
             array = base + array.astype(base.dtype)
         weights[name] = Array(array)
     return weights
+
+
+def for_download(state: dict[str, torch.Tensor], how: str) -> ArrayRecord:
+    """The global model as the server sends it: floating-point tensors in float16 with
+    `how` "float16", as they are with "none"."""
+    if how == FLOAT16:
+        state = {name: value.to(torch.float16) if value.is_floating_point() else value
+                 for name, value in state.items()}
+    return ArrayRecord(state)
+
+
+def received(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A site's float32 copy of the global model, whatever precision it travelled in."""
+    return {name: value.to(torch.float32) if value.dtype == torch.float16 else value
+            for name, value in state.items()}

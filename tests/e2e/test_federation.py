@@ -3,7 +3,8 @@
 One run serves every test of this module: hospital_a carries planted canary
 records, hospital_c sends a NaN update in every round (the tap ClientApp),
 and a fourth hospital with an unregistered key tries to join. The sites send
-their updates as float16 differences (local.update_compression). The server's
+their updates as float16 differences (local.update_compression) and receive the
+model in float16 (local.download_compression). The server's
 and the sites' Prometheus endpoints are on, and are scraped after the run.
 """
 
@@ -66,7 +67,8 @@ def federation(tmp_path_factory, hospitals, anchor):
     outsider = HospitalSpec("hospital_d", b.data, registered=False)
     fed = LocalFederation.create(root, [planted, b, c, outsider], anchor=anchor,
                                  federation={**FAST, "rounds": 2, "min_sites": 2, "local": {
-                                     **FAST["local"], "update_compression": "float16"}},
+                                     **FAST["local"], "update_compression": "float16",
+                                     "download_compression": "float16"}},
                                  site={"training": {"threads": 1}}, metrics=True,
                                  site_env={"FEDEHR_TAP_DIR": str(root / "tap"),
                                            "FEDEHR_SABOTEUR": "hospital_c"})
@@ -142,14 +144,15 @@ def test_nothing_record_level_leaves_a_site(federation):
         assert not re.search(rf"(?<![\d.]){sid}(?![\d])", text), sid
 
 
-def test_updates_travel_as_float16_differences_at_half_the_bytes(federation):
-    # local.update_compression: float16, through Flower's real messages (the NaN update too)
+def test_updates_and_models_travel_as_float16_at_half_the_bytes(federation):
+    # local.update_compression and download_compression: float16, through Flower's real
+    # messages (the NaN update too); the sites train from their float32 copy of the model
     dumps = [json.loads(p.read_text()) for p in federation["tap"].glob("*.json")]
     updates = [d["records"][M.ARRAYS] for d in dumps if M.ARRAYS in d["records"]]
     assert len(updates) == 6  # 3 sites x 2 rounds
     assert {a["dtype"] for u in updates for a in u.values()} == {"float16"}
     for entry in federation["result"]["history"][1:]:
-        assert entry["bytes_in"] * 2 == entry["bytes_out"]  # 3 updates in, 3 models out
+        assert entry["bytes_in"] == entry["bytes_out"]  # 3 updates in, 3 models out
 
 
 def _scrape(url: str) -> dict[tuple, float]:

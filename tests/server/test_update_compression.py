@@ -12,7 +12,7 @@ from fedehr.server.config import load_federation_config
 from fedehr.shared import messages as M
 from fedehr.shared.data.anchor import fetch_anchor
 from fedehr.shared.errors import ConfigError
-from fedehr.shared.update_compression import decode, encode
+from fedehr.shared.update_compression import FLOAT16, decode, encode, for_download, received
 
 from .test_streaming import SHAPES, ArrivingGrid, Model, _federation, _sites, _train, _update
 
@@ -87,10 +87,46 @@ def _config(tmp_path, **extra):
     return load_federation_config(path)
 
 
+def test_the_model_downloads_in_float16_and_the_site_trains_on_a_float32_copy():
+    state = {"w": torch.tensor([1.0, 1 / 3]), "steps": torch.tensor([7])}
+    sent = for_download(state, FLOAT16)
+    assert sent["w"].dtype == "float16" and sent["steps"].dtype == "int64"
+    assert for_download(state, "none")["w"].dtype == "float32"
+    copy = received(sent.to_torch_state_dict())
+    assert copy["w"].dtype == torch.float32 and copy["steps"].tolist() == [7]
+    torch.testing.assert_close(copy["w"], state["w"], rtol=2**-11, atol=0)
+
+
+class RecordingGrid(ArrivingGrid):
+    """Also keeps the dtypes of the model each pushed message carries."""
+
+    def push_messages(self, messages):
+        messages = list(messages)
+        self.pushed = [{v.dtype for v in m.content[M.ARRAYS].values()} for m in messages]
+        return super().push_messages(messages)
+
+
+def test_a_float16_download_halves_the_bytes_out_and_fedadam_keeps_its_float32_start(
+        tmp_path, anchor_root):
+    plain = _train(_federation(tmp_path / "plain", anchor_root, strategy="fedadam"),
+                   RecordingGrid(_sites(3)), Model())
+    fed = _federation(tmp_path / "f16", anchor_root, strategy="fedadam")
+    fed.cfg.local.download_compression = FLOAT16
+    grid = RecordingGrid(_sites(3))
+    packed = _train(fed, grid, Model())
+    assert grid.pushed == [{"float16"}] * 3
+    assert packed.bytes_out == plain.bytes_out / 2 > 0
+    assert {a.dtype for a in fed.strategy.current_arrays.values()} == {np.dtype("float32")}
+
+
 def test_config_takes_float16_refuses_other_names_and_secure_aggregation(tmp_path):
     assert _config(tmp_path, local={"update_compression": "float16"}) \
         .local.update_compression == "float16"
     with pytest.raises(ConfigError, match="none, float16"):
         _config(tmp_path, local={"update_compression": "gzip"})
+    assert _config(tmp_path, local={"download_compression": "float16"}) \
+        .local.download_compression == "float16"
+    with pytest.raises(ConfigError, match="none, float16"):
+        _config(tmp_path, local={"download_compression": "int8"})
     with pytest.raises(ConfigError, match="quantises"):
         _config(tmp_path, secure_aggregation=True, local={"update_compression": "float16"})
