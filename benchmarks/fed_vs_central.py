@@ -4,7 +4,8 @@ Side by side in one run, on four synthetic hospitals (`synthesize`, seed 0);
 one of them (default hospital_c) is left out of all training:
 
   (a) central        non-private training on the pooled train splits of the three
-                     training hospitals (the library trainer, no anchor);
+                     training hospitals (the library trainer; no anchor, or with
+                     --central-warm from (b)'s public anchor warm start);
   (b) fed DP         a real federation (`LocalFederation`: TLS SuperLink, one
                      `fedehr site start` daemon per hospital, Flower processes),
                      DP-SGD at epsilon 8 per site (site.yaml privacy.epsilon),
@@ -95,7 +96,9 @@ def notes(args, training: dict, left_out: str) -> list[str]:
     return [
         f"budget: DP arms at batch {args.batch_size}, lr {args.lr}, {steps} steps per site; "
         f"(a) {args.central_steps} non-private steps of batch {args.central_batch_size} at lr "
-        f"{args.central_lr} on the pooled train splits (the sweep's central recipe); "
+        f"{args.central_lr} on the pooled train splits (the sweep's central recipe"
+        + ("), from (b)'s anchor warm start; " if args.central_warm else "); ")
+        + f"probes read the {args.pooling} hidden state(s); "
         f"(b) also up to {args.warm_steps} non-private anchor steps (public data, batch "
         f"{WARM_BATCH}, lr {WARM_LR}, early-stopped on the anchor's tuning split) before "
         "round 1",
@@ -248,7 +251,9 @@ def initial_model(config):
     return EHRModel(config)
 
 
-def train_central(hospitals, vocab, config, args, workdir: Path) -> tuple[object, dict]:
+def train_central(hospitals, vocab, config, args, workdir: Path, start=None
+                  ) -> tuple[object, dict]:
+    """(a): from (b)'s initial weights, or from `start` (a state dict: (b)'s warm start)."""
     from torch.utils.data import ConcatDataset
 
     from fedehr.client.site_data import prepare_site_data
@@ -259,6 +264,8 @@ def train_central(hospitals, vocab, config, args, workdir: Path) -> tuple[object
              for h in hospitals]
     pooled = ConcatDataset(parts)
     model = initial_model(config)
+    if start is not None:
+        model.load_state_dict(start)
     out = train(model, pooled, steps=args.central_steps,
                 batch_size=min(args.central_batch_size, len(pooled)), lr=args.central_lr,
                 dp=None, seed=0, num_threads=args.threads)
@@ -300,6 +307,14 @@ def train_alone(hospital: Hospital, releases, vocab, config, args, workdir: Path
 # -- evaluation -------------------------------------------------------------------------
 
 
+def warm_start_of(federation_root: Path) -> dict:
+    """The weights a federation published after its anchor warm start (round 0)."""
+    from fedehr.shared.checkpoint import load
+
+    model, _, _ = load(federation_root / "federation" / "checkpoints" / "round-0000")
+    return model.state_dict()
+
+
 def mapping_of(hospital: Hospital, workdir: Path):
     from fedehr.client.site_data import site_mapping
     from fedehr.shared.data.dataset import MEDSDataset
@@ -316,7 +331,7 @@ def evaluate_arm(model, vocab, hospital: Hospital, args, workdir: Path):
     torch.set_num_threads(args.threads)
     dataset, mapping = mapping_of(hospital, workdir)
     return evaluate((model, vocab), dataset, tasks=TASKS, ks=(64, "all"), seeds=args.probe_seeds,
-                    zero_shot_samples=0, mapping=mapping, batch_size=64)
+                    zero_shot_samples=0, mapping=mapping, batch_size=64, pooling=args.pooling)
 
 
 def summarise(result) -> dict:
@@ -631,6 +646,12 @@ def parse(argv):
     parser.add_argument("--central-steps", type=int, default=480, help="optimizer steps of (a)")
     parser.add_argument("--central-batch-size", type=int, default=32)
     parser.add_argument("--central-lr", type=float, default=2e-3)
+    parser.add_argument("--central-warm", action=argparse.BooleanOptionalAction, default=False,
+                        help="(a) starts from (b)'s public anchor warm start (its round-0 "
+                        "checkpoint) instead of (b)'s initial weights")
+    parser.add_argument("--pooling", default="last", choices=("last", "last+mean"),
+                        help="the probes' patient vector: the last position's hidden state, "
+                        "or that and the mean over the history's positions")
     parser.add_argument("--max-len", type=int, default=128)
     parser.add_argument("--warm-steps", type=int, default=300,
                         help="anchor warm start of (b): the most steps (it stops early)")
@@ -720,8 +741,10 @@ def main(argv: list[str] | None = None) -> int:
                              "privacy": res.get("privacy"), "history": res.get("history"),
                              "vocab_tokens": len(vocabs[arm].tokens)}
 
-        log(f"{ARMS['a']}: {args.central_steps} steps on pooled data", start)
-        models["a"], training["a"] = train_central(sites, vocab, config, args, workdir)
+        log(f"{ARMS['a']}: {args.central_steps} steps on pooled data"
+            + (", from (b)'s anchor warm start" if args.central_warm else ""), start)
+        warm = warm_start_of(fed["b"]["root"]) if args.central_warm else None
+        models["a"], training["a"] = train_central(sites, vocab, config, args, workdir, warm)
         vocabs["a"] = vocab
         timings["a"] = training["a"]["seconds"]
         log(f"{ARMS['a']}: done in {training['a']['seconds']:.0f}s, train loss "
