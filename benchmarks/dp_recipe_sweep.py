@@ -28,6 +28,8 @@ counts). A recipe is a row of `RECIPES`:
     anchor_per_round   non-private anchor steps after each aggregation
     float16   each site's update goes through local.update_compression: float16
               (sent as float16 differences, rebuilt by the server)
+    float16_download  the sites start from the model rounded to float16
+              (local.download_compression); the server keeps float32
     death_weight      a MEDS_DEATH target counts this many times in an example's loss
                       (generation then lowers the death logit by log(death_weight))
     keep_death_row    the death token's embedding and output rows keep the warm start
@@ -79,6 +81,7 @@ class Recipe:
     anchor_per_round: int = 0  # public anchor steps after each aggregation (keeps it known)
     central: bool = False  # non-private pooled training of rounds x 3 x steps (arm a)
     float16: bool = False  # updates sent as float16 differences (local.update_compression)
+    float16_download: bool = False  # the sites start from float16 weights (download_compression)
     death_weight: float = 1.0  # a MEDS_DEATH target counts this many times in an example's loss
     keep_death_row: bool = False  # the death token's rows keep the warm start (no DP noise)
     interpolate: tuple[float, ...] = ()  # also score warm + a * (final - warm) for each a
@@ -120,6 +123,8 @@ RECIPES = {r.name: r for r in [
     # what float16 updates (local.update_compression) cost the tuned recipe
     replace(BASE, name="batch128-lr4x-warm-es-f16", batch=128, steps=20, lr=8e-3, warm=300,
             warm_stop=True, float16=True),
+    replace(BASE, name="batch128-lr4x-warm-es-f16-both", batch=128, steps=20, lr=8e-3, warm=300,
+            warm_stop=True, float16=True, float16_download=True),
     # zero-shot mortality reads the death token's output row, which under DP learns from
     # ~2% of the windows through ~1% of their clipped gradient (outcome_row_signal.py):
     # the warm start alone, the death target weighted, the death row kept as the anchor left it
@@ -228,8 +233,11 @@ def run_recipe(recipe: Recipe, world, args) -> dict:
             start = {k: v.detach().clone() for k, v in model.state_dict().items()}
             total = {k: torch.zeros_like(v) for k, v in start.items()}
             weight = 0
+            site_start = {k: v.half().float() if v.is_floating_point() else v
+                          for k, v in start.items()} if recipe.float16_download else start
             for name, d in world["data"].items():
                 local = copy.deepcopy(model)
+                local.load_state_dict(site_start)
                 for n, p in local.named_parameters():
                     p.requires_grad_(n not in frozen)
                 dp = DPConfig(max_grad_norm=recipe.clip, noise_multiplier=noises[name],
@@ -238,8 +246,10 @@ def run_recipe(recipe: Recipe, world, args) -> dict:
                        batch=min(recipe.batch, d.patients), seed=1000 * rnd + len(name),
                        after_noise=after_noise)
                 update = local.state_dict()
-                if recipe.float16:  # what the server rebuilds from the site's float16 reply
-                    update = float16_round_trip(update, start)
+                if recipe.float16:  # what the server rebuilds from the site's float16 reply:
+                    # the site's change, added to the server's own (float32) weights
+                    update = {k: v - site_start[k] + start[k] for k, v in
+                              float16_round_trip(update, site_start).items()}
                 for k, v in update.items():
                     total[k] += d.patients * (v - start[k])
                 weight += d.patients
