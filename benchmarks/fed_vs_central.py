@@ -649,7 +649,7 @@ def parse(argv):
     parser.add_argument("--central-warm", action=argparse.BooleanOptionalAction, default=False,
                         help="(a) starts from (b)'s public anchor warm start (its round-0 "
                         "checkpoint) instead of (b)'s initial weights")
-    parser.add_argument("--pooling", default="last", choices=("last", "last+mean"),
+    parser.add_argument("--pooling", default="last+mean", choices=("last", "last+mean"),
                         help="the probes' patient vector: the last position's hidden state, "
                         "or that and the mean over the history's positions")
     parser.add_argument("--max-len", type=int, default=128)

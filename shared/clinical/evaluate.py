@@ -32,7 +32,13 @@ from fedehr.shared.clinical import labels as L
 from fedehr.shared.clinical.baseline import CountFeatures
 from fedehr.shared.clinical.history import ROW, history_events, history_windows
 from fedehr.shared.clinical.metrics import Scores, score
-from fedehr.shared.clinical.probes import DEFAULT_C, DEFAULT_KS, embed, probe_predictions
+from fedehr.shared.clinical.probes import (
+    DEFAULT_C,
+    DEFAULT_KS,
+    DEFAULT_POOLING,
+    embed,
+    probe_predictions,
+)
 from fedehr.shared.data import schema as S
 from fedehr.shared.data.dataset import MEDSDataset
 from fedehr.shared.errors import ConfigError, DataError
@@ -152,7 +158,7 @@ def evaluate(checkpoint_or_model, data: str | Path | MEDSDataset,
              train_split: str = S.TRAIN, test_split: str = S.HELD_OUT, seed: int = 0,
              batch_size: int = 64, zero_shot_batch: int = 256,
              zero_shot_max_tokens: int | None = None, c: float = DEFAULT_C,
-             note_encoder=None, notes: bool = True, pooling: str = "last",
+             note_encoder=None, notes: bool = True, pooling: str = DEFAULT_POOLING,
              trusted_public_key=None, progress: Progress | None = None) -> EvaluationResult:
     """Score zero-shot answers, few-shot probes and the count baseline on each task.
 
@@ -224,7 +230,7 @@ def evaluate(checkpoint_or_model, data: str | Path | MEDSDataset,
                 "split": split_note, "ks": list(ks), "seeds": seeds, "probe_C": c,
                 "zero_shot_samples": zero_shot_samples, "count_codes": len(counts.codes),
                 "histories": queries.height, "embedding_dim": int(x_all.shape[1]),
-                "max_len": cfg.max_len,
+                "max_len": cfg.max_len, "pooling": pooling,
                 "notes": bool(cfg.note_dim and note_encoder is not None and notes)}
     return EvaluationResult(data=str(dataset.root), checkpoint=ckpt, settings=settings,
                             tasks=results, seconds=time.perf_counter() - started)

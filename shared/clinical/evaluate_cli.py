@@ -88,6 +88,10 @@ def evaluate_command(
     notes: bool = typer.Option(True, "--notes/--no-notes",
                                help="Encode notes with the bundled MiniLM when the model "
                                     "reads notes (--no-notes: zero vectors, faster)."),
+    pooling: str = typer.Option(None, "--pooling",
+                                help="The probes' patient vector: 'last+mean' (default: the "
+                                "last position's hidden state and the mean over the history) "
+                                "or 'last'."),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Histories per forward."),
     threads: int = typer.Option(0, "--threads", min=0, help="CPU threads (0 = torch default)."),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of zero-shot sampling and of the split "
@@ -105,6 +109,12 @@ def evaluate_command(
     refuse_overlap(out, (checkpoint, data), inside_only=True)  # never write into them
     if threads:
         torch.set_num_threads(threads)
+    from fedehr.shared.clinical.probes import DEFAULT_POOLING, POOLINGS
+
+    pooling = pooling or DEFAULT_POOLING
+    if pooling not in POOLINGS:
+        raise ConfigError(f"unknown pooling {pooling!r}", where="--pooling",
+                          fix=f"use one of {', '.join(POOLINGS)}")
     task_list = [t.strip() for t in tasks.split(",") if t.strip()]
     if not task_list:
         raise ConfigError("no task given", where="--tasks", fix="e.g. --tasks mortality")
@@ -123,7 +133,8 @@ def evaluate_command(
                           seeds=seeds, zero_shot_samples=zero_shot_samples,
                           zero_shot_max_tokens=zero_shot_max_tokens,
                           mapping=_mapping(harmonisation, data), seed=seed,
-                          batch_size=batch_size, notes=notes, trusted_public_key=trusted_key,
+                          batch_size=batch_size, notes=notes, pooling=pooling,
+                          trusted_public_key=trusted_key,
                           progress=progress)
     report = write_report(result, out)
 

@@ -36,6 +36,7 @@ def test_evaluate_writes_the_report_plots_and_numbers(trained, capsys):
     assert "fedehr model evaluate" in printed and f"report: {out / 'report.md'}" in printed
 
     results = json.loads((out / "results.json").read_text())
+    assert results["settings"]["pooling"] == "last+mean"
     assert [t["task"] for t in results["tasks"]] == ["mortality", "long_los", "icu_transfer"]
     for task in results["tasks"]:
         assert task["n_test"] > 0 and task["n_train"] > task["n_test"]
@@ -70,3 +71,13 @@ def test_unknown_task_is_one_line_and_a_non_zero_exit(trained, capsys):
     assert exit_info.value.code == 1
     err = capsys.readouterr().err
     assert "unknown task 'sepsis'" in err and "Traceback" not in err
+
+
+def test_unknown_pooling_is_one_line_and_a_non_zero_exit(trained, capsys):
+    root, site, ckpt = trained
+    with pytest.raises(SystemExit) as exit_info:
+        main(["model", "evaluate", "--checkpoint", str(ckpt), "--data", str(site), "--out",
+              str(root / "bad"), "--pooling", "max"])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert "unknown pooling 'max'" in err and "--pooling" in err and "Traceback" not in err

@@ -121,8 +121,10 @@ def test_history_windows_keep_the_latest_tokens_and_embed(two_stays):
     assert vocab.id("LAB//B") not in tokens
     model = EHRModel(ModelConfig.tiny(len(vocab), max_len=8, note_dim=0, image_dim=0))
     torch.manual_seed(0)
-    x = embed(model, windows, batch_size=2)
-    assert x.shape == (3, model.config.d_model) and np.isfinite(x).all()
+    x = embed(model, windows, batch_size=2)  # the last position, then the mean
+    assert x.shape == (3, 2 * model.config.d_model) and np.isfinite(x).all()
+    np.testing.assert_array_equal(embed(model, windows, batch_size=2, pooling="last"),
+                                  x[:, :model.config.d_model])
 
 
 class FakeNoteEncoder:
