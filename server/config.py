@@ -76,9 +76,9 @@ class TrainSpec:
     # "float16": sites send (trained - global) in float16, half the upload; applied after
     # the DP noise (shared/update_compression.py). Secure aggregation quantises by itself.
     update_compression: Literal["none", "float16"] = "none"
-    # "float16": the global model goes to the sites in float16, half the download; the
-    # server keeps float32 and adds the sites' changes to it (the training download of
-    # secure rounds, Flower's SecAgg+ workflow, stays float32)
+    # "float16": the global model goes to the sites in float16, half the download; with
+    # float16 updates the server adds the sites' changes to its float32 weights (the
+    # training download of secure rounds, Flower's SecAgg+ workflow, stays float32)
     download_compression: Literal["none", "float16"] = "none"
 
 

@@ -11,10 +11,12 @@ significant bits lose about 2**-12 of it per weight, where rounding the weights
 themselves would lose as much of each weight.
 
 Download: `local.download_compression: float16` sends the global model itself in
-float16 (half the download). The sites train from that rounded copy, but the
-server keeps its float32 weights and adds the sites' changes to them, so the
-rounding never accumulates over rounds. The global model is public to the sites:
-no privacy question.
+float16 (half the download). The sites train from that rounded copy. With float16
+updates too, the server adds the sites' changes to its own float32 weights, so the
+rounding never accumulates over rounds; with float32 updates the sites' weights
+come back whole and each round keeps one rounding of the model they started from
+(about 2**-12 of each weight). The global model is public to the sites: no
+privacy question.
 """
 
 from __future__ import annotations
