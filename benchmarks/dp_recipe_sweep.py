@@ -38,6 +38,7 @@ counts). A recipe is a row of `RECIPES`:
     noise_scale       times the noise the budget allows (0: clipping only, no privacy; a
                       diagnostic that separates what the noise does from what the data does)
     pool_anchor       with central: the anchor's training windows join the pooled data
+    anchor_per_step   public anchor windows in every DP-SGD batch (client/privacy/public_mix)
 
 Besides the sites' tuning loss, the anchor's tuning loss (also renormalised over the
 anchor's own tokens) and the probe, `--zero-shot-rows N` scores zero-shot answers on a
@@ -87,6 +88,7 @@ class Recipe:
     interpolate: tuple[float, ...] = ()  # also score warm + a * (final - warm) for each a
     noise_scale: float = 1.0  # 0: DP clipping without noise (a diagnostic, not private)
     pool_anchor: bool = False  # central: train on the anchor's windows too
+    anchor_per_step: int = 0  # public anchor windows in every DP-SGD batch (public_mix)
 
 
 BASE = Recipe("base")  # fed_vs_central's defaults today
@@ -153,6 +155,12 @@ RECIPES = {r.name: r for r in [
             warm=300, warm_stop=True),
     replace(BASE, name="batch128-warm-es-sgd-lr4", batch=128, steps=20, opt="sgd", lr=4.0,
             warm=300, warm_stop=True),
+    # the anchor trained *with* the sites, as pooling does centrally: public anchor windows
+    # in every DP-SGD batch, clipped and noised with the patients' (same privacy cost)
+    replace(BASE, name="batch128-lr4x-warm-es-mix8", batch=128, steps=20, lr=8e-3, warm=300,
+            warm_stop=True, anchor_per_step=8),
+    replace(BASE, name="batch128-lr4x-warm-es-mix32", batch=128, steps=20, lr=8e-3, warm=300,
+            warm_stop=True, anchor_per_step=32),
     # arm (d) of fed_vs_central at the tuned recipe: what the anchor's warm start adds
     replace(BASE, name="batch128-lr4x-no-warm", batch=128, steps=20, lr=8e-3, warm=0),
     # arm (a) at the batch of the tuned recipe: which learning rate serves it best
@@ -244,7 +252,7 @@ def run_recipe(recipe: Recipe, world, args) -> dict:
                               delta=DELTA)
                 _train(local, d.train, recipe, steps=recipe.steps, dp=dp,
                        batch=min(recipe.batch, d.patients), seed=1000 * rnd + len(name),
-                       after_noise=after_noise)
+                       after_noise=after_noise, public=world["anchor_train"])
                 update = local.state_dict()
                 if recipe.float16:  # what the server rebuilds from the site's float16 reply:
                     # the site's change, added to the server's own (float32) weights
@@ -418,7 +426,7 @@ def float16_round_trip(trained: dict, start: dict) -> dict:
 
 
 def _train(model, dataset, recipe: Recipe, *, steps: int, dp, batch: int | None = None,
-           seed: int = 0, after_noise=None):
+           seed: int = 0, after_noise=None, public=None):
     import torch
 
     from fedehr.client.privacy.dp_sgd import train_dp
@@ -429,7 +437,9 @@ def _train(model, dataset, recipe: Recipe, *, steps: int, dp, batch: int | None 
         torch.optim.AdamW = lambda params, lr, weight_decay: torch.optim.SGD(
             params, lr=lr, momentum=0.9)
     try:
-        run = train if dp is None else partial(train_dp, dp=dp, after_noise=after_noise)
+        mix = {"public": public, "public_per_step": recipe.anchor_per_step} \
+            if recipe.anchor_per_step else {}
+        run = train if dp is None else partial(train_dp, dp=dp, after_noise=after_noise, **mix)
         return run(model, dataset, steps=steps, batch_size=batch or recipe.batch, lr=recipe.lr,
                    seed=seed)
     finally:

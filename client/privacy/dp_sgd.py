@@ -50,6 +50,7 @@ from torch.utils.data import Dataset
 
 from fedehr.client.privacy.ledger import PrivacyLedger
 from fedehr.client.privacy.noise import GaussianNoise, sampling_seed
+from fedehr.client.privacy.public_mix import PublicMix
 from fedehr.shared.errors import ConfigError
 from fedehr.shared.privacy.accounting import ACCOUNTANTS, epsilon_of, noise_multiplier_for
 from fedehr.shared.tokenizer.batch import Batch
@@ -124,7 +125,8 @@ def train_dp(model: nn.Module, dataset: Dataset, *, steps: int, batch_size: int,
              device: str | torch.device = "cpu",
              before_noise: Callable[[], None] | None = None,
              after_noise: Callable[[list[torch.Tensor]], None] | None = None,
-             processes: int = 1, frozen_rows: Sequence[int] = ()) -> TrainResult:
+             processes: int = 1, frozen_rows: Sequence[int] = (),
+             public: Dataset | None = None, public_per_step: int = 0) -> TrainResult:
     """Train `model` in place with DP-SGD for `steps` optimizer steps (AdamW) and report.
 
     `ledger` is the site's `PrivacyLedger` (None only for experiments that
@@ -136,16 +138,23 @@ def train_dp(model: nn.Module, dataset: Dataset, *, steps: int, batch_size: int,
     runs at every step after clipping and before the noise is added.
     `after_noise` (audits and tests) sees the noised gradient the optimizer
     applies, at every step. `frozen_rows` (token ids) keep their rows of the
-    token embedding and output head as they were (`keep_rows`).
+    token embedding and output head as they were (`keep_rows`). `public` with
+    `public_per_step` > 0 adds that many public windows to every step's batch, clipped
+    and noised with the patients' at the same privacy cost (`public_mix`).
     """
     if frozen_rows:
         after_noise = keep_rows(frozen_rows, model.config.vocab_size, weight_decay,
                                 then=after_noise)
     plan = plan_dp_run(dataset, steps=steps, batch_size=batch_size, dp=dp, ledger=ledger,
                        round_id=round_id, seed=seed, num_threads=num_threads)
+    mix = PublicMix(public, public_per_step, seed=sampling_seed(seed)) \
+        if public is not None or public_per_step else None
     if processes > 1:
         from fedehr.client.privacy.distributed import train_dp_processes
 
+        if mix is not None:
+            raise ConfigError("public windows in DP-SGD batches need one training process",
+                              where="DP training", fix="set processes: 1, or no public mix")
         return train_dp_processes(
             model, dataset, plan, processes=processes, lr=lr, dp=dp, ledger=ledger,
             round_id=round_id, seed=seed, progress=progress, weight_decay=weight_decay,
@@ -163,13 +172,14 @@ def train_dp(model: nn.Module, dataset: Dataset, *, steps: int, batch_size: int,
         use_keyed_noise(optimizer, GaussianNoise(seed, "dp-sgd"), before_noise)
         observe_noised_gradient(optimizer, after_noise)
         # Opacus derives q = 1/len(loader) = 1/floor(n/batch_size); use the exact q instead.
-        optimizer.expected_batch_size = plan.sample_rate * plan.patients
+        optimizer.expected_batch_size = plan.sample_rate * plan.patients + \
+            (mix.per_step if mix is not None else 0)
         optimizer.attach_step_hook(
             engine.accountant.get_optimizer_hook_fn(sample_rate=plan.sample_rate))
         tally = Tally()
         try:
             dp_steps(model, hooks, optimizer, loader, tally, plan.steps, dp=dp, device=device,
-                     proximal_mu=proximal_mu, lr=lr, progress=progress)
+                     proximal_mu=proximal_mu, lr=lr, progress=progress, mix=mix)
         finally:
             if ledger is not None and tally.steps > 0:
                 ledger.charge(plan.noise_multiplier, plan.sample_rate, tally.steps,
@@ -258,10 +268,11 @@ def private_model(model: nn.Module, engine, optimizer, loader, plan: DPPlan, dp:
 
 def dp_steps(model: nn.Module, hooks, optimizer, loader, tally: Tally, steps: int, *,
              dp: DPConfig, device, proximal_mu: float, lr: float,
-             progress: Progress | None) -> None:
+             progress: Progress | None, mix: PublicMix | None = None) -> None:
     """The DP-SGD loop: `steps` optimizer steps on Poisson batches, counted in `tally`.
 
     An empty batch takes a noise-only step (and counts: the analysis assumes it).
+    With `mix`, each batch also holds public rows; `tally` counts the patients' rows only.
     """
     from opacus.utils.fast_gradient_clipping_utils import DPTensorFastGradientClipping
 
@@ -278,6 +289,9 @@ def dp_steps(model: nn.Module, hooks, optimizer, loader, tally: Tally, steps: in
         try:
             for step, parts in zip(range(steps), forever(loader), strict=False):
                 batch = Batch.from_tuple(parts).to(device)
+                private = batch.tokens.shape[0]
+                if mix is not None:
+                    batch = mix.join(batch)
                 optimizer.zero_grad(set_to_none=True)
                 if batch.tokens.shape[0] == 0:  # an empty Poisson batch: noise-only step
                     for p in params:
@@ -295,7 +309,10 @@ def dp_steps(model: nn.Module, hooks, optimizer, loader, tally: Tally, steps: in
                     else:
                         losses.mean().backward()
                     optimizer.step()
-                    tally.add(batch, losses)
+                    if private:
+                        tally.add(Batch(*(t[:private] for t in batch)), losses[:private])
+                    else:
+                        tally.add_empty()
                 if prox is not None:
                     prox.pull()
                 if progress is not None:
