@@ -475,7 +475,7 @@ def build_world(workdir: Path, args) -> dict:
     from fed_vs_central import Hospital, initial_model, site_config
 
     from fedehr.client.site_data import prepare_site_data, site_mapping
-    from fedehr.server.anchor import Anchor
+    from fedehr.shared.anchor import Anchor
     from fedehr.shared.data import schema as S
     from fedehr.shared.data.dataset import MEDSDataset
     from fedehr.shared.data.synth import synthesize

@@ -48,7 +48,7 @@ def _synthea(root: Path, scale: float) -> dict:
 
 
 def _anchor(root: Path, scale: float) -> dict:
-    from fedehr.server.anchor import Anchor
+    from fedehr.shared.anchor import Anchor
     from fedehr.shared.data.validate import validate
     from fedehr.shared.tokenizer.cache import load_or_build
     from fedehr.shared.tokenizer.merge import merge_vocabulary

@@ -377,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     from fedehr.client.config import SiteConfig
     from fedehr.client.site_data import site_mapping
-    from fedehr.server.anchor import Anchor
+    from fedehr.shared.anchor import Anchor
     from fedehr.shared.data.dataset import MEDSDataset
     from fedehr.shared.data.synth import synthesize
 

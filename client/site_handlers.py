@@ -52,7 +52,7 @@ from fedehr.client.privacy.count_release import release_code_counts, release_val
 from fedehr.client.privacy.dp_sgd import DPConfig, train_dp
 from fedehr.client.privacy.metric_release import noised_mean_loss
 from fedehr.client.privacy.noise import derived_key, fresh_key, numpy_generator
-from fedehr.client.site_data import site_mapping
+from fedehr.client.site_data import anchor_windows, site_mapping
 from fedehr.client.warm_state import site_data
 from fedehr.shared import messages as M
 from fedehr.shared.atomic import write_bytes, write_text
@@ -274,11 +274,15 @@ def train_round(site: SiteConfig, arrays: dict[str, torch.Tensor], config: dict
                                   target_epsilon=run_target(ledger, run, p.run_budget))
     check_run_release(ledger, run, p.run_budget, noise, sample_rate, request.steps)
     dp = DPConfig(max_grad_norm=site.privacy.max_grad_norm, noise_multiplier=noise)
+    public = anchor_windows(site, setup.vocab, fingerprint=request.anchor_fingerprint,
+                            max_len=cfg.max_len, note_dim=cfg.note_dim,
+                            image_dim=cfg.image_dim) if request.anchor_per_step else None
     result = train_dp(setup.model, data.train, steps=request.steps, batch_size=batch_size,
                       lr=request.lr, dp=dp, ledger=ledger, round_id=key,
                       proximal_mu=request.proximal_mu, seed=noise_seed(site, key),
                       device=_device(site), processes=site.training.processes,
-                      frozen_rows=_checked_rows(request.frozen_rows, cfg.vocab_size))
+                      frozen_rows=_checked_rows(request.frozen_rows, cfg.vocab_size),
+                      public=public, public_per_step=request.anchor_per_step)
     state = {k: v.detach().cpu().contiguous() for k, v in setup.model.state_dict().items()}
     metrics = {
         **released_metrics(site, patients=data.patients, loss=result.mean_loss,

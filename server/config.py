@@ -80,6 +80,10 @@ class TrainSpec:
     # float16 updates the server adds the sites' changes to its float32 weights (the
     # training download of secure rounds, Flower's SecAgg+ workflow, stays float32)
     download_compression: Literal["none", "float16"] = "none"
+    # public anchor windows in every DP-SGD batch at the sites, clipped and noised with the
+    # patients' at no privacy cost (client/privacy/public_mix.py): the sites' training then
+    # keeps what the warm start taught (dp_recipe_sweep.py); 0: the patients' windows only
+    anchor_per_step: int = 0
 
 
 @dataclass
@@ -175,6 +179,9 @@ class FederationConfig:
         if self.secure_aggregation and self.local.update_compression != "none":
             raise ValueError("local.update_compression: applies to plain rounds; secure "
                              "aggregation quantises the updates by itself (leave it out)")
+        if not 0 <= self.local.anchor_per_step <= 1024:
+            raise ValueError("local.anchor_per_step: must be between 0 (off) and 1024 public "
+                             "windows per step (e.g. 32)")
         if self.secure_aggregation and self.min_sites < 2:
             raise ValueError("secure_aggregation: needs min_sites of at least 2 (SecAgg+ "
                              "sums the updates of two or more sites)")

@@ -39,7 +39,6 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, Re
 from flwr.common import MessageType
 from flwr.serverapp import Grid
 
-from fedehr.server.anchor import Anchor
 from fedehr.server.checkpoints import CheckpointStore, ResumeState
 from fedehr.server.config import FederationConfig
 from fedehr.server.node_names import NodeNames
@@ -61,6 +60,7 @@ from fedehr.server.strategies import (
 from fedehr.server.streaming import LazyArrays, RunningMean, drain_arrays, stream_replies
 from fedehr.server.vocab_round import run_vocab_round
 from fedehr.shared import messages as M
+from fedehr.shared.anchor import Anchor
 from fedehr.shared.audit import AuditError, AuditLog
 from fedehr.shared.audit import head as audit_head
 from fedehr.shared.checkpoint import ModelCard, load, load_signing_key
@@ -277,11 +277,15 @@ class Federation:
 
     def _round_config(self, rnd: int, model: EHRModel, vocab: Vocabulary) -> dict:
         local = self.cfg.local
-        return {M.FEDERATION: self.cfg.name, M.ROUND_ID: f"{self.cfg.name}/round-{rnd}",
-                M.VOCAB_JSON: vocab.canonical_json(), M.VOCAB_HASH: vocab.hash,
-                M.MODEL_CONFIG: json.dumps(model.config.to_dict()),
-                M.LOCAL_STEPS: local.steps, M.BATCH_SIZE: local.batch_size,
-                M.LEARNING_RATE: local.lr, M.ROUNDS_LEFT: self.cfg.rounds - rnd + 1}
+        config = {M.FEDERATION: self.cfg.name, M.ROUND_ID: f"{self.cfg.name}/round-{rnd}",
+                  M.VOCAB_JSON: vocab.canonical_json(), M.VOCAB_HASH: vocab.hash,
+                  M.MODEL_CONFIG: json.dumps(model.config.to_dict()),
+                  M.LOCAL_STEPS: local.steps, M.BATCH_SIZE: local.batch_size,
+                  M.LEARNING_RATE: local.lr, M.ROUNDS_LEFT: self.cfg.rounds - rnd + 1}
+        if local.anchor_per_step:  # the sites mix in their own copy of the same anchor
+            config[M.ANCHOR_PER_STEP] = local.anchor_per_step
+            config[M.ANCHOR_FINGERPRINT] = self.anchor.fingerprint
+        return config
 
     def _round(self, grid: Grid, rnd: int, model: EHRModel, vocab: Vocabulary,
                state: ResumeState) -> None:

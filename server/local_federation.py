@@ -86,7 +86,7 @@ class LocalFederation:
             cfg = {"name": h.name, "data": str(Path(h.data).resolve()),
                    "state_dir": f"../site-state/{h.name}", "superlink": f"127.0.0.1:{port}",
                    "ca_certificate": "../pki/ca.pem", "auth_key": f"../pki/sites/{h.name}.key",
-                   "port": free_port(),
+                   "port": free_port(), "anchor": str(Path(anchor).resolve()),
                    "privacy": {"epsilon": 8.0, "delta": 1e-5, "accountant": "rdp"},
                    "approval": {"bundle_public_key": f"../pki/signing/{bundle_pub.name}"}}
             if metrics:

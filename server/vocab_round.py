@@ -26,9 +26,9 @@ from pathlib import Path
 from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
-from fedehr.server.anchor import Anchor
 from fedehr.server.node_names import NodeNames
 from fedehr.shared import messages as M
+from fedehr.shared.anchor import Anchor
 from fedehr.shared.data import schema as S
 from fedehr.shared.data.dataset import MEDSDataset
 from fedehr.shared.tokenizer.dp_counts import CountRelease, HistogramRelease, log_grid

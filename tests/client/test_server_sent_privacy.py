@@ -114,3 +114,40 @@ def test_a_malformed_list_of_rows_is_refused(site, rows):
 
     with pytest.raises(FedEHRError, match=M.FROZEN_ROWS):
         train_request(site, {M.FROZEN_ROWS: rows})
+
+
+def test_public_anchor_windows_join_the_batches_at_the_same_charge(site, tmp_path):
+    """local.anchor_per_step: the site mixes its own copy of the anchor into its DP-SGD
+    batches; the release is charged exactly as without them."""
+    import dataclasses
+
+    from fedehr.shared.anchor import Anchor
+    from fedehr.shared.data.anchor import fetch_anchor
+
+    anchor = fetch_anchor()
+    fingerprint = Anchor.load(anchor, tmp_path / "server-cache").fingerprint
+    mixed_site = dataclasses.replace(site, state_dir=tmp_path / "mixed", anchor=anchor)
+    mixed = _round(mixed_site, **{M.ANCHOR_PER_STEP: 4, M.ANCHOR_FINGERPRINT: fingerprint})
+    plain = _round(dataclasses.replace(site, state_dir=tmp_path / "plain"))
+    for key in (M.EPSILON, M.NOISE_MULTIPLIER, M.STEPS):
+        assert mixed[1][key] == plain[1][key], key
+    assert any((tmp_path / "mixed" / "anchor-cache").iterdir())  # tokenized at the site
+    assert not all(torch.equal(mixed[0][k], plain[0][k]) for k in plain[0])
+
+
+def test_a_site_whose_anchor_is_not_the_servers_refuses_before_training(site, tmp_path):
+    import dataclasses
+
+    from fedehr.shared.data.anchor import fetch_anchor
+    from fedehr.shared.errors import ConfigError
+
+    twin = dataclasses.replace(site, state_dir=tmp_path / "s", anchor=fetch_anchor())
+    with pytest.raises(ConfigError, match="anchor .* is not the server's"):
+        _round(twin, **{M.ANCHOR_PER_STEP: 4, M.ANCHOR_FINGERPRINT: "0" * 64})
+    assert H.open_ledger(twin).spent() == 0
+
+
+def test_public_windows_per_step_are_clamped_to_the_sites_batch_limit(site):
+    request = train_request(site, {M.ANCHOR_PER_STEP: 100})
+    assert request.anchor_per_step == 8  # max_batch_size
+    assert "clamped anchor-per-step from 100 to the site limit 8" in request.notes

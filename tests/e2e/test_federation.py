@@ -4,7 +4,8 @@ One run serves every test of this module: hospital_a carries planted canary
 records, hospital_c sends a NaN update in every round (the tap ClientApp),
 and a fourth hospital with an unregistered key tries to join. The sites send
 their updates as float16 differences (local.update_compression) and receive the
-model in float16 (local.download_compression). The server's
+model in float16 (local.download_compression), and mix four public anchor windows
+into every DP-SGD batch (local.anchor_per_step). The server's
 and the sites' Prometheus endpoints are on, and are scraped after the run.
 """
 
@@ -68,7 +69,8 @@ def federation(tmp_path_factory, hospitals, anchor):
     fed = LocalFederation.create(root, [planted, b, c, outsider], anchor=anchor,
                                  federation={**FAST, "rounds": 2, "min_sites": 2, "local": {
                                      **FAST["local"], "update_compression": "float16",
-                                     "download_compression": "float16"}},
+                                     "download_compression": "float16",
+                                     "anchor_per_step": 4}},
                                  site={"training": {"threads": 1}}, metrics=True,
                                  site_env={"FEDEHR_TAP_DIR": str(root / "tap"),
                                            "FEDEHR_SABOTEUR": "hospital_c"})
@@ -153,6 +155,12 @@ def test_updates_and_models_travel_as_float16_at_half_the_bytes(federation):
     assert {a["dtype"] for u in updates for a in u.values()} == {"float16"}
     for entry in federation["result"]["history"][1:]:
         assert entry["bytes_in"] == entry["bytes_out"]  # 3 updates in, 3 models out
+
+
+def test_sites_mix_their_own_copy_of_the_anchor_into_training(federation):
+    fed = federation["fed"]
+    for name in ("hospital_a", "hospital_b"):
+        assert any((fed.root / "site-state" / name / "anchor-cache").iterdir()), name
 
 
 def _scrape(url: str) -> dict[tuple, float]:

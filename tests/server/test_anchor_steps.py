@@ -1,4 +1,4 @@
-"""Anchor steps after aggregation: public data, no privacy cost, off by default."""
+"""The public anchor at rounds: steps after aggregation and windows in the sites' batches."""
 
 from __future__ import annotations
 
@@ -54,3 +54,23 @@ def test_the_warm_start_stops_on_the_anchors_tuning_loss_and_keeps_its_best_weig
     assert warm["best_step"] in range(25, 51, 25) and warm["steps"] >= warm["best_step"]
     tuning = fed._anchor_windows(vocab, model.config, S.TUNING)
     assert evaluate(model, tuning, batch_size=8)[0] == pytest.approx(warm["tuning_loss"])
+
+
+def test_rounds_ask_for_public_anchor_windows_only_when_configured(tmp_path, anchor_root):
+    from fedehr.shared import messages as M
+
+    fed = _federation(tmp_path, anchor_root, 0)
+    model, vocab = _model_and_vocab(fed)
+    assert M.ANCHOR_PER_STEP not in fed._round_config(1, model, vocab)
+    fed.cfg.local.anchor_per_step = 32
+    config = fed._round_config(1, model, vocab)
+    assert config[M.ANCHOR_PER_STEP] == 32
+    assert config[M.ANCHOR_FINGERPRINT] == fed.anchor.fingerprint  # the sites' copy must match
+
+
+@pytest.mark.parametrize("value", [-1, 5000])
+def test_a_nonsense_number_of_public_windows_is_refused(tmp_path, value):
+    cfg = FederationConfig(name="t", workdir=tmp_path, superlink=SuperLinkConfig(insecure=True))
+    cfg.local.anchor_per_step = value
+    with pytest.raises(ValueError, match="local.anchor_per_step"):
+        cfg.validate()
