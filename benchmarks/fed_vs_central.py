@@ -176,7 +176,9 @@ def federation_settings(args, *, warm_start: bool) -> dict:
             "model": {"preset": "tiny", "max_len": args.max_len, "notes": False,
                       "images": False, "pro": True},
             "local": {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
-                      "train_rows": args.train_rows},
+                      "train_rows": args.train_rows,
+                      # (d) trains on no anchor window at all
+                      "anchor_per_step": args.anchor_per_step if warm_start else 0},
             "warm_start": {"enabled": warm_start, "steps": args.warm_steps,
                            "batch_size": WARM_BATCH, "lr": WARM_LR}}
 
@@ -629,6 +631,8 @@ def plot(evals: dict, sets: list[str], alone: list[str], zero: dict, path: Path)
 
 
 def parse(argv):
+    from fedehr.server.config import TrainSpec
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="example: .venv/bin/python benchmarks/"
@@ -643,6 +647,9 @@ def parse(argv):
     parser.add_argument("--train-rows", default="all", choices=("all", "site"),
                         help="federation.yaml local.train_rows of (b) and (d)")
     # (a): the sweep's "central" recipe (tuning splits)
+    parser.add_argument("--anchor-per-step", type=int, default=TrainSpec.anchor_per_step,
+                        help="public anchor windows in every DP-SGD batch of (b) "
+                        "(local.anchor_per_step; default: federation.yaml's)")
     parser.add_argument("--central-steps", type=int, default=480, help="optimizer steps of (a)")
     parser.add_argument("--central-batch-size", type=int, default=32)
     parser.add_argument("--central-lr", type=float, default=2e-3)
