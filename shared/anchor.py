@@ -3,9 +3,9 @@
 At the server it gives the vocabulary its exact counts and value-bin edges,
 the model its warm start (non-private pretraining), and every round an
 evaluation on public held-out patients; at the sites, with
-`local.anchor_per_step`, public windows in every DP-SGD batch. Its MIMIC-local codes are mapped to standard codes
-through its own codes.parquet parents, so the anchor and the sites share one
-vocabulary.
+`local.anchor_per_step`, public windows in every DP-SGD batch. Its
+MIMIC-local codes are mapped to standard codes through its own codes.parquet
+parents, so the anchor and the sites share one vocabulary.
 """
 
 from __future__ import annotations

