@@ -78,10 +78,11 @@ def train_dp_processes(model: nn.Module, dataset: Dataset, plan, *, processes: i
                        progress: Progress | None, weight_decay: float, proximal_mu: float,
                        num_threads: int | None, device,
                        before_noise: Callable[[], None] | None,
-                       after_noise: Callable[[list[torch.Tensor]], None] | None
-                       ) -> TrainResult:
+                       after_noise: Callable[[list[torch.Tensor]], None] | None,
+                       mix=None) -> TrainResult:
     """`train_dp` in `processes` forked CPU processes (see the module text); `plan` is the
-    one-process plan, already checked against the ledger."""
+    one-process plan, already checked against the ledger. `mix` (a `PublicMix`): process 0
+    adds the public rows, so the sum over the processes holds them once."""
     from fedehr.client.privacy.dp_sgd import dp_result
 
     if torch.device(device).type != "cpu":
@@ -94,7 +95,7 @@ def train_dp_processes(model: nn.Module, dataset: Dataset, plan, *, processes: i
     threads = max(1, (num_threads or torch.get_num_threads()) // processes)
     job = dict(model=model, dataset=dataset, plan=plan, lr=lr, dp=dp, seed=seed,
                weight_decay=weight_decay, proximal_mu=proximal_mu, threads=threads,
-               progress=progress, before_noise=before_noise, after_noise=after_noise)
+               progress=progress, before_noise=before_noise, after_noise=after_noise, mix=mix)
     model.cpu()
     with tempfile.TemporaryDirectory(prefix="fedehr-dp-") as tmp:
         job["store"], job["out"] = str(Path(tmp) / "store"), Path(tmp)
@@ -198,11 +199,12 @@ def _train_shard(rank: int, world: int, job: dict) -> Tally:
     adamw = torch.optim.AdamW(model.parameters(), lr=job["lr"],
                               weight_decay=job["weight_decay"])
     tally = ShardTally()
+    public = job["mix"].per_step if job["mix"] is not None else 0
     with private_model(model, privacy_engine(plan), adamw, loader, plan, dp) as (hooks, _):
         optimizer = get_optimizer_class("flat", distributed=True,
                                         grad_sample_mode=dp.grad_sample_mode)(
             adamw, noise_multiplier=plan.noise_multiplier, max_grad_norm=dp.max_grad_norm,
-            expected_batch_size=plan.sample_rate * plan.patients / world,
+            expected_batch_size=(plan.sample_rate * plan.patients + public) / world,
             loss_reduction="mean")
         # The sum over processes is divided by N (loss_reduction "mean"): each process
         # divides by q*n/N, so the update is (clipped sum + noise) / (q*n), as in one process.
@@ -212,6 +214,7 @@ def _train_shard(rank: int, world: int, job: dict) -> Tally:
             observe_noised_gradient(optimizer, job["after_noise"])
         dp_steps(model, hooks, optimizer, loader, tally, plan.steps, dp=dp, device="cpu",
                  proximal_mu=job["proximal_mu"], lr=job["lr"],
-                 progress=job["progress"] if rank == 0 else None)
+                 progress=job["progress"] if rank == 0 else None,
+                 mix=job["mix"] if rank == 0 else None)
     return tally
 

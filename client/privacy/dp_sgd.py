@@ -152,14 +152,11 @@ def train_dp(model: nn.Module, dataset: Dataset, *, steps: int, batch_size: int,
     if processes > 1:
         from fedehr.client.privacy.distributed import train_dp_processes
 
-        if mix is not None:
-            raise ConfigError("public windows in DP-SGD batches need one training process",
-                              where="DP training", fix="set processes: 1, or no public mix")
         return train_dp_processes(
             model, dataset, plan, processes=processes, lr=lr, dp=dp, ledger=ledger,
             round_id=round_id, seed=seed, progress=progress, weight_decay=weight_decay,
             proximal_mu=proximal_mu, num_threads=num_threads, device=device,
-            before_noise=before_noise, after_noise=after_noise)
+            before_noise=before_noise, after_noise=after_noise, mix=mix)
     from opacus.data_loader import DPDataLoader
 
     torch.manual_seed(sampling_seed(seed))

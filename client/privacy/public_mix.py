@@ -4,6 +4,7 @@ Each DP-SGD step adds `per_step` windows drawn from a public dataset (the
 MIMIC-IV demo anchor) to the Poisson batch of the site's patients. Every row,
 public or private, is clipped to ``max_grad_norm`` alike; the noise is the
 same; the noised sum is divided by the expected private batch plus `per_step`.
+In a run of several processes, process 0 adds the public rows.
 
 Why the privacy cost does not move: the public rows' clipped gradients depend
 on no patient (the public rows and their draw come from public data and a seed),
