@@ -147,7 +147,7 @@ def train_dp(model: nn.Module, dataset: Dataset, *, steps: int, batch_size: int,
                                 then=after_noise)
     plan = plan_dp_run(dataset, steps=steps, batch_size=batch_size, dp=dp, ledger=ledger,
                        round_id=round_id, seed=seed, num_threads=num_threads)
-    mix = PublicMix(public, public_per_step, seed=sampling_seed(seed)) \
+    mix = PublicMix(public, public_per_step, seed=seed) \
         if public is not None or public_per_step else None
     if processes > 1:
         from fedehr.client.privacy.distributed import train_dp_processes

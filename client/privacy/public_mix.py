@@ -23,12 +23,14 @@ from __future__ import annotations
 import torch
 from torch.utils.data import Dataset
 
+from fedehr.client.privacy.noise import subkey
 from fedehr.shared.errors import ConfigError
 from fedehr.shared.tokenizer.batch import FIELDS, Batch
 
 
 class PublicMix:
-    """Draws `per_step` public windows per step (without replacement within a step)."""
+    """Draws `per_step` public windows per step (without replacement within a step);
+    `seed` is the run's key, of which the draw takes its own subkey (not the sampler's)."""
 
     def __init__(self, dataset: Dataset | None, per_step: int, *, seed: int = 0):
         if dataset is None:
@@ -43,7 +45,8 @@ class PublicMix:
             raise ConfigError("the public dataset to mix into DP-SGD batches is empty",
                               where="DP training", fix="check the anchor's training split")
         self.dataset, self.per_step = dataset, min(per_step, n)
-        self.generator = torch.Generator().manual_seed(seed)
+        self.generator = torch.Generator().manual_seed(
+            int.from_bytes(subkey(seed, "public-mix")[:8], "big") >> 1)
 
     def draw(self) -> Batch:
         picks = torch.randperm(len(self.dataset), generator=self.generator)[:self.per_step]
