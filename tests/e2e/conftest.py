@@ -61,7 +61,8 @@ def wait_for(predicate, timeout: float, what: str):
 
 FAST = {"round_timeout": 90, "vocabulary": {"min_count": 5},
         "model": {"preset": "tiny", "max_len": 48},
-        "local": {"steps": 4, "batch_size": 8, "lr": 2e-3},
+        # 2 public anchor windows per step: mixing exercised, at a quarter of the batch
+        "local": {"steps": 4, "batch_size": 8, "lr": 2e-3, "anchor_per_step": 2},
         "warm_start": {"steps": 5, "batch_size": 8}}
 
 

@@ -61,6 +61,7 @@ def test_rounds_ask_for_public_anchor_windows_only_when_configured(tmp_path, anc
 
     fed = _federation(tmp_path, anchor_root, 0)
     model, vocab = _model_and_vocab(fed)
+    fed.cfg.local.anchor_per_step = 0
     assert M.ANCHOR_PER_STEP not in fed._round_config(1, model, vocab)
     fed.cfg.local.anchor_per_step = 32
     config = fed._round_config(1, model, vocab)
