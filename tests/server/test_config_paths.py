@@ -15,7 +15,8 @@ from fedehr.client.config import SiteConfig, load_site_config
 from fedehr.server.config import FederationConfig, load_federation_config
 
 SITE_PATHS = ["data", "state_dir", "ca_certificate", "auth_key", "harmonisation",
-              "privacy.noise_seed_file", "approval.bundle_public_key", "modalities.note_encoder"]
+              "privacy.noise_seed_file", "approval.bundle_public_key", "modalities.note_encoder",
+              "anchor"]
 FEDERATION_PATHS = ["workdir", "pki", "anchor", "vocabulary.candidates"]
 
 
