@@ -9,7 +9,8 @@ one of them (default hospital_c) is left out of all training:
   (b) fed DP         a real federation (`LocalFederation`: TLS SuperLink, one
                      `fedehr site start` daemon per hospital, Flower processes),
                      DP-SGD at epsilon 8 per site (site.yaml privacy.epsilon),
-                     warm-started on the public anchor;
+                     warm-started on the public anchor, whose windows also join
+                     every DP-SGD batch (--anchor-per-step, at no privacy cost);
   (c) alone          each training hospital on its own, DP-SGD at epsilon 8 (the
                      site trainer's path: privacy ledger, noise for the budget);
   (d) fed no anchor  the same federation as (b) with ``warm_start.enabled: false``.
