@@ -219,9 +219,10 @@ def _finished(root: Path, result: dict, *, seconds: float, start: float) -> dict
     model, vocab, card = load(result["checkpoint"])
     history = result["history"]
     for entry in history[1:]:
+        losses = entry.get("site_eval_loss")  # empty unless the sites declare them public
         log(f"  round {entry['round']}: epsilon "
             + ", ".join(f"{s} {e:.2f}" for s, e in sorted(entry.get("epsilon", {}).items()))
-            + f", site eval loss {_mean(entry.get('site_eval_loss', {}).values()):.3f}", start)
+            + (f", site eval loss {_mean(losses.values()):.3f}" if losses else ""), start)
     return {"model": model, "vocab": vocab, "seconds": seconds, "root": root,
             "result": result, "card": card.to_dict()}
 
@@ -736,8 +737,9 @@ def main(argv: list[str] | None = None) -> int:
             fed[arm] = run_federation(workdir / f"fed-{arm}", sites, anchor, args,
                                       warm_start=warm, start=start)
             timings[arm] = fed[arm]["seconds"]
-            log(f"{ARMS[arm]}: done in {fed[arm]['seconds']:.0f}s, "
-                f"{len(fed[arm]['vocab'].tokens)} tokens", start)
+            took = fed[arm]["seconds"]  # nan: reused from --keep
+            log(f"{ARMS[arm]}: " + ("reused" if took != took else f"done in {took:.0f}s")
+                + f", {len(fed[arm]['vocab'].tokens)} tokens", start)
 
         vocab, config = fed["b"]["vocab"], fed["b"]["model"].config
         models: dict[str, object] = {"b": fed["b"]["model"], "d": fed["d"]["model"]}
