@@ -74,7 +74,9 @@ import shutil
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from multiprocessing import get_context
 from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results" / "fed_vs_central.json"
@@ -306,6 +308,14 @@ def train_alone(hospital: Hospital, releases, vocab, config, args, workdir: Path
                    "seconds": out.seconds, "mean_train_loss": out.mean_loss,
                    "noise_multiplier": noise, "epsilon_vocab_release": vocab_epsilon,
                    "epsilon": ledger.spent(), "delta": ledger.delta}
+
+
+def trained_line(key: str, t: dict) -> str:
+    if key == "a":
+        return f"{ARMS['a']}: done in {t['seconds']:.0f}s, train loss {t['mean_train_loss']:.3f}"
+    return (f"(c) {key[2:]} alone: {t['steps']} DP steps, noise {t['noise_multiplier']:.3f}, "
+            f"epsilon {t['epsilon']:.2f} (vocab release {t['epsilon_vocab_release']:.2f}), "
+            f"{t['seconds']:.0f}s")
 
 
 # -- evaluation -------------------------------------------------------------------------
@@ -676,6 +686,9 @@ def parse(argv):
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads of this process (2 threads on 2 busy cores "
                              "measured 10x slower per step than 1)")
+    parser.add_argument("--jobs", type=int, default=2,
+                        help="(a) and the (c) arms train in this many processes side by side "
+                             "(each on --threads threads)")
     parser.add_argument("--data-seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 2,000 patients, 1 round x 5 steps, small zero-shot")
@@ -709,6 +722,8 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(args.keep or tempfile.mkdtemp(prefix="fedehr-fed-vs-central-")).resolve()
     timings: dict[str, float] = {}
     try:
+        if args.jobs < 1:
+            raise SystemExit("--jobs must be at least 1")
         if args.reuse and args.keep is None:
             raise SystemExit("--reuse needs --keep FOLDER (where the federations ran)")
         for stale in ("views", "central", "alone", "eval"):
@@ -751,25 +766,22 @@ def main(argv: list[str] | None = None) -> int:
                              "privacy": res.get("privacy"), "history": res.get("history"),
                              "vocab_tokens": len(vocabs[arm].tokens)}
 
-        log(f"{ARMS['a']}: {args.central_steps} steps on pooled data"
-            + (", from (b)'s anchor warm start" if args.central_warm else ""), start)
+        log(f"{ARMS['a']} ({args.central_steps} steps on pooled data"
+            + (", from (b)'s anchor warm start" if args.central_warm else "")
+            + f") and (c), {args.jobs} processes side by side", start)
         warm = warm_start_of(fed["b"]["root"]) if args.central_warm else None
-        models["a"], training["a"] = train_central(sites, vocab, config, args, workdir, warm)
-        vocabs["a"] = vocab
-        timings["a"] = training["a"]["seconds"]
-        log(f"{ARMS['a']}: done in {training['a']['seconds']:.0f}s, train loss "
-            f"{training['a']['mean_train_loss']:.3f}", start)
-        for h in sites:
-            releases = vocab_releases(fed["b"]["root"] / "site-state" / h.name
-                                      / "privacy-ledger.json")
-            key = f"c:{h.name}"
-            models[key], training[key] = train_alone(h, releases, vocab, config, args, workdir)
-            vocabs[key] = vocab
-            timings[key] = training[key]["seconds"]
-            t = training[key]
-            log(f"(c) {h.name} alone: {t['steps']} DP steps, noise {t['noise_multiplier']:.3f}, "
-                f"epsilon {t['epsilon']:.2f} (vocab release {t['epsilon_vocab_release']:.2f}), "
-                f"{t['seconds']:.0f}s", start)
+        with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
+            jobs = {"a": pool.submit(train_central, sites, vocab, config, args, workdir, warm)}
+            for h in sites:
+                releases = vocab_releases(fed["b"]["root"] / "site-state" / h.name
+                                          / "privacy-ledger.json")
+                jobs[f"c:{h.name}"] = pool.submit(train_alone, h, releases, vocab, config,
+                                                  args, workdir)
+            for key, job in jobs.items():
+                models[key], training[key] = job.result()
+                vocabs[key] = vocab
+                timings[key] = training[key]["seconds"]
+                log(trained_line(key, training[key]), start)
 
         # Evaluation: every arm on every training site and the left-out hospital; (c) on
         # its own site and the left-out hospital.
