@@ -163,6 +163,8 @@ RECIPES = {r.name: r for r in [
             warm_stop=True, anchor_per_step=32),
     replace(BASE, name="batch128-lr4x-warm-es-mix128", batch=128, steps=20, lr=8e-3,
             warm=300, warm_stop=True, anchor_per_step=128),
+    # is zero-shot bounded by the training budget even without DP? (a)'s recipe, 4x the steps
+    replace(BASE, name="central-steps4x", central=True, warm=0, steps=160),
     # arm (d) of fed_vs_central at the tuned recipe: what the anchor's warm start adds
     replace(BASE, name="batch128-lr4x-no-warm", batch=128, steps=20, lr=8e-3, warm=0),
     # arm (a) at the batch of the tuned recipe: which learning rate serves it best

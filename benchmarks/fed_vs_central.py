@@ -69,6 +69,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import sys
@@ -753,7 +754,7 @@ def main(argv: list[str] | None = None) -> int:
                                       warm_start=warm, start=start)
             timings[arm] = fed[arm]["seconds"]
             took = fed[arm]["seconds"]  # nan: reused from --keep
-            log(f"{ARMS[arm]}: " + ("reused" if took != took else f"done in {took:.0f}s")
+            log(f"{ARMS[arm]}: " + ("reused" if math.isnan(took) else f"done in {took:.0f}s")
                 + f", {len(fed[arm]['vocab'].tokens)} tokens", start)
 
         vocab, config = fed["b"]["vocab"], fed["b"]["model"].config
