@@ -26,7 +26,7 @@ from fedehr.server.status import read_status
 from fedehr.server.superlink import CONNECTION, bin_path, flwr_cli
 from fedehr.shared.atomic import write_text
 from fedehr.shared.errors import FedEHRError
-from fedehr.shared.processes import Supervisor, flower_env
+from fedehr.shared.processes import ProcessError, Supervisor, flower_env
 
 
 class RunFailed(FedEHRError):
@@ -137,11 +137,18 @@ def progress_lines(before: dict | None, after: dict | None) -> list[str]:
     return lines
 
 
+FLOWER_CHECK_TRIES = 3  # Flower's view of the run unreadable this many times in a row: give up
+
+
 def watch(cfg: FederationConfig, run_id: str, console: Console, *, timeout: float = 3600,
-          poll: float = 1.0) -> dict:
-    """Follow the run until it finishes; returns its result or raises RunFailed."""
+          poll: float = 1.0, flower_check: float = 10.0) -> dict:
+    """Follow the run until it finishes; returns its result or raises RunFailed.
+
+    Every `flower_check` seconds it also asks Flower whether the run is still alive
+    (a ServerApp that died writes no status). One unanswered question is a busy host,
+    not a dead run: the watch gives up only after FLOWER_CHECK_TRIES in a row."""
     deadline = time.monotonic() + timeout
-    last_flower_check = 0.0
+    last_flower_check, unanswered = 0.0, 0
     live = console.is_terminal
     previous: dict | None = None
     display = Live(status_table(None, cfg), console=console, refresh_per_second=2) \
@@ -167,9 +174,17 @@ def watch(cfg: FederationConfig, run_id: str, console: Console, *, timeout: floa
                 raise RunFailed(status.get("message", "the run failed"), where=f"run {run_id}",
                                 fix=f"read {cfg.workdir}/logs/run-{run_id}.log; resume "
                                     "with `fedehr run start --resume`")
-            if time.monotonic() - last_flower_check > 10:  # a ServerApp that died silently
+            if time.monotonic() - last_flower_check > flower_check:  # died silently?
                 last_flower_check = time.monotonic()
-                flower = flower_run_status(cfg, run_id)
+                try:
+                    flower, unanswered = flower_run_status(cfg, run_id), 0
+                except ProcessError as exc:
+                    unanswered += 1
+                    if unanswered >= FLOWER_CHECK_TRIES:
+                        raise RunFailed(f"Flower did not say how the run is going, "
+                                        f"{unanswered} times in a row: {exc.message}",
+                                        where=f"run {run_id}", fix=exc.fix) from None
+                    flower = "unknown"
                 if flower.startswith("finished") and phase not in ("finished", "failed"):
                     time.sleep(2 * poll)
                     if (read_status(cfg.status_path) or {}).get("phase") != "finished":

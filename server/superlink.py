@@ -117,8 +117,13 @@ def start_superlink(supervisor: Supervisor, *, host: str, port: int, pki: PKIPat
 def flwr_cli(flwr_home: Path, *args: str, timeout: float = 60) -> dict | list:
     """Run a `flwr` CLI command against our connection and parse its JSON output."""
     cmd = [bin_path("flwr"), *args, "--format", "json"]
-    proc = subprocess.run(cmd, env=flower_env(flwr_home), capture_output=True, text=True,
-                          timeout=timeout)
+    try:
+        proc = subprocess.run(cmd, env=flower_env(flwr_home), capture_output=True, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise ProcessError(f"`flwr {' '.join(args)}` did not answer within {timeout:.0f} s",
+                           fix="the SuperLink or this host may be overloaded or down: check "
+                               "`fedehr server status` and the load") from None
     text = proc.stdout
     start = min((i for i in (text.find("{"), text.find("[")) if i >= 0), default=-1)
     if start < 0:

@@ -8,12 +8,14 @@ import json
 import threading
 import time
 
+import pytest
 from rich.console import Console
 
-from fedehr.server import runs
+from fedehr.server import runs, superlink
 from fedehr.server.config import FederationConfig, SuperLinkConfig
 from fedehr.server.runs import progress_lines, run_file, watch
 from fedehr.server.status import StatusFile
+from fedehr.shared.processes import ProcessError
 
 
 def _round(n: int) -> dict:
@@ -72,3 +74,56 @@ def test_a_resumed_run_is_not_taken_for_the_failed_run_whose_status_is_still_the
     result = watch(cfg, "2", Console(file=io.StringIO(), width=200), poll=0.05)
     writer.join()
     assert result == {"rounds": 2}
+
+
+def _training(tmp_path) -> FederationConfig:
+    cfg = FederationConfig(name="demo", workdir=tmp_path, rounds=2,
+                           superlink=SuperLinkConfig(insecure=True))
+    StatusFile(cfg.status_path).update(phase="training", message="round 1")
+    return cfg
+
+
+def test_a_flwr_command_that_does_not_answer_is_a_one_line_error(tmp_path, monkeypatch):
+    # seen in `make demo` on a host at load 10: `flwr ls` took over 60 s and the
+    # demo died with subprocess.TimeoutExpired's traceback
+    slow = tmp_path / "flwr"
+    slow.write_text("#!/bin/sh\nsleep 5\n")
+    slow.chmod(0o755)
+    monkeypatch.setattr(superlink, "bin_path", lambda name: str(slow))
+    with pytest.raises(ProcessError, match=r"`flwr ls fedehr` did not answer within 0 s"):
+        superlink.flwr_cli(tmp_path, "ls", "fedehr", timeout=0.3)
+
+
+def test_the_watch_outlasts_unanswered_flower_checks(tmp_path, monkeypatch):
+    cfg, asked = _training(tmp_path), []
+
+    def busy_then_running(cfg, run_id):
+        asked.append(run_id)
+        if len(asked) < runs.FLOWER_CHECK_TRIES:
+            raise ProcessError("`flwr ls` did not answer within 60 s")
+        return "running"
+
+    monkeypatch.setattr(runs, "flower_run_status", busy_then_running)
+
+    def server_app_finishes():
+        while len(asked) < runs.FLOWER_CHECK_TRIES:
+            time.sleep(0.01)
+        StatusFile(cfg.status_path).update(phase="finished", result={"rounds": 2})
+
+    writer = threading.Thread(target=server_app_finishes)
+    writer.start()
+    result = watch(cfg, "1", Console(file=io.StringIO()), poll=0.01, flower_check=0.02)
+    writer.join()
+    assert result == {"rounds": 2}
+
+
+def test_the_watch_gives_up_when_flower_never_answers(tmp_path, monkeypatch):
+    cfg = _training(tmp_path)
+
+    def unanswered(cfg, run_id):
+        raise ProcessError("`flwr ls` did not answer within 60 s", fix="check the load")
+
+    monkeypatch.setattr(runs, "flower_run_status", unanswered)
+    with pytest.raises(runs.RunFailed, match="3 times in a row") as failed:
+        watch(cfg, "1", Console(file=io.StringIO()), poll=0.01, flower_check=0.02)
+    assert failed.value.fix == "check the load"
