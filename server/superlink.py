@@ -123,7 +123,7 @@ def flwr_cli(flwr_home: Path, *args: str, timeout: float = 60) -> dict | list:
     except subprocess.TimeoutExpired:
         raise ProcessError(f"`flwr {' '.join(args)}` did not answer within {timeout:.0f} s",
                            fix="the SuperLink or this host may be overloaded or down: check "
-                               "`fedehr server status` and the load") from None
+                               "`fedehr run status` and the host's load") from None
     text = proc.stdout
     start = min((i for i in (text.find("{"), text.find("[")) if i >= 0), default=-1)
     if start < 0:
