@@ -163,6 +163,12 @@ RECIPES = {r.name: r for r in [
             warm_stop=True, anchor_per_step=32),
     replace(BASE, name="batch128-lr4x-warm-es-mix128", batch=128, steps=20, lr=8e-3,
             warm=300, warm_stop=True, anchor_per_step=128),
+    # is (b) undertrained? More DP steps at the same epsilon (the noise rises slower than
+    # sqrt(steps) at these sample rates): 2x and 4x the rounds of 20 steps
+    replace(BASE, name="batch128-lr4x-warm-es-mix32-rounds8", batch=128, steps=20, rounds=8,
+            lr=8e-3, warm=300, warm_stop=True, anchor_per_step=32),
+    replace(BASE, name="batch128-lr4x-warm-es-mix32-rounds16", batch=128, steps=20, rounds=16,
+            lr=8e-3, warm=300, warm_stop=True, anchor_per_step=32),
     # is zero-shot bounded by the training budget even without DP? (a)'s recipe, 4x the steps
     replace(BASE, name="central-steps4x", central=True, warm=0, steps=160),
     # arm (d) of fed_vs_central at the tuned recipe: what the anchor's warm start adds
