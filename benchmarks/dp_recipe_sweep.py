@@ -131,6 +131,7 @@ RECIPES = {r.name: r for r in [
     # ~2% of the windows through ~1% of their clipped gradient (outcome_row_signal.py):
     # the warm start alone, the death target weighted, the death row kept as the anchor left it
     replace(BASE, name="warm-es-only", warm=300, warm_stop=True, rounds=0),
+    replace(BASE, name="init-only", warm=0, rounds=0),  # no training: what the probe gets for free
     replace(BASE, name="batch128-lr4x-warm-es-death50", batch=128, steps=20, lr=8e-3,
             warm=300, warm_stop=True, death_weight=50.0),
     replace(BASE, name="batch128-lr4x-warm-es-death10", batch=128, steps=20, lr=8e-3,

@@ -14,6 +14,10 @@ one of them (default hospital_c) is left out of all training:
   (c) alone          each training hospital on its own, DP-SGD at epsilon 8 (the
                      site trainer's path: privacy ledger, noise for the budget);
   (d) fed no anchor  the same federation as (b) with ``warm_start.enabled: false``.
+  (0) untrained      no training at all: the initial weights every arm starts from.
+                     A floor: a probe on a random transformer's vectors reads the
+                     codes' counts through a random projection, so what an arm
+                     adds over (0) is what its training taught the features.
 
 Budgets. The DP arms use the federation's local recipe (batch, learning
 rate, steps). (a) is trained with the central recipe of
@@ -89,7 +93,7 @@ from pathlib import Path
 RESULTS = Path(__file__).parent / "results" / "fed_vs_central.json"
 TASKS = ("mortality", "readmission_30d", "long_los", "icu_transfer")
 ARMS = {"a": "(a) central, no DP", "b": "(b) fed DP", "c": "(c) alone DP",
-        "d": "(d) fed DP, no anchor"}
+        "d": "(d) fed DP, no anchor", "0": "(0) untrained"}
 TARGET_GAP = 0.03  # (b) within this AUROC of (a)
 ZERO_SHOT_RATIO = 0.9  # zero-shot AUROC at least this share of the k=all probe's
 BOOTSTRAP = 500
@@ -518,7 +522,7 @@ def markdown_table(evals: dict, sets: list[str], alone: list[str], zero: dict,
     def f(x):
         return "-" if x is None else f"{x:.3f}"
 
-    head = (["set", "task", "test (pos)", "counts", "(a) central", "(b) fed DP",
+    head = (["set", "task", "test (pos)", "counts", "(0) untrained", "(a) central", "(b) fed DP",
              "(d) fed no anchor"] + [f"(c) {s} alone" for s in alone] + ["zero-shot (b)*"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for where in sets:
@@ -527,7 +531,7 @@ def markdown_table(evals: dict, sets: list[str], alone: list[str], zero: dict,
             counts_label = "counts k=all" if label.endswith("all") else "counts k=64"
             row = [where, task, f"{s.get('n_test', 0)} ({s.get('positives_test', 0)})",
                    f(auroc(evals, "b", where, task, counts_label))]
-            row += [f(auroc(evals, arm, where, task, label)) for arm in ("a", "b", "d")]
+            row += [f(auroc(evals, arm, where, task, label)) for arm in ("0", "a", "b", "d")]
             row += [f(auroc(evals, f"c:{s_}", where, task, label)) for s_ in alone]
             z = zero.get(where, {}).get(task, {})
             row.append("-" if "zero_shot_auroc" not in z else
@@ -618,7 +622,8 @@ def plot(evals: dict, sets: list[str], alone: list[str], zero: dict, path: Path)
     import matplotlib.pyplot as plt
     import numpy as np
 
-    series = [("counts", "b", "counts k=all", "#999999"), (ARMS["a"], "a", None, "#1f77b4"),
+    series = [("counts", "b", "counts k=all", "#999999"), (ARMS["0"], "0", None, "#dddddd"),
+              (ARMS["a"], "a", None, "#1f77b4"),
               (ARMS["b"], "b", None, "#d62728"), (ARMS["d"], "d", None, "#ff7f0e")]
     series += [(f"(c) {s} alone", f"c:{s}", None, c)
                for s, c in zip(alone, ("#2ca02c", "#98df8a", "#006400"), strict=False)]
@@ -789,6 +794,8 @@ def main(argv: list[str] | None = None) -> int:
                 vocabs[key] = vocab
                 timings[key] = training[key]["seconds"]
                 log(trained_line(key, training[key]), start)
+        # the floor: what a probe reads from the architecture's initial weights, untrained
+        models["0"], vocabs["0"] = initial_model(config), vocab
 
         # Evaluation: every arm on every training site and the left-out hospital; (c) on
         # its own site and the left-out hospital.
@@ -861,7 +868,8 @@ def main(argv: list[str] | None = None) -> int:
                           "at --central-lr), non-private, pooled train splits",
                     "b": "rounds x steps DP steps per site + anchor warm start",
                     "c": "rounds x steps DP steps, ledger pre-charged with (b)'s vocab release",
-                    "d": "as (b) without the anchor warm start; own vocabulary round"},
+                    "d": "as (b) without the anchor warm start; own vocabulary round",
+                    "0": "none: the initial weights every arm starts from (a floor)"},
         "notes": about,
         "training": training,
         "evaluation": {arm: {w: e for w, e in per.items()} for arm, per in evals.items()},

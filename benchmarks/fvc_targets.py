@@ -28,6 +28,8 @@ MEASURES = {
     "undecided": ("5. undecided share, worst of the two (<= 5%)", lambda v: v <= 0.05),
     "b_mean": ("mean (b) AUROC over the 16 cells", None),
     "a_mean": ("mean (a) AUROC over the 16 cells", None),
+    "b_over_untrained": ("mean (b) - (0) untrained over the 16 cells", None),
+    "a_over_untrained": ("mean (a) - (0) untrained over the 16 cells", None),
 }
 
 
@@ -44,6 +46,12 @@ def measures(d: dict) -> dict[str, float]:
     history = d["training"]["b"]["history"]
     first, last = history[0]["anchor_loss"], history[-1]["anchor_loss"]
     zero = d["zero_shot"][left]
+
+    def over_untrained(arm):  # nan for results from before the (0) arm
+        if "0" not in d["evaluation"]:
+            return float("nan")
+        return sum(auroc(arm, w, t) - auroc("0", w, t) for w, t in every) / len(every)
+
     return {
         "a_above_counts": sum(auroc("a", s, t) >= auroc("b", s, t, "counts k=all")
                               for s, t in cells),
@@ -59,6 +67,8 @@ def measures(d: dict) -> dict[str, float]:
         "undecided": max(zero[t]["truncated_share"] for t in ("mortality", "long_los")),
         "b_mean": sum(auroc("b", w, t) for w, t in every) / len(every),
         "a_mean": sum(auroc("a", w, t) for w, t in every) / len(every),
+        "b_over_untrained": over_untrained("b"),
+        "a_over_untrained": over_untrained("a"),
     }
 
 
