@@ -10,6 +10,7 @@ seed, then the mean and the spread (sample standard deviation) over the seeds.
 
 import argparse
 import json
+import math
 import statistics
 
 TASKS = ("mortality", "readmission_30d", "long_los", "icu_transfer")
@@ -88,7 +89,10 @@ def main(argv=None) -> None:
         values = [row[key] for row in rows]
         cells = [f"{v:.3f}" if isinstance(v, float) else str(v) for v in values]
         mean = statistics.fmean(values)
-        spread = statistics.stdev(values) if len(rows) > 1 else 0.0
+        if math.isnan(mean):  # a file from before the measure
+            spread = math.nan
+        else:
+            spread = statistics.stdev(values) if len(rows) > 1 else 0.0
         if len(rows) > 1:
             cells.append(f"{mean:.3f} ({spread:.3f})")
         verdict = "" if test is None else ("met" if test(mean) else "not met")
