@@ -43,9 +43,12 @@ and value-bin edges are merged in) and for the server's anchor-loss
 evaluation, but never trains on it.
 
 Evaluation (`fedehr.shared.clinical.evaluate`, the core of `fedehr model
-evaluate`), per arm, on each training hospital's unseen patients (tuning +
-held_out, 20 %; no arm trains on either) and on the left-out hospital (a
-seeded 50/50 split of its patients: no arm saw any of them). Tasks: in-hospital
+evaluate`), per arm, on each training hospital's held_out patients (10 %; no
+arm trains on them, and benchmarks/dp_recipe_sweep.py chooses its recipes on
+the tuning split, which is therefore not tested on; `--test-rows
+tuning+held-out` adds it, as every run before 2026-12-05 evening did) and on
+the left-out hospital (a seeded 50/50 split of its patients: no arm saw any
+of them). Tasks: in-hospital
 mortality, 30-day readmission, long stay and ICU transfer (ACES configs).
 Methods: logistic probes on frozen embeddings (k = all and k = 64), the
 count-feature baseline (the same for every arm: shown once per set), and
@@ -123,7 +126,8 @@ def notes(args, training: dict, left_out: str) -> list[str]:
         "(d) never trains on the anchor, but still uses it: its codes are the public "
         "candidate list of the vocabulary round, its exact counts and value-bin edges are "
         "merged into the vocabulary, and the server reports an anchor loss each round",
-        f"test rows: tuning + held_out patients of each training site (never trained on), "
+        f"test rows: the {args.test_rows.replace('-', '_')} patients of each training site "
+        "(never trained on), "
         f"half of {left_out}'s patients (no arm saw any); probes fit on the train split / "
         f"the other half of {left_out}",
         f"a comparison needs {MIN_CLASS} test positives and negatives; smaller ones are shown "
@@ -146,10 +150,11 @@ class Hospital:
     view: Path | None = None  # the evaluation view (own subject_splits)
 
 
-def evaluation_view(hospital: Hospital, out: Path, *, left_out: bool, seed: int) -> Path:
+def evaluation_view(hospital: Hospital, out: Path, *, left_out: bool, seed: int,
+                    with_tuning: bool = False) -> Path:
     """A folder that shares the hospital's data and metadata (symlinks) but has its own
-    subject_splits: train stays train; test ("held_out") is tuning + held_out, or for
-    the left-out hospital a seeded half of all its patients."""
+    subject_splits: train stays train; test ("held_out") is held_out (with `with_tuning`
+    also tuning), or for the left-out hospital a seeded half of all its patients."""
     import numpy as np
     import polars as pl
 
@@ -168,7 +173,9 @@ def evaluation_view(hospital: Hospital, out: Path, *, left_out: bool, seed: int)
         test = rng.random(splits.height) < 0.5
         split = np.where(test, S.HELD_OUT, S.TRAIN)
     else:
-        split = np.where(splits["split"].to_numpy() == S.TRAIN, S.TRAIN, S.HELD_OUT)
+        own = splits["split"].to_numpy()
+        test = (own == S.HELD_OUT) | ((own == S.TUNING) & with_tuning)
+        split = np.where(own == S.TRAIN, S.TRAIN, np.where(test, S.HELD_OUT, S.TUNING))
     splits.with_columns(pl.Series("split", split)).write_parquet(out / S.SPLITS_FILE)
     return out
 
@@ -702,6 +709,10 @@ def parse(argv):
                         help="(a) and the (c) arms train in this many processes side by side "
                              "(each on --threads threads)")
     parser.add_argument("--data-seed", type=int, default=0)
+    parser.add_argument("--test-rows", default="held-out", choices=("held-out", "tuning+held-out"),
+                        help="a training hospital's test rows: its held_out split only (the "
+                        "sweep chooses on tuning rows), or tuning too (results before "
+                        "2026-12-05 evening)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 2,000 patients, 1 round x 5 steps, small zero-shot")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -750,7 +761,8 @@ def main(argv: list[str] | None = None) -> int:
         left = hospitals[args.left_out]
         for h in hospitals.values():
             h.view = evaluation_view(h, workdir / "views" / h.name,
-                                     left_out=h is left, seed=args.data_seed)
+                                     left_out=h is left, seed=args.data_seed,
+                                     with_tuning=args.test_rows == "tuning+held-out")
         log("hospitals: " + ", ".join(f"{s.name} {s.subjects} patients"
                                       + (" (local lab codes)" if s.local_codes else "")
                                       + (" LEFT OUT" if s.name == args.left_out else "")

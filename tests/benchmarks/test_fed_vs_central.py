@@ -38,10 +38,17 @@ def _splits(root: Path) -> dict[int, str]:
     return dict(zip(frame[S.SUBJECT_ID].to_list(), frame["split"].to_list(), strict=True))
 
 
-def test_training_site_view_tests_on_tuning_and_held_out_only(hospital, tmp_path):
+def test_training_site_view_tests_on_held_out_only_tuning_rows_stay_out(hospital, tmp_path):
     view = B.evaluation_view(hospital, tmp_path / "v", left_out=False, seed=0)
     before, after = _splits(hospital.path), _splits(view)
     assert before.keys() == after.keys()
+    assert before == after  # the sweep chooses on tuning rows: they are never test rows
+    assert S.TUNING in before.values()
+
+
+def test_training_site_view_can_add_the_tuning_rows_to_the_test_rows(hospital, tmp_path):
+    view = B.evaluation_view(hospital, tmp_path / "v", left_out=False, seed=0, with_tuning=True)
+    before, after = _splits(hospital.path), _splits(view)
     for subject, split in before.items():
         assert after[subject] == (S.TRAIN if split == S.TRAIN else S.HELD_OUT)
     events = MEDSDataset.open(view).scan().collect()  # the same events, through the links
