@@ -75,7 +75,9 @@ batch 128 on 2 cores) and a 35 s warm start; (d) 453 s, (a) 220 s, each (c)
 (c) arms train in two processes side by side (``--jobs 2``, the default): on
 a quiet machine that phase took 405 s instead of 811 s one at a time (data
 seed 1, the same tables to the last digit). ``--keep DIR --reuse`` reruns
-everything after the federations on the ones kept in DIR.
+everything after the federations on the ones kept in DIR, and reuses an (a) or
+(c) kept there when it was trained with the same settings (options that only
+change the evaluation, such as --test-rows, do not count).
 """
 
 from __future__ import annotations
@@ -90,6 +92,7 @@ import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -326,6 +329,46 @@ def train_alone(hospital: Hospital, releases, vocab, config, args, workdir: Path
                    "seconds": out.seconds, "mean_train_loss": out.mean_loss,
                    "noise_multiplier": noise, "epsilon_vocab_release": vocab_epsilon,
                    "epsilon": ledger.spent(), "delta": ledger.delta}
+
+
+# options that change no trained weight: a kept (a) or (c) trained under other values of
+# these is reused; any other difference trains it again
+EVALUATION_ONLY = {"out", "keep", "reuse", "jobs", "threads", "probe_seeds", "pooling",
+                   "zero_shot_rows", "zero_shot_samples", "zero_shot_estimator", "test_rows"}
+
+
+def trained_settings(args) -> dict:
+    return {k: str(v) for k, v in sorted(vars(args).items()) if k not in EVALUATION_ONLY}
+
+
+def kept_arm(folder: Path, key: str, args, config):
+    """(model, training) of arm `key` kept in `folder` by a run with the same settings."""
+    import torch
+
+    meta = folder / f"{key.replace(':', '-')}.json"
+    if not meta.exists():
+        return None
+    saved = json.loads(meta.read_text())
+    if saved["settings"] != trained_settings(args):
+        return None
+    model = initial_model(config)
+    model.load_state_dict(torch.load(meta.with_suffix(".pt"), weights_only=True))
+    return model, saved["training"]
+
+
+def keep_arm(folder: Path, key: str, args, model, training: dict) -> None:
+    """Weights first, then the settings file that marks them complete."""
+    import torch
+
+    from fedehr.shared.atomic import write_text
+
+    folder.mkdir(parents=True, exist_ok=True)
+    meta = folder / f"{key.replace(':', '-')}.json"
+    tmp = meta.with_suffix(".pt.tmp")
+    torch.save(model.state_dict(), tmp)
+    tmp.replace(meta.with_suffix(".pt"))
+    write_text(meta, json.dumps({"settings": trained_settings(args), "training": training},
+                                default=str))
 
 
 def trained_line(key: str, t: dict) -> str:
@@ -720,7 +763,8 @@ def parse(argv):
                         help="keep the work folder (hospitals, federations) here")
     parser.add_argument("--reuse", action="store_true",
                         help="with --keep: reuse federations that finished there (same "
-                             "settings assumed); everything else is redone")
+                             "settings assumed) and (a) and (c) kept there by a run with the "
+                             "same training settings; the evaluations are redone")
     args = parser.parse_args(argv)
     if args.quick:
         args.patients, args.rounds, args.steps, args.warm_steps = 2000, 1, 5, 10
@@ -794,18 +838,28 @@ def main(argv: list[str] | None = None) -> int:
             + (", from (b)'s anchor warm start" if args.central_warm else "")
             + f") and (c), {args.jobs} processes side by side", start)
         warm = warm_start_of(fed["b"]["root"]) if args.central_warm else None
+        kept = workdir / "trained"  # (a) and (c), for --reuse
         with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
-            jobs = {"a": pool.submit(train_central, sites, vocab, config, args, workdir, warm)}
+            jobs = {"a": partial(pool.submit, train_central, sites, vocab, config, args,
+                                 workdir, warm)}
             for h in sites:
                 releases = vocab_releases(fed["b"]["root"] / "site-state" / h.name
                                           / "privacy-ledger.json")
-                jobs[f"c:{h.name}"] = pool.submit(train_alone, h, releases, vocab, config,
-                                                  args, workdir)
-            for key, job in jobs.items():
-                models[key], training[key] = job.result()
+                jobs[f"c:{h.name}"] = partial(pool.submit, train_alone, h, releases, vocab,
+                                              config, args, workdir)
+            reused = {k: kept_arm(kept, k, args, config) if args.reuse else None for k in jobs}
+            running = {k: submit() for k, submit in jobs.items() if reused[k] is None}
+            for key in jobs:
+                if reused[key] is None:
+                    models[key], training[key] = running[key].result()
+                    if args.keep is not None:
+                        keep_arm(kept, key, args, models[key], training[key])
+                else:
+                    models[key], training[key] = reused[key]
                 vocabs[key] = vocab
-                timings[key] = training[key]["seconds"]
-                log(trained_line(key, training[key]), start)
+                timings[key] = training[key]["seconds"] if reused[key] is None else math.nan
+                log(trained_line(key, training[key])
+                    + (" (reused)" if reused[key] is not None else ""), start)
         # the floor: what a probe reads from the architecture's initial weights, untrained
         models["0"], vocabs["0"] = initial_model(config), vocab
 

@@ -112,3 +112,26 @@ def test_target_checks_judge_only_sets_with_enough_of_each_class(monkeypatch):
     assert "s2: not judged" in checks[1]["text"]
     assert checks[2]["pass"]  # (b) beats (c) everywhere it is judged; s2 is not judged
     assert not checks[3]["pass"]  # a constant zero-shot answer never passes
+
+
+def test_a_kept_arm_is_reused_only_under_the_same_training_settings(tmp_path):
+    import torch
+
+    from fedehr.shared.model import ModelConfig
+
+    config = ModelConfig.preset("tiny", 40, max_len=16, note_dim=0, image_dim=0)
+    args = B.parse(["--central-steps", "7"])
+    model = B.initial_model(config)
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)  # "trained": unlike the initial weights
+    B.keep_arm(tmp_path, "c:hospital_a", args, model, {"seconds": 3.0})
+
+    evaluated_otherwise = B.parse(["--central-steps", "7", "--test-rows", "tuning+held-out"])
+    again, training = B.kept_arm(tmp_path, "c:hospital_a", evaluated_otherwise, config)
+    assert training == {"seconds": 3.0}
+    for kept, loaded in zip(model.state_dict().values(), again.state_dict().values(),
+                            strict=True):
+        assert torch.equal(kept, loaded)
+    trained_otherwise = B.parse(["--central-steps", "8"])
+    assert B.kept_arm(tmp_path, "c:hospital_a", trained_otherwise, config) is None
+    assert B.kept_arm(tmp_path, "a", args, config) is None  # never kept
