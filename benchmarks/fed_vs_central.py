@@ -177,8 +177,7 @@ def evaluation_view(hospital: Hospital, out: Path, *, left_out: bool, seed: int,
         split = np.where(test, S.HELD_OUT, S.TRAIN)
     else:
         own = splits["split"].to_numpy()
-        test = (own == S.HELD_OUT) | ((own == S.TUNING) & with_tuning)
-        split = np.where(own == S.TRAIN, S.TRAIN, np.where(test, S.HELD_OUT, S.TUNING))
+        split = np.where((own == S.TUNING) & with_tuning, S.HELD_OUT, own)
     splits.with_columns(pl.Series("split", split)).write_parquet(out / S.SPLITS_FILE)
     return out
 
