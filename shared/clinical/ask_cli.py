@@ -179,7 +179,7 @@ def _ask_one(model, vocab, dataset, outcome, resolved, index, patient, at, *, sa
     answer.add_row("question", escape(outcome.clinical_words()))
     answer.add_row("probability", answer_words(row))
     answer.add_row("decided", f"{row['decided']} of {samples} continuations reached the end "
-                   f"of the window (budget {sim.max_new_tokens} tokens each)")
+                   f"of the window (up to {sim.max_new_tokens:,} tokens each)")
     if row["rejected"]:
         answer.add_row("rejected", f"{row['rejected']} put a discharge, death or the outcome "
                        "before the prediction time, against the history; left out")

@@ -52,9 +52,11 @@ What is approximate (and why), in the order it happens:
   slower than the data's (it emits few or short time tokens) leaves many
   continuations undecided under that budget; when more than 5 % are, the
   budget is re-derived from the model's own pace (`model_budget`: how far the
-  undecided clocks got), at most 8x and 4096 tokens, and the undecided
-  continuations are sampled again once with it (the decided ones would repeat
-  themselves token for token: see `simulate`). One that still runs out
+  undecided clocks got), at most 8x the last budget and 16384 tokens, and the
+  undecided continuations are sampled again with it, up to twice (the decided
+  ones would repeat themselves token for token: see `simulate`; a model's pace
+  is not constant, so the second estimate reads clocks that got further). One
+  that still runs out
   is *undecided*: it is reported (`decided`, `truncated`) and left out of the
   probability, which is hits / decided continuations; never counted as "no".
   A continuation that puts a discharge, a death or the outcome itself before the
@@ -271,10 +273,12 @@ def build_prompts(dataset: MEDSDataset, vocab: Vocabulary, mapping: CodeMapping,
 BUDGET_QUANTILE = 0.99
 BUDGET_MARGIN = 1.5
 MIN_BUDGET = 32
-MAX_BUDGET = 4096
+MAX_BUDGET = 4096  # the data's budget, for every continuation
+MAX_WIDER_BUDGET = 16384  # the model's pace, only for those still undecided
 BUDGET_PATIENTS = 400
-UNDECIDED_TOLERANCE = 0.05  # above this share, a second pass at the model's own pace
-MAX_WIDEN = 8
+UNDECIDED_TOLERANCE = 0.05  # above this share, another pass at the model's own pace
+MAX_WIDEN = 8  # a pass's budget is at most this many times the last one's
+MAX_WIDER_PASSES = 2  # after the first: pace read from ever further clocks
 
 
 def token_budget(dataset: MEDSDataset, vocab: Vocabulary, mapping: CodeMapping,
@@ -325,16 +329,16 @@ def token_budget(dataset: MEDSDataset, vocab: Vocabulary, mapping: CodeMapping,
 
 def model_budget(sim: Simulation, prompts: Prompts, outcome: Outcome, *,
                  tolerance: float = UNDECIDED_TOLERANCE, widen: int = MAX_WIDEN) -> int:
-    """A second budget from the model's own pace, when more than `tolerance` of the
-    continuations ran out of tokens under the data's budget.
+    """A wider budget from the model's own pace, when more than `tolerance` of the
+    continuations ran out of tokens under the last budget (`sim.max_new_tokens`).
 
     An undecided continuation's clock reached `reach` days of its window's `end`
     after `budget` tokens; at that pace it needs budget * end / reach. The budget
     is the 90th percentile of that over the undecided continuations, at most
-    `widen` times the first budget and MAX_BUDGET; 0 when no second pass is due.
+    `widen` times the last budget and MAX_WIDER_BUDGET; 0 when no pass is due.
     """
     undecided = sim.truncated.sum() / max(1, sim.per_sample.size)
-    if undecided <= tolerance or sim.max_new_tokens >= MAX_BUDGET:
+    if undecided <= tolerance or sim.max_new_tokens >= MAX_WIDER_BUDGET:
         return 0
     horizon = outcome.horizon.total_seconds() / 86400.0
     end = (prompts.gap_days + horizon)[:, None].repeat(sim.samples, 1)
@@ -342,7 +346,7 @@ def model_budget(sim: Simulation, prompts: Prompts, outcome: Outcome, *,
     pace = sim.max_new_tokens * end[out_of_tokens] / np.maximum(
         sim.reach_days[out_of_tokens], 1e-3)
     need = float(np.quantile(pace, 0.9))
-    return int(min(MAX_BUDGET, widen * sim.max_new_tokens, math.ceil(need)))
+    return int(min(MAX_WIDER_BUDGET, widen * sim.max_new_tokens, math.ceil(need)))
 
 
 # -- simulation ----------------------------------------------------------------------------
@@ -760,14 +764,17 @@ def predict_detailed(model, vocab: Vocabulary, dataset: MEDSDataset | str | Path
     sim = simulate(model, vocab, prompts, outcome, otoks, samples=samples, seed=seed,
                    max_new_tokens=max_new_tokens, batch_rows=batch_size, estimator=estimator,
                    progress=progress)
-    if derived:  # the model's clock may run slower than the data's: measure it, once
+    for _ in range(MAX_WIDER_PASSES if derived else 0):
+        # the model's clock may run slower than the data's: measure its pace, and redo
+        # only the undecided (the others would repeat themselves token for token)
         wider = model_budget(sim, prompts, outcome)
-        if wider > max_new_tokens:  # only the undecided: the others would repeat themselves
-            redo = sim.truncated_per_sample
-            again = simulate(model, vocab, prompts, outcome, otoks, samples=samples, seed=seed,
-                             max_new_tokens=wider, batch_rows=batch_size, only=redo,
-                             estimator=estimator, progress=progress)
-            sim = sim.merged(again, redo)
+        if wider <= sim.max_new_tokens:
+            break
+        redo = sim.truncated_per_sample
+        again = simulate(model, vocab, prompts, outcome, otoks, samples=samples, seed=seed,
+                         max_new_tokens=wider, batch_rows=batch_size, only=redo,
+                         estimator=estimator, progress=progress)
+        sim = sim.merged(again, redo)
     decided = sim.decided
     low, high = wilson_interval(sim.hits, decided)
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -189,6 +189,31 @@ def test_sampling_again_only_the_undecided_equals_sampling_all_again(world):
     assert merged.generated_tokens < short.generated_tokens + full.generated_tokens
 
 
+def test_undecided_continuations_are_sampled_again_while_too_many_remain(world, monkeypatch):
+    """A model whose clock runs slower than the data's: each pass redoes only those still
+    undecided, under a budget at most 8x the last, until at most 5 % are left or the
+    passes end. Fails if the widening stops after one pass."""
+    from fedehr.shared.clinical import zero_shot
+
+    monkeypatch.setattr(zero_shot, "token_budget", lambda *a, **k: 16)  # far too short
+    budgets, redone = [], []
+
+    def recording(*args, max_new_tokens, only=None, **kwargs):
+        budgets.append(max_new_tokens)
+        redone.append(None if only is None else int(only.sum()))
+        return simulate(*args, max_new_tokens=max_new_tokens, only=only, **kwargs)
+
+    monkeypatch.setattr(zero_shot, "simulate", recording)
+    outcome = ask(world, "cardiac arrest within 90 days after procedure")
+    result = predict_detailed(world.model, world.vocab, world.dataset,
+                              planted.labels(BETA[:3]), outcome, samples=8, seed=0)
+    assert budgets[0] == 16 and len(budgets) == 1 + zero_shot.MAX_WIDER_PASSES
+    assert all(last < now <= 8 * last for last, now in zip(budgets, budgets[1:], strict=False))
+    assert redone[0] is None and redone[1] == 24 and 0 < redone[2] < 24
+    assert result.simulation.max_new_tokens == budgets[-1]
+    assert int(result.frame["truncated"].sum()) < redone[2]
+
+
 def test_death_closes_the_window_of_another_outcome():
     from fedehr.shared.clinical.zero_shot import OutcomeTokens, _Row, _scan
 
