@@ -39,6 +39,7 @@ counts). A recipe is a row of `RECIPES`:
                       diagnostic that separates what the noise does from what the data does)
     pool_anchor       with central: the anchor's training windows join the pooled data
     anchor_per_step   public anchor windows in every DP-SGD batch (client/privacy/public_mix)
+    model     overrides of the tiny model preset (d_model, n_layers, n_heads)
 
 Besides the sites' tuning loss, the anchor's tuning loss (also renormalised over the
 anchor's own tokens) and the probe, `--zero-shot-rows N` scores zero-shot answers on a
@@ -89,6 +90,7 @@ class Recipe:
     noise_scale: float = 1.0  # 0: DP clipping without noise (a diagnostic, not private)
     pool_anchor: bool = False  # central: train on the anchor's windows too
     anchor_per_step: int = 0  # public anchor windows in every DP-SGD batch (public_mix)
+    model: tuple[tuple[str, int], ...] = ()  # overrides of the tiny preset, e.g. d_model
 
 
 BASE = Recipe("base")  # fed_vs_central's defaults today
@@ -170,6 +172,12 @@ RECIPES = {r.name: r for r in [
             lr=8e-3, warm=300, warm_stop=True, anchor_per_step=32),
     replace(BASE, name="batch128-lr4x-warm-es-mix32-rounds16", batch=128, steps=20, rounds=16,
             lr=8e-3, warm=300, warm_stop=True, anchor_per_step=32),
+    # (b)'s features sit at the untrained floor: does a model with fewer parameters (the
+    # same clipped signal against noise in fewer coordinates) rise above its own floor?
+    replace(BASE, name="batch128-lr4x-warm-es-mix32-d48", batch=128, steps=20, lr=8e-3,
+            warm=300, warm_stop=True, anchor_per_step=32, model=(("d_model", 48),)),
+    replace(BASE, name="init-only-d48", warm=0, rounds=0, model=(("d_model", 48),)),
+    replace(BASE, name="central-d48", central=True, warm=0, model=(("d_model", 48),)),
     # is zero-shot bounded by the training budget even without DP? (a)'s recipe, 4x the steps
     replace(BASE, name="central-steps4x", central=True, warm=0, steps=160),
     # arm (d) of fed_vs_central at the tuned recipe: what the anchor's warm start adds
@@ -220,7 +228,7 @@ def run_recipe(recipe: Recipe, world, args) -> dict:
     from fedehr.shared.training import train, train_early_stopped
 
     torch.manual_seed(0)
-    model = world["initial"]()
+    model = world["initial"](**dict(recipe.model))
     t0 = time.perf_counter()
     if recipe.warm and recipe.warm_stop:
         train_early_stopped(model, world["anchor_train"], world["anchor_tuning"],
@@ -518,7 +526,7 @@ def build_world(workdir: Path, args) -> dict:
         d.tuning = PatientWindows(cache, vocab, config.max_len)
         data[h.name] = d
     return {"vocab": vocab, "data": data, "eval": mappings,
-            "initial": lambda: initial_model(config),
+            "initial": lambda **model: initial_model(replace(config, **model)),
             "anchor_train": anchor.windows(vocab, S.TRAIN, max_len=config.max_len, note_dim=0,
                                            image_dim=0),
             "anchor_tuning": anchor.windows(vocab, S.TUNING, max_len=config.max_len,
