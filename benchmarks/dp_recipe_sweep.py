@@ -40,6 +40,7 @@ counts). A recipe is a row of `RECIPES`:
     pool_anchor       with central: the anchor's training windows join the pooled data
     anchor_per_step   public anchor windows in every DP-SGD batch (client/privacy/public_mix)
     model     overrides of the tiny model preset (d_model, n_layers, n_heads)
+    init_seed torch seed of the initial weights (how much of a row is the draw of its start)
 
 Besides the sites' tuning loss, the anchor's tuning loss (also renormalised over the
 anchor's own tokens) and the probe, `--zero-shot-rows N` scores zero-shot answers on a
@@ -91,6 +92,7 @@ class Recipe:
     pool_anchor: bool = False  # central: train on the anchor's windows too
     anchor_per_step: int = 0  # public anchor windows in every DP-SGD batch (public_mix)
     model: tuple[tuple[str, int], ...] = ()  # overrides of the tiny preset, e.g. d_model
+    init_seed: int = 0  # torch seed of the initial weights
 
 
 BASE = Recipe("base")  # fed_vs_central's defaults today
@@ -178,6 +180,10 @@ RECIPES = {r.name: r for r in [
             warm=300, warm_stop=True, anchor_per_step=32, model=(("d_model", 48),)),
     replace(BASE, name="init-only-d48", warm=0, rounds=0, model=(("d_model", 48),)),
     replace(BASE, name="central-d48", central=True, warm=0, model=(("d_model", 48),)),
+    # how much of (a)'s AUROC is the draw of its initial weights? (fed_vs_central's (a) moved
+    # 0.037 between two runs of one data seed whose DP vocabularies differ by one token)
+    *[replace(BASE, name=f"central-init{k}", central=True, warm=0, init_seed=k)
+      for k in range(1, 5)],
     # is zero-shot bounded by the training budget even without DP? (a)'s recipe, 4x the steps
     replace(BASE, name="central-steps4x", central=True, warm=0, steps=160),
     # arm (d) of fed_vs_central at the tuned recipe: what the anchor's warm start adds
@@ -228,7 +234,7 @@ def run_recipe(recipe: Recipe, world, args) -> dict:
     from fedehr.shared.training import train, train_early_stopped
 
     torch.manual_seed(0)
-    model = world["initial"](**dict(recipe.model))
+    model = world["initial"](recipe.init_seed, **dict(recipe.model))
     t0 = time.perf_counter()
     if recipe.warm and recipe.warm_stop:
         train_early_stopped(model, world["anchor_train"], world["anchor_tuning"],
@@ -526,7 +532,7 @@ def build_world(workdir: Path, args) -> dict:
         d.tuning = PatientWindows(cache, vocab, config.max_len)
         data[h.name] = d
     return {"vocab": vocab, "data": data, "eval": mappings,
-            "initial": lambda **model: initial_model(replace(config, **model)),
+            "initial": lambda seed, **model: initial_model(replace(config, **model), seed),
             "anchor_train": anchor.windows(vocab, S.TRAIN, max_len=config.max_len, note_dim=0,
                                            image_dim=0),
             "anchor_tuning": anchor.windows(vocab, S.TUNING, max_len=config.max_len,

@@ -267,13 +267,13 @@ def vocab_releases(ledger_path: Path) -> list[tuple[float, float, int]]:
 # -- (a) and (c): the library trainer ---------------------------------------------------
 
 
-def initial_model(config):
+def initial_model(config, seed: int = 0):
     """The federation's model before its warm start: same config, same seed (0)."""
     import torch
 
     from fedehr.shared.model import EHRModel
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     return EHRModel(config)
 
 
