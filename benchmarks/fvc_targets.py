@@ -2,6 +2,8 @@
 
 One file: each target, met or not. Several (one per data seed): each measure per
 seed, then the mean and the spread (sample standard deviation) over the seeds.
+Files that are runs of one data seed also get the run-to-run table: how far each
+arm's 16 cells moved from the first run (the benchmark's own noise).
 
     .venv/bin/python benchmarks/fvc_targets.py benchmarks/results/fed_vs_central.json
     .venv/bin/python benchmarks/fvc_targets.py seed0.json seed1.json seed2.json \
@@ -73,6 +75,30 @@ def measures(d: dict) -> dict[str, float]:
     }
 
 
+def cell_aurocs(d: dict, arm: str) -> dict[tuple[str, str], float]:
+    """The k=all probe AUROC of `arm` in each (hospital, task) cell."""
+    return {(where, task): s["methods"]["probe k=all"]["auroc"]
+            for where, v in d["evaluation"][arm].items() for task, s in v["summary"].items()}
+
+
+def run_to_run(runs: list[dict]) -> None:
+    """Per arm, the cells' moves from the first run to each other run of the same seed."""
+    print("\n| arm | run | mean AUROC | mean move | sd of the moves | largest move |")
+    print("|---|---|---|---|---|---|")
+    for arm in ("a", "b", "d", "0"):
+        if not all(arm in r["evaluation"] for r in runs):
+            continue
+        first = cell_aurocs(runs[0], arm)
+        print(f"| ({arm}) | 1 | {statistics.fmean(first.values()):.3f} | | | |")
+        for i, run in enumerate(runs[1:], start=2):
+            cells = cell_aurocs(run, arm)
+            moves = {k: cells[k] - first[k] for k in first}
+            (where, task), most = max(moves.items(), key=lambda kv: abs(kv[1]))
+            print(f"| ({arm}) | {i} | {statistics.fmean(cells.values()):.3f} | "
+                  f"{statistics.fmean(moves.values()):+.3f} | "
+                  f"{statistics.stdev(moves.values()):.3f} | {most:+.3f} ({where} {task}) |")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("results", nargs="+", help="fed_vs_central results, one per seed")
@@ -104,6 +130,8 @@ def main(argv=None) -> None:
             json.dump({"benchmark": "fed_vs_central, issue 12's targets over data seeds",
                        "data_seeds": seeds, "files": args.results, "measures": table}, fh,
                       indent=1)
+    if len(runs) > 1 and len(set(seeds)) == 1:
+        run_to_run(runs)
 
 
 if __name__ == "__main__":

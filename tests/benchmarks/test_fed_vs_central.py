@@ -135,3 +135,21 @@ def test_a_kept_arm_is_reused_only_under_the_same_training_settings(tmp_path):
     trained_otherwise = B.parse(["--central-steps", "8"])
     assert B.kept_arm(tmp_path, "c:hospital_a", trained_otherwise, config) is None
     assert B.kept_arm(tmp_path, "a", args, config) is None  # never kept
+
+
+def test_two_runs_of_one_seed_get_the_run_to_run_table(tmp_path, capsys):
+    """fvc_targets: runs of the same data seed also show how far each arm's cells moved."""
+    spec = importlib.util.spec_from_file_location("fvc_targets", _PATH.with_name("fvc_targets.py"))
+    targets = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(targets)
+
+    def run(shift: float) -> dict:
+        cells = {"hospital_a": {"summary": {
+            task: {"methods": {"probe k=all": {"auroc": 0.6 + shift * i}}}
+            for i, task in enumerate(("mortality", "long_los"))}}}
+        return {"evaluation": {"a": cells, "b": cells}}
+
+    targets.run_to_run([run(0.0), run(0.1)])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| (a) | 2")]
+    # mortality stays, long stay rises 0.1: mean move +0.05, largest +0.1 in long stay
+    assert rows == ["| (a) | 2 | 0.650 | +0.050 | 0.071 | +0.100 (hospital_a long_los) |"]
