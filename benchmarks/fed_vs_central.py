@@ -268,7 +268,8 @@ def vocab_releases(ledger_path: Path) -> list[tuple[float, float, int]]:
 
 
 def initial_model(config, seed: int = 0):
-    """The federation's model before its warm start: same config, same seed (0)."""
+    """The federation's model before its warm start: same config, seed 0 (the sweep
+    varies `seed` to measure how much a row owes to its start)."""
     import torch
 
     from fedehr.shared.model import EHRModel
