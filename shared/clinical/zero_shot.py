@@ -56,8 +56,9 @@ What is approximate (and why), in the order it happens:
   undecided continuations are sampled again with it, up to twice (the decided
   ones would repeat themselves token for token: see `simulate`; a model's pace
   is not constant, so the second estimate reads clocks that got further). One
-  that still runs out is *undecided*: it is reported (`decided`, `truncated`) and left out of the
-  probability, which is hits / decided continuations; never counted as "no".
+  that still runs out is *undecided*: it is reported (`decided`, `truncated`)
+  and left out of the probability, which is hits / decided continuations;
+  never counted as "no".
   A continuation that puts a discharge, a death or the outcome itself before the
   prediction time contradicts the history (nothing happened between its last
   event and the prediction time; the patient was, e.g., still in hospital and
