@@ -358,15 +358,16 @@ def kept_arm(folder: Path, key: str, args, config):
 
 def keep_arm(folder: Path, key: str, args, model, training: dict) -> None:
     """Weights first, then the settings file that marks them complete."""
+    import io
+
     import torch
 
-    from fedehr.shared.atomic import write_text
+    from fedehr.shared.atomic import write_bytes, write_text
 
-    folder.mkdir(parents=True, exist_ok=True)
     meta = folder / f"{key.replace(':', '-')}.json"
-    tmp = meta.with_suffix(".pt.tmp")
-    torch.save(model.state_dict(), tmp)
-    tmp.replace(meta.with_suffix(".pt"))
+    weights = io.BytesIO()
+    torch.save(model.state_dict(), weights)
+    write_bytes(meta.with_suffix(".pt"), weights.getvalue())
     write_text(meta, json.dumps({"settings": trained_settings(args), "training": training},
                                 default=str))
 
@@ -850,16 +851,16 @@ def main(argv: list[str] | None = None) -> int:
             reused = {k: kept_arm(kept, k, args, config) if args.reuse else None for k in jobs}
             running = {k: submit() for k, submit in jobs.items() if reused[k] is None}
             for key in jobs:
-                if reused[key] is None:
+                if key in running:
                     models[key], training[key] = running[key].result()
+                    timings[key] = training[key]["seconds"]
                     if args.keep is not None:
                         keep_arm(kept, key, args, models[key], training[key])
                 else:
-                    models[key], training[key] = reused[key]
+                    (models[key], training[key]), timings[key] = reused[key], math.nan
                 vocabs[key] = vocab
-                timings[key] = training[key]["seconds"] if reused[key] is None else math.nan
                 log(trained_line(key, training[key])
-                    + (" (reused)" if reused[key] is not None else ""), start)
+                    + ("" if key in running else " (reused)"), start)
         # the floor: what a probe reads from the architecture's initial weights, untrained
         models["0"], vocabs["0"] = initial_model(config), vocab
 
