@@ -48,6 +48,7 @@ full one (tests/shared/model/test_kv_cache.py).
 from __future__ import annotations
 
 import math
+import zlib
 from typing import NamedTuple
 
 import torch
@@ -184,6 +185,12 @@ class EHRModel(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
+        seed = int(torch.randint(2**62, (), device="cpu"))  # the one draw from the global stream
+        with torch.random.fork_rng(devices=[]):  # the constructors' own draws are discarded
+            self._build(config)
+        self._init_weights(seed)
+
+    def _build(self, config: ModelConfig) -> None:
         d = config.d_model
         self.tok_emb = nn.Embedding(config.vocab_size, d)
         self.pos_emb = nn.Embedding(config.max_len, d)
@@ -201,17 +208,24 @@ class EHRModel(nn.Module):
                 nn.Linear(config.pro_dim, k), nn.GELU(), nn.Linear(k, k))
         else:
             self.ehr_head = self.pro_encoder = None
-        self.apply(self._init_weights)
-        for block in self.blocks:  # GPT-2: scale residual projections by depth
-            for proj in (block.attn.out, block.mlp.proj):
-                nn.init.normal_(proj.weight, std=0.02 / math.sqrt(2 * config.n_layers))
 
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            nn.init.zeros_(module.bias)
+    def _init_weights(self, seed: int) -> None:
+        """N(0, 0.02) weights and zero biases (GPT-2; residual projections scaled by depth),
+        each module drawn from its own stream, seeded by `seed` and the module's name.
+
+        So a vocabulary one token longer (the DP vocabulary release is unseeded) changes
+        the rows of the two vocabulary-sized matrices only: every other weight, and each
+        earlier row, is the same, and reruns and arms on different releases start paired.
+        """
+        residual = 0.02 / math.sqrt(2 * self.config.n_layers)
+        for name, module in self.named_modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)) and not module.weight.is_meta:
+                stream = torch.Generator(module.weight.device).manual_seed(
+                    seed + zlib.crc32(name.encode()))
+                std = residual if name.endswith(("attn.out", "mlp.proj")) else 0.02
+                nn.init.normal_(module.weight, mean=0.0, std=std, generator=stream)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                nn.init.zeros_(module.bias)
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -204,7 +204,8 @@ def test_undecided_continuations_are_sampled_again_while_too_many_remain(world, 
         return simulate(*args, max_new_tokens=max_new_tokens, only=only, **kwargs)
 
     monkeypatch.setattr(zero_shot, "simulate", recording)
-    outcome = ask(world, "cardiac arrest within 90 days after procedure")
+    # 120 days: the planted model's continuations reach it over the last two passes
+    outcome = ask(world, "cardiac arrest within 120 days after procedure")
     result = predict_detailed(world.model, world.vocab, world.dataset,
                               planted.labels(BETA[:3]), outcome, samples=8, seed=0)
     assert budgets[0] == 16 and len(budgets) == 1 + zero_shot.MAX_WIDER_PASSES

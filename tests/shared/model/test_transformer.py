@@ -133,3 +133,19 @@ def test_pro_mask_switches_the_contrastive_term_off(model, config, make_batch):
     hidden = model(*batch)
     nce = model.contrastive_loss(hidden, batch.tokens, batch.pro, batch.pro_mask)
     assert nce[0] > 0 and nce[1] == 0
+
+
+def test_a_vocabulary_one_token_longer_starts_from_the_same_weights(make_config):
+    # the DP vocabulary release is unseeded: reruns must still start paired
+    def built(vocab_size: int, seed: int = 0) -> dict:
+        torch.manual_seed(seed)
+        return EHRModel(make_config(vocab_size=vocab_size)).state_dict()
+
+    short, longer, other = built(50), built(51), built(50, seed=1)
+    for name, weights in short.items():
+        assert torch.equal(weights, longer[name][:len(weights)]), name
+    assert not torch.equal(short["blocks.0.attn.qkv.weight"], other["blocks.0.attn.qkv.weight"])
+    torch.manual_seed(0)
+    EHRModel(make_config(vocab_size=51))
+    assert torch.equal(torch.rand(3), (torch.manual_seed(0), torch.randint(2**62, ()),
+                                       torch.rand(3))[-1])  # one draw from the global stream
