@@ -555,7 +555,8 @@ def build_world(workdir: Path, args) -> dict:
         d.tuning = PatientWindows(cache, vocab, config.max_len)
         data[h.name] = d
     return {"vocab": vocab, "data": data, "eval": mappings,
-            "initial": lambda seed, **model: initial_model(replace(config, **model), seed),
+            "initial": lambda seed, **model: initial_model(replace(config, **model),
+                                                           vocab.tokens, seed),
             "anchor_train": anchor.windows(vocab, S.TRAIN, max_len=config.max_len, note_dim=0,
                                            image_dim=0),
             "anchor_tuning": anchor.windows(vocab, S.TUNING, max_len=config.max_len,

@@ -267,15 +267,15 @@ def vocab_releases(ledger_path: Path) -> list[tuple[float, float, int]]:
 # -- (a) and (c): the library trainer ---------------------------------------------------
 
 
-def initial_model(config, seed: int = 0):
-    """The federation's model before its warm start: same config, seed 0 (the sweep
-    varies `seed` to measure how much a row owes to its start)."""
+def initial_model(config, tokens=None, seed: int = 0):
+    """The federation's model before its warm start: same config and vocabulary `tokens`,
+    seed 0 (the sweep varies `seed` to measure how much a row owes to its start)."""
     import torch
 
     from fedehr.shared.model import EHRModel
 
     torch.manual_seed(seed)
-    return EHRModel(config)
+    return EHRModel(config, tokens=tokens)
 
 
 def train_central(hospitals, vocab, config, args, workdir: Path, start=None
@@ -290,7 +290,7 @@ def train_central(hospitals, vocab, config, args, workdir: Path, start=None
                                max_len=config.max_len, note_dim=0, image_dim=0).train
              for h in hospitals]
     pooled = ConcatDataset(parts)
-    model = initial_model(config)
+    model = initial_model(config, vocab.tokens)
     if start is not None:
         model.load_state_dict(start)
     out = train(model, pooled, steps=args.central_steps,
@@ -321,7 +321,7 @@ def train_alone(hospital: Hospital, releases, vocab, config, args, workdir: Path
     steps = args.rounds * args.steps
     noise = noise_for_rounds_left(ledger, sample_rate=batch_size / data.patients,
                                   steps_planned=steps, min_noise=site.privacy.min_noise_multiplier)
-    model = initial_model(config)
+    model = initial_model(config, vocab.tokens)
     out = train_dp(model, data.train, steps=steps, batch_size=batch_size, lr=args.lr,
                    dp=DPConfig(max_grad_norm=site.privacy.max_grad_norm, noise_multiplier=noise),
                    ledger=ledger, round_id="alone", seed=1, num_threads=args.threads)
@@ -862,7 +862,7 @@ def main(argv: list[str] | None = None) -> int:
                 log(trained_line(key, training[key])
                     + ("" if key in running else " (reused)"), start)
         # the floor: what a probe reads from the architecture's initial weights, untrained
-        models["0"], vocabs["0"] = initial_model(config), vocab
+        models["0"], vocabs["0"] = initial_model(config, vocab.tokens), vocab
 
         # Evaluation: every arm on every training site and the left-out hospital; (c) on
         # its own site and the left-out hospital.

@@ -127,7 +127,7 @@ def train_local(
                         fix="check the dataset's subject_splits")
 
     torch.manual_seed(seed)
-    model = EHRModel(config)
+    model = EHRModel(config, tokens=vocab.tokens)
     run_on = resolve_device(device, where="--device")
     ledger = dp_config = None
     if dp:

@@ -241,7 +241,7 @@ class Federation:
             note_dim=NOTE_DIM if spec.notes else 0, image_dim=IMAGE_DIM if spec.images else 0,
             pro_dim=len(vocab.pro_codes) if spec.pro else 0)
         torch.manual_seed(cfg.seed)
-        model = EHRModel(model_config)
+        model = EHRModel(model_config, tokens=vocab.tokens)
         self.status.update(phase="warm-start", vocab_tokens=len(vocab.tokens),
                            vocab_sites=result.sites, message="pretraining on the public anchor")
         warm = {}

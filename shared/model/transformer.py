@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import math
 import zlib
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
@@ -182,13 +183,20 @@ class Generated(NamedTuple):
 
 
 class EHRModel(nn.Module):
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, tokens: Sequence[str] | None = None):
+        """`tokens` (the vocabulary, in id order): the two vocabulary-sized matrices then
+        draw each token's row from a stream of its own, so that vocabularies that differ
+        in a few tokens start every shared token at the same row (see `_init_weights`)."""
         super().__init__()
         self.config = config
+        if tokens is not None and len(tokens) != config.vocab_size:
+            raise ConfigError(f"{len(tokens)} tokens for a model of vocab_size "
+                              f"{config.vocab_size}", where="model config",
+                              fix="build the model config from the same vocabulary")
         seed = int(torch.randint(2**62, (), device="cpu"))  # the one draw from the global stream
         with torch.random.fork_rng(devices=[]):  # the constructors' own draws are discarded
             self._build(config)
-        self._init_weights(seed)
+        self._init_weights(seed, tokens)
 
     def _build(self, config: ModelConfig) -> None:
         d = config.d_model
@@ -209,21 +217,27 @@ class EHRModel(nn.Module):
         else:
             self.ehr_head = self.pro_encoder = None
 
-    def _init_weights(self, seed: int) -> None:
+    def _init_weights(self, seed: int, tokens: Sequence[str] | None) -> None:
         """N(0, 0.02) weights and zero biases (GPT-2; residual projections scaled by depth),
-        each module drawn from its own stream, seeded by `seed` and the module's name.
+        each module drawn from its own stream, seeded by `seed` and the module's name, and
+        with `tokens` each row of `tok_emb` and `lm_head` by its token's name as well.
 
-        So a vocabulary one token longer (the DP vocabulary release is unseeded) changes
-        the rows of the two vocabulary-sized matrices only: every other weight, and each
-        earlier row, is the same, and reruns and arms on different releases start paired.
+        So a vocabulary with a token more or less (the DP vocabulary release is unseeded)
+        changes no other weight, and each shared token keeps its rows: reruns, and arms
+        on different releases, start paired.
         """
         residual = 0.02 / math.sqrt(2 * self.config.n_layers)
         for name, module in self.named_modules():
             if isinstance(module, (nn.Linear, nn.Embedding)) and not module.weight.is_meta:
-                stream = torch.Generator(module.weight.device).manual_seed(
-                    seed + zlib.crc32(name.encode()))
                 std = residual if name.endswith(("attn.out", "mlp.proj")) else 0.02
-                nn.init.normal_(module.weight, mean=0.0, std=std, generator=stream)
+                if tokens is not None and name in ("tok_emb", "lm_head"):  # row by row
+                    pieces = zip(module.weight, (f"{name}/{t}" for t in tokens), strict=True)
+                else:
+                    pieces = [(module.weight, name)]
+                for weights, key in pieces:
+                    stream = torch.Generator(weights.device).manual_seed(
+                        seed + zlib.crc32(key.encode()))
+                    nn.init.normal_(weights, mean=0.0, std=std, generator=stream)
             if isinstance(module, nn.Linear) and module.bias is not None:
                 nn.init.zeros_(module.bias)
 

@@ -135,17 +135,30 @@ def test_pro_mask_switches_the_contrastive_term_off(model, config, make_batch):
     assert nce[0] > 0 and nce[1] == 0
 
 
-def test_a_vocabulary_one_token_longer_starts_from_the_same_weights(make_config):
+def test_a_vocabulary_with_a_token_more_starts_from_the_same_weights(make_config):
     # the DP vocabulary release is unseeded: reruns must still start paired
-    def built(vocab_size: int, seed: int = 0) -> dict:
-        torch.manual_seed(seed)
-        return EHRModel(make_config(vocab_size=vocab_size)).state_dict()
+    tokens = [f"CODE//{i:02d}" for i in range(51)]
+    fewer = tokens[:20] + tokens[21:]  # one code less, in the middle of the sorted order
 
-    short, longer, other = built(50), built(51), built(50, seed=1)
+    def built(names, seed: int = 0) -> dict:
+        torch.manual_seed(seed)
+        return EHRModel(make_config(vocab_size=len(names)), tokens=names).state_dict()
+
+    full, short, other = built(tokens), built(fewer), built(fewer, seed=1)
+    rows = [tokens.index(t) for t in fewer]
     for name, weights in short.items():
-        assert torch.equal(weights, longer[name][:len(weights)]), name
+        if name in ("tok_emb.weight", "lm_head.weight"):
+            assert torch.equal(weights, full[name][rows]), name
+        else:
+            assert torch.equal(weights, full[name]), name
     assert not torch.equal(short["blocks.0.attn.qkv.weight"], other["blocks.0.attn.qkv.weight"])
+    assert not torch.equal(short["tok_emb.weight"], other["tok_emb.weight"])
     torch.manual_seed(0)
-    EHRModel(make_config(vocab_size=51))
+    EHRModel(make_config(vocab_size=len(tokens)), tokens=tokens)
     assert torch.equal(torch.rand(3), (torch.manual_seed(0), torch.randint(2**62, ()),
                                        torch.rand(3))[-1])  # one draw from the global stream
+
+
+def test_tokens_must_match_the_vocabulary_size(make_config):
+    with pytest.raises(ConfigError, match="3 tokens for a model of vocab_size 50"):
+        EHRModel(make_config(), tokens=["a", "b", "c"])
