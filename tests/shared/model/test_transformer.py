@@ -155,8 +155,10 @@ def test_a_vocabulary_with_a_token_more_starts_from_the_same_weights(make_config
     assert not torch.equal(short["tok_emb.weight"], other["tok_emb.weight"])
     torch.manual_seed(0)
     EHRModel(make_config(vocab_size=len(tokens)), tokens=tokens)
-    assert torch.equal(torch.rand(3), (torch.manual_seed(0), torch.randint(2**62, ()),
-                                       torch.rand(3))[-1])  # one draw from the global stream
+    after_model = torch.rand(3)
+    torch.manual_seed(0)
+    torch.randint(2**62, ())  # the model takes one draw from the global stream, no more
+    assert torch.equal(after_model, torch.rand(3))
 
 
 def test_tokens_must_match_the_vocabulary_size(make_config):
