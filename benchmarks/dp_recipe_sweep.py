@@ -177,6 +177,12 @@ RECIPES = {r.name: r for r in [
             lr=8e-3, warm=300, warm_stop=True, anchor_per_step=32),
     replace(BASE, name="batch128-lr4x-warm-es-mix32-rounds16", batch=128, steps=20, rounds=16,
             lr=8e-3, warm=300, warm_stop=True, anchor_per_step=32),
+    # is it the noise or the schedule? The same 320 clipped steps per site without noise
+    # (not private): if this lifts the features off the untrained floor, the noise holds them
+    replace(BASE, name="batch128-lr4x-warm-es-mix32-rounds16-no-noise", batch=128, steps=20,
+            rounds=16, lr=8e-3, warm=300, warm_stop=True, anchor_per_step=32, noise_scale=0.0),
+    replace(BASE, name="batch128-lr4x-warm-es-mix32-no-noise", batch=128, steps=20, lr=8e-3,
+            warm=300, warm_stop=True, anchor_per_step=32, noise_scale=0.0),
     # (b)'s features sit at the untrained floor: does a model with fewer parameters (the
     # same clipped signal against noise in fewer coordinates) rise above its own floor?
     replace(BASE, name="batch128-lr4x-warm-es-mix32-d48", batch=128, steps=20, lr=8e-3,
