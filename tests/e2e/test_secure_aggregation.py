@@ -32,7 +32,7 @@ from fedehr.server import runs
 from fedehr.shared import audit
 from fedehr.shared.checkpoint.format import WEIGHTS
 
-from .conftest import make_federation
+from .conftest import NO_NOTES, make_federation
 
 pytestmark = pytest.mark.e2e
 
@@ -46,7 +46,8 @@ PARTICIPANTS = {1: list(SITES), 2: ["hospital_a", "hospital_b"]}  # hospital_c d
 def secure(tmp_path_factory, hospitals, anchor):
     root = tmp_path_factory.mktemp("secure-federation")
     fed = make_federation(root, hospitals, anchor,
-                          federation={"rounds": 2, "min_sites": 2, "secure_aggregation": True},
+                          federation={**NO_NOTES, "rounds": 2, "min_sites": 2,
+                                      "secure_aggregation": True},
                           # patient-weighted sums: what SecAgg+'s max_weight scaling is for
                           site={"privacy": {"public_counts": True}},
                           env={"FEDEHR_SECAGG_DROP": "hospital_c:2"})

@@ -20,7 +20,7 @@ from rich.console import Console
 from fedehr.server import runs
 from fedehr.server.bundle import CLIENTAPP
 
-from .conftest import make_federation
+from .conftest import NO_NOTES, make_federation
 
 pytestmark = pytest.mark.e2e
 
@@ -32,7 +32,7 @@ UNRELATED_HASH = "0" * 64
 def federation(tmp_path_factory, hospitals, anchor):
     root = tmp_path_factory.mktemp("approval-federation")
     fed = make_federation(root, hospitals, anchor,
-                          federation={"rounds": 2, "min_sites": 2, "round_timeout": 60},
+                          federation={**NO_NOTES, "rounds": 2, "min_sites": 2, "round_timeout": 60},
                           env={"FEDEHR_MARKER_DIR": str(root / "marker")})
     fed.clientapp = CLIENTAPP  # the bundle `fedehr run start` ships, no test tap
     path = fed.site_yamls["hospital_c"]
