@@ -37,6 +37,8 @@ counts). A recipe is a row of `RECIPES`:
                       stepping back towards the public warm start after the last round)
     noise_scale       times the noise the budget allows (0: clipping only, no privacy; a
                       diagnostic that separates what the noise does from what the data does)
+    epsilon           each site's budget (8; larger only as a diagnostic of how much privacy
+                      the features would cost)
     pool_anchor       with central: the anchor's training windows join the pooled data
     anchor_per_step   public anchor windows in every DP-SGD batch (client/privacy/public_mix)
     model     overrides of the tiny model preset (d_model, n_layers, n_heads)
@@ -90,6 +92,7 @@ class Recipe:
     keep_death_row: bool = False  # the death token's rows keep the warm start (no DP noise)
     interpolate: tuple[float, ...] = ()  # also score warm + a * (final - warm) for each a
     noise_scale: float = 1.0  # 0: DP clipping without noise (a diagnostic, not private)
+    epsilon: float = EPSILON  # per site, before its vocabulary release (above 8: a diagnostic)
     pool_anchor: bool = False  # central: train on the anchor's windows too
     anchor_per_step: int = 0  # public anchor windows in every DP-SGD batch (public_mix)
     model: tuple[tuple[str, int], ...] = ()  # overrides of the tiny preset, e.g. d_model
@@ -183,6 +186,10 @@ RECIPES = {r.name: r for r in [
             rounds=16, lr=8e-3, warm=300, warm_stop=True, anchor_per_step=32, noise_scale=0.0),
     replace(BASE, name="batch128-lr4x-warm-es-mix32-no-noise", batch=128, steps=20, lr=8e-3,
             warm=300, warm_stop=True, anchor_per_step=32, noise_scale=0.0),
+    # without noise the 320 steps lift the features to the counts: how much privacy would
+    # that take? The same steps at epsilon 64 per site (a diagnostic; the budget is 8)
+    replace(BASE, name="batch128-lr4x-warm-es-mix32-rounds16-eps64", batch=128, steps=20,
+            rounds=16, lr=8e-3, warm=300, warm_stop=True, anchor_per_step=32, epsilon=64.0),
     # (b)'s features sit at the untrained floor: does a model with fewer parameters (the
     # same clipped signal against noise in fewer coordinates) rise above its own floor?
     replace(BASE, name="batch128-lr4x-warm-es-mix32-d48", batch=128, steps=20, lr=8e-3,
@@ -288,7 +295,7 @@ def run_recipe(recipe: Recipe, world, args) -> dict:
         for name, d in world["data"].items():
             q = min(recipe.batch, d.patients) / d.patients
             noises[name] = max(1e-9, recipe.noise_scale * noise_multiplier_for(  # Opacus: > 0
-                EPSILON - VOCAB_EPSILON, delta=DELTA, sample_rate=q,
+                recipe.epsilon - VOCAB_EPSILON, delta=DELTA, sample_rate=q,
                 steps=recipe.rounds * recipe.steps))
         for rnd in range(recipe.rounds):
             start = {k: v.detach().clone() for k, v in model.state_dict().items()}
