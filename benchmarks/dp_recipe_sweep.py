@@ -263,12 +263,7 @@ def run_recipe(recipe: Recipe, world, args) -> dict:
     if recipe.tie:
         model.lm_head.weight = model.tok_emb.weight
     t0 = time.perf_counter()
-    if recipe.warm and recipe.warm_stop:
-        train_early_stopped(model, world["anchor_train"], world["anchor_tuning"],
-                            max_steps=recipe.warm, batch_size=32, lr=2e-3)
-    elif recipe.warm:
-        train(model, world["anchor_train"], steps=recipe.warm, batch_size=32, lr=2e-3, dp=None,
-              seed=0)
+    warm_start(model, recipe, world)
     warm_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     early = {}
     if recipe.central:
@@ -343,6 +338,18 @@ def run_recipe(recipe: Recipe, world, args) -> dict:
                                if v.is_floating_point() else v for k, v in final.items()})
         row.setdefault("interpolated", {})[str(a)] = scores(model, world)
     return row
+
+
+def warm_start(model, recipe: Recipe, world) -> None:
+    """`recipe.warm` non-private steps on the public anchor (early-stopped with warm_stop)."""
+    from fedehr.shared.training import train, train_early_stopped
+
+    if recipe.warm and recipe.warm_stop:
+        train_early_stopped(model, world["anchor_train"], world["anchor_tuning"],
+                            max_steps=recipe.warm, batch_size=32, lr=2e-3)
+    elif recipe.warm:
+        train(model, world["anchor_train"], steps=recipe.warm, batch_size=32, lr=2e-3, dp=None,
+              seed=0)
 
 
 def scores(model, world) -> dict:
