@@ -82,7 +82,9 @@ def distances(states: dict, counts) -> dict:
     for lo, hi in zip(FREQUENCY_BINS, FREQUENCY_BINS[1:], strict=False):
         rows = (counts >= lo) & (counts < hi)
         if rows.any():
-            out["tok_emb_rows"][f"{lo}-{hi}"] = {
+            label = f">= {lo}" if hi == float("inf") else \
+                str(lo) if hi == lo + 1 else f"{lo}-{hi - 1}"
+            out["tok_emb_rows"][label] = {
                 "tokens": int(rows.sum()),
                 **{name: round(float(m[rows].mean()) / row_norm, 3) for name, m in moved.items()}}
     return out
