@@ -14,6 +14,12 @@ hurts them. Besides the hybrids it prints how far each part moved from the warm 
 and how far the token embedding's rows moved by how often the sites' training windows
 hold the token.
 
+And where each model's clipping budget goes: DP-SGD clips a patient's whole gradient to
+one norm, so a part that holds most of the squared norm leaves the others little signal
+against the same noise per weight. Per state (init, warm, dp, clean) and site: the
+per-patient gradient norm's quantiles and the mean share of its square by part, on a
+seeded draw of training windows.
+
     .venv/bin/python benchmarks/dp_feature_damage.py --data-seed 1 --models DIR \
         --dp batch128-lr4x-warm-es-mix32-rounds16 \
         --clean batch128-lr4x-warm-es-mix32-rounds16-no-noise
@@ -36,6 +42,7 @@ RESULTS = Path(__file__).parent / "results"
 PARTS = ("tok_emb", "pos_emb", "time_emb", "blocks.0", "blocks.1", "ln_f", "lm_head")
 FEATURE_PARTS = PARTS[:-1]  # the output head does not touch the patient vector
 FREQUENCY_BINS = (0, 1, 10, 100, 1000, 10_000, float("inf"))
+CLIP_WINDOWS = 48  # training windows per site whose gradients are measured one by one
 
 
 def part_of(key: str) -> str:
@@ -87,6 +94,37 @@ def distances(states: dict, counts) -> dict:
             out["tok_emb_rows"][label] = {
                 "tokens": int(rows.sum()),
                 **{name: round(float(m[rows].mean()) / row_norm, 3) for name, m in moved.items()}}
+    return out
+
+
+def clip_budget(model, state: dict, world) -> dict:
+    """Per site: quantiles of a patient's gradient norm (each window alone, as Opacus sees
+    it) and the mean share of the squared norm held by each part."""
+    import numpy as np
+
+    from fedehr.shared.tokenizer.batch import Batch
+
+    model.load_state_dict(state)
+    model.train()
+    out = {}
+    for site, d in world["data"].items():
+        rng = np.random.default_rng(0)
+        norms, shares = [], dict.fromkeys(PARTS, 0.0)
+        for i in rng.choice(len(d.train), min(CLIP_WINDOWS, len(d.train)), replace=False):
+            batch = Batch(*(f.unsqueeze(0) for f in d.train[int(i)]))
+            model.zero_grad()
+            model.per_example_loss(batch).sum().backward()
+            squares = {k: float((p.grad ** 2).sum()) for k, p in model.named_parameters()
+                       if p.grad is not None}
+            total = sum(squares.values())
+            norms.append(total ** 0.5)
+            for k, v in squares.items():
+                shares[part_of(k)] += v / total
+        q10, q50, q90 = np.quantile(norms, [0.1, 0.5, 0.9])
+        out[site] = {"norm_p10": round(q10, 3), "norm_median": round(q50, 3),
+                     "norm_p90": round(q90, 3),
+                     "share": {k: round(v / len(norms), 3) for k, v in shares.items()}}
+    model.zero_grad()
     return out
 
 
@@ -165,6 +203,7 @@ def main(argv=None) -> int:
         states.update({k: torch.load(p, weights_only=True) for k, p in paths.items()})
         counts = token_counts(world)
         moved = distances(states, counts)
+        budget = {name: clip_budget(model, state, world) for name, state in states.items()}
         scored = {}
         for name, state in hybrids(states, counts).items():
             t0 = time.perf_counter()
@@ -178,6 +217,13 @@ def main(argv=None) -> int:
           "| clean |\n|---|---|---|---|")
     for b, d in moved["tok_emb_rows"].items():
         print(f"| {b} | {d['tokens']} | {d['dp']:.3f} | {d['clean']:.3f} |")
+    print("\n| model | site | gradient norm p10 / median / p90 | "
+          + " | ".join(f"share of norm², {p}" for p in PARTS) + " |")
+    for name, sites in budget.items():
+        for site, b in sites.items():
+            print(f"| {name} | {site} | {b['norm_p10']:.2f} / {b['norm_median']:.2f} / "
+                  f"{b['norm_p90']:.2f} | " + " | ".join(f"{b['share'][p]:.2f}" for p in PARTS)
+                  + " |")
     cells = [k for k in scored["dp"] if k != "mean"]
     print("\n| model | probe (last+mean) | " + " | ".join(cells) + " |")
     for name, s in scored.items():
@@ -185,7 +231,7 @@ def main(argv=None) -> int:
     out.write_text(json.dumps({
         "benchmark": "dp_feature_damage", "data_seeds": [args.data_seed],
         "config": {k: str(v) for k, v in vars(args).items()},
-        "moved": moved, "probe_last_mean": scored}, indent=2) + "\n")
+        "moved": moved, "clip_budget": budget, "probe_last_mean": scored}, indent=2) + "\n")
     print(f"wrote {out}")
     return 0
 
