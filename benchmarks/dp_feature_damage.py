@@ -166,12 +166,11 @@ def hybrids(states: dict, counts) -> dict[str, dict]:
 
 
 def main(argv=None) -> int:
+    from dp_recipe_sweep import world_arguments
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-seed", type=int, default=0)
-    parser.add_argument("--patients", type=int, default=6000)
-    parser.add_argument("--left-out", default="hospital_c")
-    parser.add_argument("--max-len", type=int, default=128)
+    world_arguments(parser)
     parser.add_argument("--models", type=Path, required=True,
                         help="the folder of dp_recipe_sweep.py --save-models")
     parser.add_argument("--dp", required=True, help="recipe name of the DP model")

@@ -597,6 +597,14 @@ def build_world(workdir: Path, args) -> dict:
                                             note_dim=0, image_dim=0)}
 
 
+def world_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options `build_world` reads: the synthetic world's draw and the model's context."""
+    parser.add_argument("--patients", type=int, default=6000)
+    parser.add_argument("--data-seed", type=int, default=0)
+    parser.add_argument("--left-out", default="hospital_c")
+    parser.add_argument("--max-len", type=int, default=128)
+
+
 def zero_shot_words(row: dict) -> str:
     zs = row["auroc"].get("zero_shot")
     return "" if not zs else "  zero-shot " + " ".join(
@@ -608,10 +616,7 @@ def main(argv=None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipes", default=",".join(RECIPES),
                         help=f"comma-separated, of: {', '.join(RECIPES)}")
-    parser.add_argument("--patients", type=int, default=6000)
-    parser.add_argument("--data-seed", type=int, default=0)
-    parser.add_argument("--left-out", default="hospital_c")
-    parser.add_argument("--max-len", type=int, default=128)
+    world_arguments(parser)
     parser.add_argument("--zero-shot-rows", type=int, default=0,
                         help="also score zero-shot on this many tuning rows per site and task "
                         "(0: not)")

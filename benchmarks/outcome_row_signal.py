@@ -66,13 +66,11 @@ def row_shares(model, windows, idx, death: int, weight: float):
 
 def main(argv=None) -> int:
     import numpy as np
+    from dp_recipe_sweep import world_arguments
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-seed", type=int, default=0)
-    parser.add_argument("--patients", type=int, default=6000)
-    parser.add_argument("--left-out", default="hospital_c")
-    parser.add_argument("--max-len", type=int, default=128)
+    world_arguments(parser)
     parser.add_argument("--death-weight", default="1,10,50",
                         help="comma-separated weights of a death target in the loss")
     parser.add_argument("--examples", type=int, default=48,
