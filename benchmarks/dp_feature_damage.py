@@ -75,17 +75,18 @@ def token_counts(world):
 def distances(states: dict, counts) -> dict:
     """Each part's distance from the warm start (relative to its norm), and the token
     embedding's mean row move by frequency bin (relative to a row's mean norm)."""
-    init = states["warm"]
+    warm = states["warm"]
+    trained = {name: states[name] for name in ("dp", "clean")}
     out = {"parts": {}, "tok_emb_rows": {}}
     for part in PARTS:
-        keys = [k for k in init if part_of(k) == part and init[k].is_floating_point()]
-        norm0 = sum(float(init[k].norm() ** 2) for k in keys) ** 0.5
+        keys = [k for k in warm if part_of(k) == part and warm[k].is_floating_point()]
+        norm0 = sum(float(warm[k].norm() ** 2) for k in keys) ** 0.5
         out["parts"][part] = {
-            name: round(sum(float((s[k] - init[k]).norm() ** 2) for k in keys) ** 0.5 / norm0, 3)
-            for name, s in states.items() if name in ("dp", "clean")}
-    moved = {name: (s["tok_emb.weight"] - init["tok_emb.weight"]).norm(dim=1).numpy()
-             for name, s in states.items() if name in ("dp", "clean")}
-    row_norm = float(init["tok_emb.weight"].norm(dim=1).mean())
+            name: round(sum(float((s[k] - warm[k]).norm() ** 2) for k in keys) ** 0.5 / norm0, 3)
+            for name, s in trained.items()}
+    moved = {name: (s["tok_emb.weight"] - warm["tok_emb.weight"]).norm(dim=1).numpy()
+             for name, s in trained.items()}
+    row_norm = float(warm["tok_emb.weight"].norm(dim=1).mean())
     for lo, hi in zip(FREQUENCY_BINS, FREQUENCY_BINS[1:], strict=False):
         rows = (counts >= lo) & (counts < hi)
         if rows.any():
