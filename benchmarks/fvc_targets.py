@@ -19,6 +19,8 @@ TASKS = ("mortality", "readmission_30d", "long_los", "icu_transfer")
 # measure: (label, target test)
 MEASURES = {
     "a_above_counts": ("1. (a) >= counts, of 12 in-federation cells (>= 10)", lambda v: v >= 10),
+    # the cells are small (hospital_d readmission: 17-21 test rows): the mean is the steadier read
+    "a_minus_counts": ("1. mean (a) - counts, 12 in-federation cells", None),
     "gap_in": ("2. mean (a)-(b), 12 in-federation cells (<= 0.03)", lambda v: v <= 0.03),
     "gap_left": ("2. mean (a)-(b), 4 left-out cells (<= 0.05)", lambda v: v <= 0.05),
     "gap_worst": ("2. worst cell (a)-(b) (<= 0.08)", lambda v: v <= 0.08),
@@ -58,6 +60,8 @@ def measures(d: dict) -> dict[str, float]:
     return {
         "a_above_counts": sum(auroc("a", s, t) >= auroc("b", s, t, "counts k=all")
                               for s, t in cells),
+        "a_minus_counts": sum(auroc("a", s, t) - auroc("b", s, t, "counts k=all")
+                              for s, t in cells) / len(cells),
         "gap_in": sum(gaps) / len(gaps), "gap_left": sum(left_gaps) / len(left_gaps),
         "gap_worst": max(gaps + left_gaps),
         "b_vs_c": sum(auroc("b", w, t) >= auroc(f"c:{s}", w, t)
