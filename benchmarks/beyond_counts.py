@@ -7,7 +7,9 @@ tuning rows), with linear probes (`probes.fit_logistic`) fitted on each training
 site's train split and scored on its tuning split (never on test rows):
 
     counts           the baseline: log1p counts of each code in the history
-    counts+values    the same, plus the first-day lab values that the counts leave
+    binned counts    counts of <code>//Q<bin> (the vocabulary's value bins): the bag of
+                     tokens a vocabulary of joint code-and-value tokens would count
+    counts+values    the counts, plus the first-day lab values that the counts leave
                      out: first, last, min and max of each numeric code in the 24 h
                      before the prediction time (signed log1p) and whether it was drawn
     model            a model's features (`EHRModel.embed`, last+mean), for the
@@ -75,6 +77,23 @@ def value_features(events, n_rows: int, mapping):
     return out
 
 
+def binned_codes(events, mapping, bin_edges: dict):
+    """The events with each numeric code that has bin edges renamed <code>//Q<bin>: the
+    bag of tokens a vocabulary of joint code-and-value tokens would count."""
+    import numpy as np
+    import polars as pl
+
+    from fedehr.shared.data import schema as S
+
+    frame = mapping.apply(events.select(S.SUBJECT_ID, S.TIME, S.CODE, S.NUMERIC_VALUE))
+    codes = frame[S.CODE].to_list()
+    values = frame[S.NUMERIC_VALUE].to_numpy()
+    for i, (code, value) in enumerate(zip(codes, values, strict=True)):
+        if code in bin_edges and np.isfinite(value):
+            codes[i] = f"{code}//Q{int(np.searchsorted(bin_edges[code], value, side='right'))}"
+    return frame.with_columns(pl.Series(S.CODE, codes))
+
+
 def site_aurocs(dataset, mapping, vocab, models: dict, tasks) -> dict:
     """{feature set: {task: AUROC}} on the site's tuning rows."""
     import numpy as np
@@ -97,9 +116,12 @@ def site_aurocs(dataset, mapping, vocab, models: dict, tasks) -> dict:
     train_rows = np.flatnonzero(queries[L.SUBJECT_ID].is_in(list(train)).to_numpy())
     counts = CountFeatures.fit(events, train_rows, mapping=mapping).transform(
         events, queries.height, mapping=mapping)
+    binned = binned_codes(events, mapping, vocab.bin_edges)
     features = {"counts": counts,
                 "counts+values": np.hstack([counts, value_features(events, queries.height,
-                                                                   mapping)])}
+                                                                   mapping)]),
+                "binned counts": CountFeatures.fit(binned, train_rows).transform(
+                    binned, queries.height)}
     some_model = next(iter(models.values()))
     windows = history_windows(dataset, queries, vocab, max_len=some_model.config.max_len,
                               mapping=mapping, events=events)
