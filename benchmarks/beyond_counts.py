@@ -11,7 +11,8 @@ site's train split and scored on its tuning split (never on test rows):
                      tokens a vocabulary of joint code-and-value tokens would count
     counts+values    the counts, plus the first-day lab values that the counts leave
                      out: first, last, min and max of each numeric code in the 24 h
-                     before the prediction time (signed log1p) and whether it was drawn
+                     before the history's last event (the prediction time's first day;
+                     signed log1p) and whether it was drawn
     model            a model's features (`EHRModel.embed`, last+mean), for the
                      untrained initial weights (the floor) and for each `--models` file
     counts+model     the counts with those features: what the model adds to the counts
@@ -49,7 +50,8 @@ VALUE_WINDOW_HOURS = 24  # the tasks predict 24 h after admission: the first day
 
 def value_features(events, n_rows: int, mapping):
     """float32 [n_rows, 5 x numeric codes]: first, last, min, max (signed log1p) and a
-    drawn flag of each numeric code in the last VALUE_WINDOW_HOURS of each history."""
+    drawn flag of each numeric code in the VALUE_WINDOW_HOURS before each history's last
+    event (the history ends at the prediction time, so this is that day's record)."""
     import numpy as np
     import polars as pl
 
