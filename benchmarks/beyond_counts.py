@@ -18,7 +18,9 @@ site's train split and scored on its tuning split (never on test rows):
     counts+model     the counts with those features: what the model adds to the counts
 
 Each set is also scored with the probe's L2 strength chosen by 5-fold cross-validation
-on the fit rows ("(C by CV)"), to see whether the library's fixed C=0.1 holds a set back.
+on the fit rows ("(C by CV)"), to see whether the library's fixed C=0.1 holds a set back,
+and the bootstrap standard error of its difference from the counts in each cell (the
+same rows resampled): how much a one-cell comparison can move by the rows alone.
 
 If counts+values beats counts, the record carries outcome signal beyond counts; if
 counts+model does not reach counts+values, the model has not learned to read it.
@@ -45,6 +47,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 RESULTS = Path(__file__).parent / "results"
 CV_CS = (1e-4, 1e-3, 1e-2, 0.1, 1.0)  # the library probe's fixed C is 0.1
+BOOTSTRAP_DRAWS = 500
 VALUE_WINDOW_HOURS = 24  # the tasks predict 24 h after admission: the first day's labs
 
 
@@ -131,7 +134,7 @@ def site_aurocs(dataset, mapping, vocab, models: dict, tasks) -> dict:
         x = embed(model, windows, pooling="last+mean")
         features[name] = x
         features[f"counts+{name}"] = np.hstack([counts, x])
-    out = {}
+    out, spread = {}, {}
     for task, lab in zip(tasks, labels, strict=True):
         rows = lab.join(queries.with_row_index("row"), on=[L.SUBJECT_ID, L.PREDICTION_TIME],
                         how="left", maintain_order="left")
@@ -139,12 +142,33 @@ def site_aurocs(dataset, mapping, vocab, models: dict, tasks) -> dict:
         y = rows[L.BOOLEAN_VALUE].to_numpy().astype(int)
         fit = rows[L.SUBJECT_ID].is_in(list(train)).to_numpy()
         test = rows[L.SUBJECT_ID].is_in(list(tuning)).to_numpy()
+        probs = {}
         for name, x in features.items():
             for suffix, fitter in (("", fit_logistic), (" (C by CV)", fit_logistic_cv)):
                 probe = fitter(x[idx[fit]], y[fit])
+                probs[name + suffix] = probe.predict_proba(x[idx[test]])[:, 1]
                 out.setdefault(name + suffix, {})[task.name] = round(
-                    float(auroc(y[test], probe.predict_proba(x[idx[test]])[:, 1])), 4)
-    return out
+                    float(auroc(y[test], probs[name + suffix])), 4)
+        for name, p in probs.items():
+            spread.setdefault(name, {})[task.name] = round(
+                paired_se(y[test], p, probs["counts"]), 4)
+    return out, spread
+
+
+def paired_se(y, p, p_counts, draws: int = BOOTSTRAP_DRAWS) -> float:
+    """Bootstrap standard error of AUROC(p) - AUROC(p_counts) over the same test rows: how
+    far a one-cell comparison with the counts moves by the draw of the rows alone."""
+    import numpy as np
+
+    from fedehr.shared.clinical.metrics import auroc
+
+    rng = np.random.default_rng(0)
+    diffs = []
+    for _ in range(draws):
+        i = rng.integers(0, len(y), len(y))
+        if 0 < y[i].sum() < len(i):
+            diffs.append(auroc(y[i], p[i]) - auroc(y[i], p_counts[i]))
+    return float(np.std(diffs, ddof=1))
 
 
 def fit_logistic_cv(x, y):
@@ -173,18 +197,19 @@ def load_models(world, paths: list[Path]) -> dict:
     return models
 
 
-def print_table(cells: dict, tasks: list[str]) -> None:
-    """One data seed: every cell, the mean and its difference from the counts."""
-    names = list(next(iter(cells.values())).keys())
+def print_table(cells: dict, tasks: list[str], *, difference: bool = True) -> None:
+    """One data seed: every cell, the mean and (`difference`) the mean's distance from the
+    counts'."""
+    names = [n for n in next(iter(cells.values())) if difference or n != "counts"]
     print("| features | " + " | ".join(f"{site} {t}" for site in cells for t in tasks)
-          + " | mean | - counts |")
-    print("|---" * (len(cells) * len(tasks) + 3) + "|")
+          + " | mean |" + (" - counts |" if difference else ""))
+    print("|---" * (len(cells) * len(tasks) + 2 + difference) + "|")
     base = _mean(cells, "counts", tasks)
     for name in names:
         values = [cells[site][name][t] for site in cells for t in tasks]
         mean = _mean(cells, name, tasks)
-        print(f"| {name} | " + " | ".join(f"{v:.3f}" for v in values)
-              + f" | {mean:.3f} | {mean - base:+.3f} |")
+        print(f"| {name} | " + " | ".join(f"{v:.3f}" for v in values) + f" | {mean:.3f} |"
+              + (f" {mean - base:+.3f} |" if difference else ""))
 
 
 def print_summary(runs: dict, tasks: list[str]) -> None:
@@ -252,15 +277,19 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="fedehr-beyond-counts-") as tmp:
         world = build_world(Path(tmp), args)
         models = load_models(world, args.models)
-        cells = {}
+        cells, spread = {}, {}
         for site, (dataset, mapping) in world["eval"].items():
-            cells[site] = site_aurocs(dataset, mapping, world["vocab"], models, tasks)
+            cells[site], spread[site] = site_aurocs(dataset, mapping, world["vocab"], models,
+                                                    tasks)
             print(f"{site} done ({time.perf_counter() - t0:.0f}s)", flush=True)
     print(f"\nk=all linear probe AUROC on the tuning rows, data seed {args.data_seed}, "
           f"{args.patients} patients\n")
     print_table(cells, list(TASKS))
+    print("\nbootstrap standard error of (set - counts) in each cell, the same test rows:\n")
+    print_table(spread, list(TASKS), difference=False)
     result = save(args.out, args.data_seed, {
         "patients": args.patients, "models": [p.name for p in args.models], "auroc": cells,
+        "paired_se_vs_counts": spread,
         "seconds": round(time.perf_counter() - t0, 1)})
     print_summary(result["runs"], list(TASKS))
     print(f"\nwrote {args.out}")
