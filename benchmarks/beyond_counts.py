@@ -51,16 +51,16 @@ BOOTSTRAP_DRAWS = 500
 VALUE_WINDOW_HOURS = 24  # the tasks predict 24 h after admission: the first day's labs
 
 
-def value_features(events, n_rows: int, mapping):
+def value_features(frame, n_rows: int):
     """float32 [n_rows, 5 x numeric codes]: first, last, min, max (signed log1p) and a
     drawn flag of each numeric code in the VALUE_WINDOW_HOURS before each history's last
-    event (the history ends at the prediction time, so this is that day's record)."""
+    event (the history ends at the prediction time, so this is that day's record).
+    `frame`: the histories' events with the site's code mapping applied."""
     import numpy as np
     import polars as pl
 
     from fedehr.shared.data import schema as S
 
-    frame = mapping.apply(events.select(S.SUBJECT_ID, S.TIME, S.CODE, S.NUMERIC_VALUE))
     end = frame.group_by(S.SUBJECT_ID).agg(pl.col(S.TIME).max().alias("end"))
     recent = (frame.join(end, on=S.SUBJECT_ID)
               .filter(pl.col(S.NUMERIC_VALUE).is_not_null()
@@ -82,21 +82,22 @@ def value_features(events, n_rows: int, mapping):
     return out
 
 
-def binned_codes(events, mapping, bin_edges: dict):
-    """The events with each numeric code that has bin edges renamed <code>//Q<bin>: the
-    bag of tokens a vocabulary of joint code-and-value tokens would count."""
+def binned_codes(frame, bin_edges: dict):
+    """The (mapped) events with each numeric code that has bin edges renamed
+    <code>//Q<bin>: the bag of tokens a vocabulary of joint code-and-value tokens would
+    count."""
     import numpy as np
     import polars as pl
 
     from fedehr.shared.data import schema as S
 
-    frame = mapping.apply(events.select(S.SUBJECT_ID, S.TIME, S.CODE, S.NUMERIC_VALUE))
-    codes = frame[S.CODE].to_list()
-    values = frame[S.NUMERIC_VALUE].to_numpy()
-    for i, (code, value) in enumerate(zip(codes, values, strict=True)):
-        if code in bin_edges and np.isfinite(value):
-            codes[i] = f"{code}//Q{int(np.searchsorted(bin_edges[code], value, side='right'))}"
-    return frame.with_columns(pl.Series(S.CODE, codes))
+    codes = np.asarray(frame[S.CODE].to_list(), dtype=object)
+    values = frame[S.NUMERIC_VALUE].fill_null(np.nan).to_numpy()
+    for code in set(codes.tolist()) & set(bin_edges):
+        at = np.flatnonzero((codes == code) & np.isfinite(values))
+        bins = np.searchsorted(bin_edges[code], values[at], side="right")
+        codes[at] = [f"{code}//Q{b}" for b in bins]
+    return frame.with_columns(pl.Series(S.CODE, codes.tolist(), dtype=pl.String))
 
 
 def site_aurocs(dataset, mapping, vocab, models: dict, tasks) -> dict:
@@ -119,12 +120,11 @@ def site_aurocs(dataset, mapping, vocab, models: dict, tasks) -> dict:
                .unique().sort([L.SUBJECT_ID, L.PREDICTION_TIME]))
     events = history_events(dataset, queries)
     train_rows = np.flatnonzero(queries[L.SUBJECT_ID].is_in(list(train)).to_numpy())
-    counts = CountFeatures.fit(events, train_rows, mapping=mapping).transform(
-        events, queries.height, mapping=mapping)
-    binned = binned_codes(events, mapping, vocab.bin_edges)
+    mapped = mapping.apply(events.select(S.SUBJECT_ID, S.TIME, S.CODE, S.NUMERIC_VALUE))
+    counts = CountFeatures.fit(mapped, train_rows).transform(mapped, queries.height)
+    binned = binned_codes(mapped, vocab.bin_edges)
     features = {"counts": counts,
-                "counts+values": np.hstack([counts, value_features(events, queries.height,
-                                                                   mapping)]),
+                "counts+values": np.hstack([counts, value_features(mapped, queries.height)]),
                 "binned counts": CountFeatures.fit(binned, train_rows).transform(
                     binned, queries.height)}
     some_model = next(iter(models.values()))

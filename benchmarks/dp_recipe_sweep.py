@@ -228,7 +228,7 @@ RECIPES = {r.name: r for r in [
     # (a) trained to early stopping on its tuning split (issue 12's rule of a fair comparison):
     # up to 3x fed_vs_central's 1,920 steps, warm-up and cosine decay, the best weights kept
     replace(BASE, name="central-es", central=True, warm=0, steps=480, stop_early=True),
-    # (a) reads about half of the first-day lab values' signal beyond the counts
+    # (a) reads about three quarters of the first-day lab values' signal beyond the counts
     # (benchmarks/beyond_counts.py): does a wider model read more of it?
     replace(BASE, name="central-es-d192", central=True, warm=0, steps=480, stop_early=True,
             model=(("d_model", 192),)),
