@@ -389,15 +389,14 @@ def weight_death(model, death: int, weight: float) -> None:
     same). Bound to this model, so a deep copy of it keeps the weighting."""
     import types
 
-    import torch.nn.functional as F
-
+    from fedehr.shared.model.transformer import token_losses
     from fedehr.shared.tokenizer.batch import PAD_ID, Batch
 
     def per_example_loss(self, batch, negatives=None, generator=None):
         batch = Batch(*batch)
         logits = self.lm_head(self(*batch)[:, :-1])
         targets = batch.tokens[:, 1:]
-        ce = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
+        ce = token_losses(logits, targets)
         w = (targets != PAD_ID).to(ce.dtype) + (weight - 1.0) * (targets == death).to(ce.dtype)
         return (ce * w).sum(1) / w.sum(1).clamp(min=1)
 
@@ -412,8 +411,8 @@ def anchor_own_loss(model, world) -> float:
 
     import numpy as np
     import torch
-    import torch.nn.functional as F
 
+    from fedehr.shared.model.transformer import token_losses
     from fedehr.shared.tokenizer.batch import PAD_ID, Batch
     from fedehr.shared.training import evaluate as eval_loss
 
@@ -425,8 +424,7 @@ def anchor_own_loss(model, world) -> float:
         batch = Batch(*batch)
         logits = self.lm_head(self(*batch)[:, :-1]).masked_fill(~held, float("-inf"))
         targets = batch.tokens[:, 1:]
-        ce = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none",
-                             ignore_index=PAD_ID)
+        ce = token_losses(logits, targets, ignore_index=PAD_ID)
         counted = (targets != PAD_ID).to(ce.dtype)
         return (ce * counted).sum(1) / counted.sum(1).clamp(min=1)
 

@@ -180,7 +180,8 @@ def train_arm(model, pool, batches, *, lr: float, start: float, label: str) -> d
 def token_losses(model, windows, patients, id_sets: dict, batch_size: int = 16) -> dict:
     """Mean next-token cross-entropy at targets in each id set, over `patients`' windows."""
     import torch
-    import torch.nn.functional as F
+
+    from fedehr.shared.model.transformer import token_losses as per_target_losses
 
     sums = {name: 0.0 for name in id_sets}
     counts = {name: 0 for name in id_sets}
@@ -189,7 +190,7 @@ def token_losses(model, windows, patients, id_sets: dict, batch_size: int = 16) 
             batch = collate(windows, patients[lo:lo + batch_size])
             logits = model.logits(model(*batch))[:, :-1]
             targets = batch.tokens[:, 1:]
-            ce = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
+            ce = per_target_losses(logits, targets)
             for name, ids in id_sets.items():
                 hit = torch.isin(targets, ids)
                 sums[name] += float(ce[hit].double().sum())
