@@ -578,6 +578,8 @@ def build_world(workdir: Path, args) -> dict:
         mappings[h.name] = (dataset, site_mapping(site_config(h, workdir / h.name), dataset))
         events.append(mappings[h.name][1].apply(dataset.scan(S.TRAIN).collect()))
     vocab = vocabulary_from_public(pl.concat(events, how="diagonal_relaxed"), min_count=5)
+    if args.value_tokens:
+        vocab = vocab.with_value_tokens()
     config = ModelConfig.preset("tiny", len(vocab.tokens), max_len=args.max_len, note_dim=0,
                                 image_dim=0, pro_dim=0)
     data = {}
@@ -604,6 +606,9 @@ def world_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-seed", type=int, default=0)
     parser.add_argument("--left-out", default="hospital_c")
     parser.add_argument("--max-len", type=int, default=128)
+    parser.add_argument("--value-tokens", action="store_true",
+                        help="write each lab value as one joint code-and-bin token "
+                        "(Vocabulary.with_value_tokens) instead of a code and a Q token")
 
 
 def zero_shot_words(row: dict) -> str:

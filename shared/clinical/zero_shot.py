@@ -177,17 +177,24 @@ def outcome_tokens(outcome: Outcome, vocab: Vocabulary, mapping: CodeMapping,
         if token != code and token != mapping.map_code(code).code:
             notes.append(f"{code} is folded into {token} in the vocabulary; {token} counts")
         tid = vocab.id(token)
-        ids.add(tid)
-        if outcome.has_value_condition:
-            edges = vocab.bin_edges.get(token)
-            if not edges:
-                notes.append(f"{token} has no value bins; every occurrence counts")
-                bins[tid] = frozenset(q_ids)
-                continue
-            kept = _bins_inside(edges, outcome, factor)
+        joint = [j for j in vocab.value_token_ids.get(token, ()) if j >= 0]
+        if not outcome.has_value_condition:
+            ids.update([tid, *joint])
+            continue
+        edges = vocab.bin_edges.get(token)
+        if not edges:
+            notes.append(f"{token} has no value bins; every occurrence counts")
+            ids.add(tid)
+            bins[tid] = frozenset(q_ids)
+            continue
+        kept = _bins_inside(edges, outcome, factor)
+        if joint:  # the bin is part of the token: the kept bins' tokens are the outcome
+            ids.update(joint[j] for j in kept)
+        else:
+            ids.add(tid)
             bins[tid] = frozenset(q_ids[j] for j in kept)
-            words.append(_bin_words(token, kept, edges, factor))
-    if not ids:
+        words.append(_bin_words(token, kept, edges, factor))
+    if not ids and not words:  # words: codes found, but no value bin counts
         raise FedEHRError("none of the outcome's codes is in the model's vocabulary",
                           where=outcome.name, fix="choose an outcome the model was trained on "
                           "(see the checkpoint's vocab.json)")
@@ -197,6 +204,7 @@ def outcome_tokens(outcome: Outcome, vocab: Vocabulary, mapping: CodeMapping,
         token, _ = _token_of(code, vocab, mapping)
         if token != UNK:
             stop.add(vocab.id(token))
+            stop.update(j for j in vocab.value_token_ids.get(token, ()) if j >= 0)
     terminal = {vocab.id(t) for t in (EOS, S.DEATH_CODE) if t in vocab}
     return OutcomeTokens(frozenset(ids), bins, frozenset(stop), tuple(notes), "; ".join(words),
                          frozenset(terminal))

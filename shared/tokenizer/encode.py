@@ -123,21 +123,24 @@ def _concat_offsets(offsets: Sequence[np.ndarray]) -> np.ndarray:
 
 
 def _code_table(codes: list[str], vocab: Vocabulary) -> tuple[np.ndarray, np.ndarray,
-                                                             np.ndarray, np.ndarray]:
-    """Per distinct mapped code: token id, row in the edge matrix (-1), PRO index (-1)."""
+                                                             np.ndarray, np.ndarray, np.ndarray]:
+    """Per distinct mapped code: token id, row in the edge matrix (-1), PRO index (-1);
+    the edge matrix, and per edge row the joint value token id of each bin (-1: none)."""
     resolved = [vocab.resolve(c) for c in codes]
     ids = np.fromiter((vocab.id(t) for t in resolved), dtype=np.int32, count=len(codes))
     edge_codes = sorted({t for t in resolved if t in vocab.bin_edges})
     width = max((len(vocab.bin_edges[t]) for t in edge_codes), default=0)
     matrix = np.full((len(edge_codes) + 1, max(width, 1)), np.inf)
+    joint = np.full((len(edge_codes) + 1, len(QUANTILE_TOKENS)), -1, dtype=np.int64)
     for row, code in enumerate(edge_codes):
         edges = vocab.bin_edges[code]
         matrix[row, :len(edges)] = edges
+        joint[row] = vocab.value_token_ids.get(code, -1)
     edge_row = {c: i for i, c in enumerate(edge_codes)}
     rows = np.fromiter((edge_row.get(t, -1) for t in resolved), dtype=np.int64, count=len(codes))
     pro_pos = {c: i for i, c in enumerate(vocab.pro_codes)}
     pro = np.fromiter((pro_pos.get(t, -1) for t in resolved), dtype=np.int32, count=len(codes))
-    return ids, rows, pro, matrix
+    return ids, rows, pro, matrix, joint
 
 
 def encode_events(events: pl.DataFrame | pl.LazyFrame, vocab: Vocabulary,
@@ -172,13 +175,13 @@ def encode_events(events: pl.DataFrame | pl.LazyFrame, vocab: Vocabulary,
     # token ids via the distinct codes
     codes = frame[S.CODE]
     uniq = codes.unique(maintain_order=True)
-    code_ids, edge_rows, pro_rows, edge_matrix = _code_table(uniq.to_list(), vocab)
+    code_ids, edge_rows, pro_rows, edge_matrix, joint_ids = _code_table(uniq.to_list(), vocab)
     cidx = pl.DataFrame({"c": codes}).join(
         pl.DataFrame({"c": uniq, "i": np.arange(len(uniq), dtype=np.int32)}),
         on="c", how="left", maintain_order="left")["i"].to_numpy()
     code_tok = code_ids[cidx].astype(np.int64)
 
-    # value -> quantile token
+    # value -> quantile token after the code, or the code's joint value token in its place
     values = frame[S.NUMERIC_VALUE].cast(pl.Float64).fill_null(np.nan).to_numpy()
     erow = edge_rows[cidx]
     has_bin = (erow >= 0) & np.isfinite(values)
@@ -186,8 +189,11 @@ def encode_events(events: pl.DataFrame | pl.LazyFrame, vocab: Vocabulary,
     extra = np.full(len(frame), -1, dtype=np.int64)
     if has_bin.any():
         rows = erow[has_bin]
-        bins = (values[has_bin, None] >= edge_matrix[rows]).sum(axis=1)
-        extra[has_bin] = q_ids[np.minimum(bins, len(q_ids) - 1)]
+        bins = np.minimum((values[has_bin, None] >= edge_matrix[rows]).sum(axis=1),
+                          len(q_ids) - 1)
+        joint = joint_ids[rows, bins]
+        extra[has_bin] = np.where(joint >= 0, -1, q_ids[bins])
+        code_tok[has_bin] = np.where(joint >= 0, joint, code_tok[has_bin])
 
     # notes and images: marker token carrying a reference (their codes are not mapped)
     text = frame[S.TEXT_VALUE]

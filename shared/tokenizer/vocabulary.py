@@ -16,6 +16,10 @@ MEDS_EIC_AR (McDermott et al.):
 * ten shared quantile tokens ``Q0`` .. ``Q9``: a numeric event is its code token
   followed by the quantile token of its value under that code's own bin edges
   (ETHOS, MEDS_EIC_AR);
+* optionally (`Vocabulary.with_value_tokens`), joint value tokens
+  ``LOINC/2160-0//mg/dL//Q7``: one token per value bin of each numeric code, written
+  in place of the code token and its quantile token, so that a value means
+  something on its own instead of through a binding the model must learn;
 * time-interval tokens ``TIME//5m-15m`` .. ``TIME//1y+`` (17, log-spaced, as
   CEHR-GPT's artificial time tokens) placed before an event when the gap since
   the previous event is at least 5 minutes.
@@ -52,6 +56,11 @@ PAD_ID = SPECIAL_TOKENS.index(PAD)  # 0; defined here, not in batch.py, to keep 
 
 N_QUANTILES = 10
 QUANTILE_TOKENS = tuple(f"Q{i}" for i in range(N_QUANTILES))
+
+
+def value_token(code: str, quantile: int) -> str:
+    """The joint token of a numeric code's value bin (``LOINC/2160-0//mg/dL//Q7``)."""
+    return f"{code}//{QUANTILE_TOKENS[quantile]}"
 
 _MIN = 1.0 / (24 * 60)  # one minute, in days
 # Lower edges (days) of the time-interval buckets; the last bucket is open-ended.
@@ -119,9 +128,13 @@ class Vocabulary:
     fold: dict[str, str] = field(default_factory=dict)
     time_edges_days: tuple[float, ...] = TIME_EDGES_DAYS
     _index: dict[str, int] = field(init=False, repr=False)
+    value_token_ids: dict[str, list[int]] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._index = {tok: i for i, tok in enumerate(self.tokens)}
+        self.value_token_ids = {  # code -> joint token id per value bin (-1: none)
+            code: [self._index.get(value_token(code, q), -1) for q in range(N_QUANTILES)]
+            for code in self.bin_edges if value_token(code, 0) in self._index}
         if len(self._index) != len(self.tokens):
             raise DataError("vocabulary has duplicate tokens", fix="rebuild the vocabulary")
         for tok in SPECIAL_TOKENS:
@@ -188,6 +201,19 @@ class Vocabulary:
                   + list(AGE_TOKENS) + list(STATIC_TOKENS) + kept)
         edges = {c: list(e) for c, e in (bin_edges or {}).items() if c in kept_set and e}
         return cls(tokens=tokens, bin_edges=edges, fold=fold)
+
+    def with_value_tokens(self) -> Vocabulary:
+        """This vocabulary with the joint value tokens of every numeric code appended.
+
+        The codes' own tokens stay (an event without a value still needs one), and no
+        count is released for the new tokens: they follow from the kept codes and their
+        bin edges, which are already public.
+        """
+        new = [value_token(code, q) for code in sorted(self.bin_edges)
+               for q in range(min(len(self.bin_edges[code]) + 1, N_QUANTILES))]
+        return Vocabulary(tokens=self.tokens + [t for t in new if t not in self._index],
+                          bin_edges=self.bin_edges, fold=self.fold,
+                          time_edges_days=self.time_edges_days)
 
     # -- lookups ---------------------------------------------------------------
     def __len__(self) -> int:

@@ -66,6 +66,19 @@ def test_a_value_condition_keeps_the_bins_mostly_inside_it():
     assert bins(min_value=1.2, max_value=2.9) == [1, 2]
 
 
+
+def test_with_value_tokens_the_outcome_is_the_kept_bins_own_tokens():
+    code = "LAB//X//mg/dL"
+    vocab = Vocabulary.build({code: 10}, min_count=1,
+                             bin_edges={code: [1.0, 2.0, 3.0]}).with_value_tokens()
+    outcome = Outcome(codes=(code,), horizon=timedelta(days=1), min_value=2.0)
+    otoks = outcome_tokens(outcome, vocab, CodeMapping(), [])
+    assert sorted(vocab.tokens[i] for i in otoks.codes) == [f"{code}//Q2", f"{code}//Q3"]
+    assert not otoks.value_bins  # nothing to read after the code: the bin is the token
+    any_value = outcome_tokens(Outcome(codes=(code,), horizon=timedelta(days=1)), vocab,
+                               CodeMapping(), [])
+    assert len(any_value.codes) == 5  # the bare code and its four bins
+
 def test_an_outcome_outside_the_vocabulary_is_refused():
     vocab = Vocabulary.build({"A": 5}, min_count=1)
     outcome = Outcome(codes=("NOT_THERE",), horizon=timedelta(days=1))

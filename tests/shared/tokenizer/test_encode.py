@@ -40,6 +40,20 @@ def test_quantile_token_follows_the_value_under_the_codes_own_edges():
     assert got == list(expected)
 
 
+
+def test_value_tokens_write_a_value_as_one_token_in_the_codes_place():
+    events, mapping, vocab = _setup()
+    joint = vocab.with_value_tokens()
+    assert joint.tokens[:len(vocab)] == vocab.tokens  # old ids keep their meaning
+    plain, fused = encode_events(events, vocab, mapping), encode_events(events, joint, mapping)
+    code = "LOINC/2160-0//mg/dL"
+    after = plain.tokens[np.flatnonzero(plain.tokens == vocab.id(code)) + 1]
+    written = [joint.tokens[t] for t in fused.tokens if joint.tokens[t].startswith(code)]
+    assert written == [f"{code}//{vocab.tokens[q]}" for q in after]
+    assert not np.isin(fused.tokens, [joint.id(f"Q{i}") for i in range(10)]).any()
+    assert len(fused.tokens) == len(plain.tokens) - int(np.isin(
+        plain.tokens, [vocab.id(f"Q{i}") for i in range(10)]).sum())
+
 def test_times_are_days_since_the_first_event():
     events, mapping, vocab = _setup(3)
     enc = encode_events(events, vocab, mapping)
