@@ -12,7 +12,8 @@ log-spaced artificial time tokens and MEDS_EIC_AR's per-code value bins:
 * per event, in time order: a time token when the gap since the previous event
   is at least the smallest bucket (5 min), the code token (after
   `CodeMapping`, folding and UNK), then the quantile token when the event has a
-  numeric value and the code has bin edges, or a modality marker whose position
+  numeric value and the code has bin edges (with `Vocabulary.with_value_tokens`, the
+  code's joint value token replaces both), or a modality marker whose position
   refers to the note text (`note_ref`) or the image study (`image_ref`);
 * `times` are days since the patient's first timed event (0 on static tokens);
 * PRO answers (numeric values of the vocabulary's PRO codes) are also kept
