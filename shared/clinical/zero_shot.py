@@ -177,7 +177,7 @@ def outcome_tokens(outcome: Outcome, vocab: Vocabulary, mapping: CodeMapping,
         if token != code and token != mapping.map_code(code).code:
             notes.append(f"{code} is folded into {token} in the vocabulary; {token} counts")
         tid = vocab.id(token)
-        joint = [j for j in vocab.value_token_ids.get(token, ()) if j >= 0]
+        joint = vocab.value_token_ids.get(token, [])
         if not outcome.has_value_condition:
             ids.update([tid, *joint])
             continue
@@ -204,7 +204,7 @@ def outcome_tokens(outcome: Outcome, vocab: Vocabulary, mapping: CodeMapping,
         token, _ = _token_of(code, vocab, mapping)
         if token != UNK:
             stop.add(vocab.id(token))
-            stop.update(j for j in vocab.value_token_ids.get(token, ()) if j >= 0)
+            stop.update(vocab.value_token_ids.get(token, []))
     terminal = {vocab.id(t) for t in (EOS, S.DEATH_CODE) if t in vocab}
     return OutcomeTokens(frozenset(ids), bins, frozenset(stop), tuple(notes), "; ".join(words),
                          frozenset(terminal))

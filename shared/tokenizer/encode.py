@@ -136,7 +136,8 @@ def _code_table(codes: list[str], vocab: Vocabulary) -> tuple[np.ndarray, np.nda
     for row, code in enumerate(edge_codes):
         edges = vocab.bin_edges[code]
         matrix[row, :len(edges)] = edges
-        joint[row] = vocab.value_token_ids.get(code, -1)
+        bins = vocab.value_token_ids.get(code, [])
+        joint[row, :len(bins)] = bins
     edge_row = {c: i for i, c in enumerate(edge_codes)}
     rows = np.fromiter((edge_row.get(t, -1) for t in resolved), dtype=np.int64, count=len(codes))
     pro_pos = {c: i for i, c in enumerate(vocab.pro_codes)}

@@ -132,8 +132,9 @@ class Vocabulary:
 
     def __post_init__(self) -> None:
         self._index = {tok: i for i, tok in enumerate(self.tokens)}
-        self.value_token_ids = {  # code -> joint token id per value bin (-1: none)
-            code: [self._index.get(value_token(code, q), -1) for q in range(N_QUANTILES)]
+        self.value_token_ids = {  # code -> its joint value tokens' ids, in bin order
+            code: [self._index[t] for q in range(N_QUANTILES)
+                   if (t := value_token(code, q)) in self._index]
             for code in self.bin_edges if value_token(code, 0) in self._index}
         if len(self._index) != len(self.tokens):
             raise DataError("vocabulary has duplicate tokens", fix="rebuild the vocabulary")
