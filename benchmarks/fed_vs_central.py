@@ -63,18 +63,18 @@ benchmarks/results/fed_vs_central.json and a PNG plot beside it.
     .venv/bin/python benchmarks/fed_vs_central.py [--patients 6000] [--rounds 4]
         [--steps 20] [--batch-size 128] [--lr 8e-3] [--quick] [--keep DIR [--reuse]]
 
-The committed run (the defaults) took 43 minutes on 1 thread while the two
-cores were shared with other work (load average 4 to 18): the federation (b)
-20 minutes of it, of which its 100-step anchor warm start alone 7 minutes (the
-ServerApp trains with 2 torch threads, which on busy cores measured 10x slower
-per step than 1); (d) 9, (a) 4, (c) 7, the evaluations 2 minutes. On a quiet
-2-core machine (2026-12-04, data seed 0, hospital_b left out) one run took 31
-minutes: (b) 497 s, of which 4 rounds of about 100 s (3 sites x 20 DP steps of
-batch 128 on 2 cores) and a 35 s warm start; (d) 453 s, (a) 220 s, each (c)
-190 s, the evaluations 71 s and zero-shot 31 s. Since then (a) and the three
-(c) arms train in two processes side by side (``--jobs 2``, the default): on
-a quiet machine that phase took 405 s instead of 811 s one at a time (data
-seed 1, the same tables to the last digit). ``--keep DIR --reuse`` reruns
+Schedule and time. (b) federates first, alone: (a) and (c) start from its
+vocabulary and initial weights. Then the cores are shared: (d) federates (its
+own processes) while ``--jobs`` processes (default 2) train (a) first, the longest,
+and the three (c), answer zero-shot with (b) and evaluate each arm as soon as
+it is trained. Each process has ``--threads`` torch threads (default 1: two on
+busy cores measured up to 10x slower). On a quiet 2-core machine (2026-12-06,
+data seed 0) a default run took 25.1 minutes: (b) 502 s, then 1,002 s for the
+rest. One after the other it took 29.1 (d 434 s, then (a) 613 s beside the
+(c) arms, then 151 s of evaluation and zero-shot): the federations keep both
+cores 91 % busy, so what sharing gains is the idle core beside (a) and beside
+the evaluations. Run times of the arms printed at the end overlap (the
+federation (d) slows (a) and (c) while it runs). ``--keep DIR --reuse`` reruns
 everything after the federations on the ones kept in DIR, and reuses an (a) or
 (c) kept there when it was trained with the same settings (options that only
 change the evaluation, such as --test-rows, do not count).
@@ -90,7 +90,7 @@ import shutil
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from functools import partial
 from multiprocessing import get_context
@@ -410,6 +410,13 @@ def evaluate_arm(model, vocab, hospital: Hospital, args, workdir: Path):
                     zero_shot_samples=0, mapping=mapping, batch_size=64, pooling=args.pooling)
 
 
+def evaluate_on(model, vocab, hospital: Hospital, args, workdir: Path) -> tuple[dict, dict]:
+    """`evaluate_arm`'s summary (with its seconds) and k=all predictions: what a worker
+    process hands back."""
+    result = evaluate_arm(model, vocab, hospital, args, workdir)
+    return {"summary": summarise(result), "seconds": result.seconds}, predictions(result)
+
+
 def summarise(result) -> dict:
     """task -> method label -> mean scores, plus the sizes; k=all predictions kept aside."""
     out = {}
@@ -442,17 +449,23 @@ def _num(x) -> float | None:
 def zero_shot_vs_probe(model, vocab, hospital: Hospital, probe_preds: dict, args,
                        workdir: Path) -> dict:
     """Zero-shot AUROC of `model` on a seeded subset of the test rows of each task, and the
-    k=all probe's AUROC on exactly those rows.
+    k=all probe's AUROC on exactly those rows (`zero_shot_answers`, then `against_probe`)."""
+    return against_probe(zero_shot_answers(model, vocab, hospital, args, workdir),
+                         probe_preds, args)
+
+
+def zero_shot_answers(model, vocab, hospital: Hospital, args, workdir: Path) -> dict:
+    """task -> the zero-shot answers of `model` on a seeded subset of the task's test rows.
 
     Each row's probability is over its decided continuations (the window closed:
     outcome, horizon, closing event, death); `truncated_share` is the share of
     continuations left undecided (out of tokens), `unanswered_rows` the rows with
-    none decided (left out of both AUROCs). `budget` is the token budget the
+    none decided (left out of the AUROC). `budget` is the token budget the
     question's horizon and the data gave, `reach_days` quantiles of how far the
-    continuations' clocks got, against the window's `horizon_days`."""
+    continuations' clocks got, against the window's `horizon_days`. `y` (every test
+    row's label), `rows` and `probability` are kept for `against_probe`."""
     import numpy as np
     import polars as pl
-    from sklearn.metrics import roc_auc_score
 
     from fedehr.shared.clinical import labels as L
     from fedehr.shared.clinical import zero_shot
@@ -471,23 +484,18 @@ def zero_shot_vs_probe(model, vocab, hospital: Hospital, probe_preds: dict, args
     for task, lab in zip(tasks, all_labels, strict=True):
         test = lab.filter(pl.col(L.SUBJECT_ID).is_in(list(test_ids)))
         y = test[L.BOOLEAN_VALUE].to_numpy().astype(bool)
-        if task.name not in probe_preds or len(probe_preds[task.name][0]) != len(y) \
-                or not 0 < y.sum() < len(y):
-            out[task.name] = {"note": "no comparable probe predictions or one class only"}
+        if not 0 < y.sum() < len(y):
+            out[task.name] = {"y": y}
             continue
-        y_probe, p_probe = probe_preds[task.name]
-        if not np.array_equal(np.asarray(y_probe, bool), y):
-            raise RuntimeError(f"{task.name}: the probe's test rows are not the labels' rows")
         rng = np.random.default_rng([0, len(y)])
         pos, neg = np.flatnonzero(y), np.flatnonzero(~y)
         n_pos = min(len(pos), args.zero_shot_rows // 2)
         n_neg = min(len(neg), args.zero_shot_rows - n_pos)
         rows = np.sort(np.concatenate([rng.choice(pos, n_pos, replace=False),
                                        rng.choice(neg, n_neg, replace=False)]))
-        subset = test[rows.tolist()]
         outcome = outcome_from_task(task.config, predicates=L.dataset_predicates(pred_path))
         t0 = time.perf_counter()
-        answer = zero_shot.predict_detailed(model, vocab, dataset, subset, outcome,
+        answer = zero_shot.predict_detailed(model, vocab, dataset, test[rows.tolist()], outcome,
                                             samples=args.zero_shot_samples, seed=0,
                                             batch_size=256, mapping=mapping,
                                             max_new_tokens=max_tokens,
@@ -496,38 +504,60 @@ def zero_shot_vs_probe(model, vocab, hospital: Hospital, probe_preds: dict, args
         prob = frame["probability"].cast(pl.Float64).to_numpy()
         if task.label_negated:  # as evaluate does: the label window asks the complement
             prob = 1.0 - prob
-        answered = ~np.isnan(prob)
-        y_rows, p_rows = y[rows][answered], np.asarray(p_probe)[rows][answered]
-        both = 0 < y_rows.sum() < len(y_rows)
-        zs = float(roc_auc_score(y_rows, prob[answered])) if both else float("nan")
-        probe = float(roc_auc_score(y_rows, p_rows)) if both else float("nan")
         reach = sim.reach_days
-        out[task.name] = {"rows": int(len(rows)), "positives": int(n_pos),
-                          "samples": args.zero_shot_samples,
+        answers = len(rows) * args.zero_shot_samples
+        out[task.name] = {"y": y, "rows": rows, "probability": prob, "positives": int(n_pos),
                           "estimator": estimator,
-                          "zero_shot_auroc": _num(zs),
-                          "constant": bool(np.ptp(prob[answered]) == 0) if answered.any()
-                          else True,
-                          "probe_all_auroc_same_rows": _num(probe),
-                          "ratio": round(zs / probe, 4) if both and probe > 0 else None,
                           # continuations that ran out of tokens before their window
                           # closed: reported, left out of the probability
-                          "truncated_share": round(float(frame["truncated"].sum())
-                                                   / (len(rows) * args.zero_shot_samples), 4),
+                          "truncated_share": round(float(frame["truncated"].sum()) / answers, 4),
                           # continuations with a discharge, death or the outcome before
                           # the prediction time (against the history): left out too
-                          "rejected_share": round(float(frame["rejected"].sum())
-                                                  / (len(rows) * args.zero_shot_samples), 4),
-                          "unanswered_rows": int((~answered).sum()),
+                          "rejected_share": round(float(frame["rejected"].sum()) / answers, 4),
                           "budget": sim.max_new_tokens,
                           "horizon_days": round(outcome.horizon.total_seconds() / 86400, 2),
                           "reach_days": {q: round(float(np.quantile(reach, f)), 2)
                                          for q, f in (("p10", 0.1), ("p50", 0.5),
                                                       ("p90", 0.9))},
-                          "mean_probability": _num(float(np.nanmean(prob))),
-                          "observed_rate": round(float(y[rows].mean()), 4),
                           "generated_tokens": sim.generated_tokens,
                           "seconds": round(time.perf_counter() - t0, 1)}
+    return out
+
+
+def against_probe(answers: dict, probe_preds: dict, args) -> dict:
+    """`zero_shot_answers` scored beside the k=all probe (`probe_preds`) on the same rows."""
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    out = {}
+    for task, a in answers.items():
+        y = a["y"]
+        if "rows" not in a or task not in probe_preds or len(probe_preds[task][0]) != len(y):
+            out[task] = {"note": "no comparable probe predictions or one class only"}
+            continue
+        y_probe, p_probe = probe_preds[task]
+        if not np.array_equal(np.asarray(y_probe, bool), y):
+            raise RuntimeError(f"{task}: the probe's test rows are not the labels' rows")
+        rows, prob = a["rows"], a["probability"]
+        answered = ~np.isnan(prob)
+        y_rows, p_rows = y[rows][answered], np.asarray(p_probe)[rows][answered]
+        both = 0 < y_rows.sum() < len(y_rows)
+        zs = float(roc_auc_score(y_rows, prob[answered])) if both else float("nan")
+        probe = float(roc_auc_score(y_rows, p_rows)) if both else float("nan")
+        kept = {k: v for k, v in a.items() if k not in ("y", "rows", "probability")}
+        out[task] = {"rows": int(len(rows)), "positives": kept.pop("positives"),
+                     "samples": args.zero_shot_samples, "estimator": kept.pop("estimator"),
+                     "zero_shot_auroc": _num(zs),
+                     "constant": bool(np.ptp(prob[answered]) == 0) if answered.any() else True,
+                     "probe_all_auroc_same_rows": _num(probe),
+                     "ratio": round(zs / probe, 4) if both and probe > 0 else None,
+                     "truncated_share": kept.pop("truncated_share"),
+                     "rejected_share": kept.pop("rejected_share"),
+                     "unanswered_rows": int((~answered).sum()),
+                     **{k: kept.pop(k) for k in ("budget", "horizon_days", "reach_days")},
+                     "mean_probability": _num(float(np.nanmean(prob))),
+                     "observed_rate": round(float(y[rows].mean()), 4),
+                     **kept}
     return out
 
 
@@ -814,80 +844,98 @@ def main(argv: list[str] | None = None) -> int:
                                       for s in summaries), start)
         anchor = fetch_anchor()
 
-        fed = {}
-        for arm, warm in (("b", True), ("d", False)):
+        def federate(arm: str) -> dict:
             log(f"{ARMS[arm]}: federation of {', '.join(h.name for h in sites)}, "
                 f"{args.rounds} rounds x {args.steps} local steps", start)
-            fed[arm] = run_federation(workdir / f"fed-{arm}", sites, anchor, args,
-                                      warm_start=warm, start=start)
-            timings[arm] = fed[arm]["seconds"]
-            took = fed[arm]["seconds"]  # nan: reused from --keep
+            out = run_federation(workdir / f"fed-{arm}", sites, anchor, args,
+                                 warm_start=arm == "b", start=start)
+            took = out["seconds"]  # nan: reused from --keep
             log(f"{ARMS[arm]}: " + ("reused" if math.isnan(took) else f"done in {took:.0f}s")
-                + f", {len(fed[arm]['vocab'].tokens)} tokens", start)
+                + f", {len(out['vocab'].tokens)} tokens", start)
+            return out
 
+        fed = {"b": federate("b")}
         vocab, config = fed["b"]["vocab"], fed["b"]["model"].config
-        models: dict[str, object] = {"b": fed["b"]["model"], "d": fed["d"]["model"]}
-        vocabs: dict[str, object] = {"b": vocab, "d": fed["d"]["vocab"]}
-        training: dict[str, dict] = {}
-        for arm in ("b", "d"):
-            res = fed[arm]["result"]
-            training[arm] = {"seconds": fed[arm]["seconds"], "rounds": res["rounds"],
-                             "privacy": res.get("privacy"), "history": res.get("history"),
-                             "vocab_tokens": len(vocabs[arm].tokens)}
-
-        log(f"{ARMS['a']} ({args.central_steps} steps on pooled data"
-            + (", from (b)'s anchor warm start" if args.central_warm else "")
-            + f") and (c), {args.jobs} processes side by side", start)
-        warm = warm_start_of(fed["b"]["root"]) if args.central_warm else None
-        kept = workdir / "trained"  # (a) and (c), for --reuse
-        with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
-            jobs = {"a": partial(pool.submit, train_central, sites, vocab, config, args,
-                                 workdir, warm)}
-            for h in sites:
-                releases = vocab_releases(fed["b"]["root"] / "site-state" / h.name
-                                          / "privacy-ledger.json")
-                jobs[f"c:{h.name}"] = partial(pool.submit, train_alone, h, releases, vocab,
-                                              config, args, workdir)
-            reused = {k: kept_arm(kept, k, args, config) if args.reuse else None for k in jobs}
-            running = {k: submit() for k, submit in jobs.items() if reused[k] is None}
-            for key in jobs:
-                if key in running:
-                    models[key], training[key] = running[key].result()
-                    timings[key] = training[key]["seconds"]
-                    if args.keep is not None:
-                        keep_arm(kept, key, args, models[key], training[key])
-                else:
-                    (models[key], training[key]), timings[key] = reused[key], math.nan
-                vocabs[key] = vocab
-                log(trained_line(key, training[key])
-                    + ("" if key in running else " (reused)"), start)
+        models: dict[str, object] = {"b": fed["b"]["model"]}
+        vocabs: dict[str, object] = {"b": vocab}
         # the floor: what a probe reads from the architecture's initial weights, untrained
         models["0"], vocabs["0"] = initial_model(config, vocab.tokens), vocab
-
-        # Evaluation: every arm on every training site and the left-out hospital; (c) on
-        # its own site and the left-out hospital.
+        training: dict[str, dict] = {}
         set_names = [h.name for h in sites] + [left.name]
         evals: dict[str, dict] = {}
         preds: dict[str, dict] = {}
-        t0 = time.perf_counter()
-        for arm, model in models.items():
-            targets = ([hospitals[arm[2:]], left] if arm.startswith("c:")
-                       else [*sites, left])
-            for h in targets:
-                result = evaluate_arm(model, vocabs[arm], h, args, workdir)
-                evals.setdefault(arm, {})[h.name] = {"summary": summarise(result),
-                                                     "seconds": result.seconds}
-                preds.setdefault(arm, {})[h.name] = predictions(result)
-                line = ", ".join(f"{t} {auroc(evals, arm, h.name, t, 'probe k=all')}"
-                                 for t in TASKS)
-                log(f"evaluated {arm} on {h.name} ({result.seconds:.0f}s): k=all {line}",
-                    start)
-        timings["evaluation"] = time.perf_counter() - t0
 
+        # Everything after (b) shares the cores: (d) federates (its own processes) while
+        # `jobs` processes train (a) and (c), answer zero-shot with (b) and evaluate each
+        # arm once it is trained; (a), the longest, goes first.
+        log(f"{ARMS['a']} ({args.central_steps} steps on pooled data"
+            + (", from (b)'s anchor warm start" if args.central_warm else "")
+            + f"), (c), (d), zero-shot and evaluation: {args.jobs} processes and (d)'s "
+            "federation side by side", start)
+        warm = warm_start_of(fed["b"]["root"]) if args.central_warm else None
+        kept = workdir / "trained"  # (a) and (c), for --reuse
         t0 = time.perf_counter()
-        zero = {left.name: zero_shot_vs_probe(models["b"], vocab, left, preds["b"][left.name],
-                                              args, workdir)}
-        timings["zero_shot"] = time.perf_counter() - t0
+        with ThreadPoolExecutor(1) as background, \
+                ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn"),
+                                    initializer=torch.set_num_threads,
+                                    initargs=(args.threads,)) as pool:
+            fed_d = background.submit(federate, "d")
+            trains = {"a": partial(pool.submit, train_central, sites, vocab, config, args,
+                                   workdir, warm)}
+            for h in sites:
+                releases = vocab_releases(fed["b"]["root"] / "site-state" / h.name
+                                          / "privacy-ledger.json")
+                trains[f"c:{h.name}"] = partial(pool.submit, train_alone, h, releases, vocab,
+                                                config, args, workdir)
+            reused = {k: kept_arm(kept, k, args, config) if args.reuse else None for k in trains}
+            running = {k: submit() for k, submit in trains.items() if reused[k] is None}
+            zero_job = pool.submit(zero_shot_answers, models["b"], vocab, left, args, workdir)
+            evaluating = {}
+
+            def evaluate_later(arm: str) -> None:
+                targets = [hospitals[arm[2:]], left] if arm.startswith("c:") else [*sites, left]
+                for h in targets:
+                    evaluating[arm, h.name] = pool.submit(evaluate_on, models[arm], vocabs[arm],
+                                                          h, args, workdir)
+
+            for arm in ("b", "0"):
+                evaluate_later(arm)
+
+            def trained(key: str, model, about: dict, seconds: float, note: str = "") -> None:
+                models[key], vocabs[key], training[key], timings[key] = model, vocab, about, seconds
+                log(trained_line(key, about) + note, start)
+                evaluate_later(key)
+
+            for key in [k for k in trains if k not in running]:
+                trained(key, *reused[key], math.nan, " (reused)")
+            for job in as_completed(running.values()):
+                key = next(k for k, v in running.items() if v is job)
+                model, about = job.result()
+                if args.keep is not None:
+                    keep_arm(kept, key, args, model, about)
+                trained(key, model, about, about["seconds"])
+            fed["d"] = fed_d.result()
+            models["d"], vocabs["d"] = fed["d"]["model"], fed["d"]["vocab"]
+            evaluate_later("d")
+            for arm in ("b", "d"):
+                timings[arm] = fed[arm]["seconds"]
+                res = fed[arm]["result"]
+                training[arm] = {"seconds": fed[arm]["seconds"], "rounds": res["rounds"],
+                                 "privacy": res.get("privacy"), "history": res.get("history"),
+                                 "vocab_tokens": len(vocabs[arm].tokens)}
+            # Evaluation: every arm on every training site and the left-out hospital; (c)
+            # on its own site and the left-out hospital.
+            for (arm, name), job in evaluating.items():
+                evals.setdefault(arm, {})[name], preds.setdefault(arm, {})[name] = job.result()
+                line = ", ".join(f"{t} {auroc(evals, arm, name, t, 'probe k=all')}"
+                                 for t in TASKS)
+                log(f"evaluated {arm} on {name} ({evals[arm][name]['seconds']:.0f}s): "
+                    f"k=all {line}", start)
+            answers = zero_job.result()
+        timings["after_b"] = time.perf_counter() - t0
+        timings["evaluation"] = sum(e["seconds"] for arm in evals.values() for e in arm.values())
+        timings["zero_shot"] = sum(a.get("seconds", 0.0) for a in answers.values())
+        zero = {left.name: against_probe(answers, preds["b"][left.name], args)}
         log(f"zero-shot (b) on {left.name}: " + ", ".join(
             f"{t} {z.get('zero_shot_auroc')}" for t, z in zero[left.name].items()), start)
 

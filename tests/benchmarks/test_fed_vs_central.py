@@ -84,6 +84,34 @@ def test_paired_gap_is_zero_for_the_same_predictions_and_signed_otherwise():
     assert gap > 0.2 and lo > 0 and lo <= gap <= hi
 
 
+def test_zero_shot_is_scored_beside_the_probe_on_its_own_rows_and_unanswered_rows_left_out():
+    from argparse import Namespace
+
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(3)
+    y = rng.random(100) < 0.3
+    probe = y + rng.normal(0, 1, 100)
+    rows = np.sort(rng.choice(100, 40, replace=False))
+    prob = np.where(y[rows], 0.6, 0.4) + rng.normal(0, 0.2, 40)
+    prob[:3] = np.nan  # rows with no decided continuation
+    answers = {"mortality": {"y": y, "rows": rows, "probability": prob, "positives": 12,
+                             "estimator": "expected", "truncated_share": 0.05,
+                             "rejected_share": 0.0, "budget": 64, "horizon_days": 30.0,
+                             "reach_days": {}, "generated_tokens": 100, "seconds": 1.0},
+               "long_los": {"y": np.zeros(100, bool)}}  # one class: nothing was asked
+    out = B.against_probe(answers, {"mortality": (y, probe)}, Namespace(zero_shot_samples=8))
+    m = out["mortality"]
+    kept = rows[3:]
+    assert m["zero_shot_auroc"] == pytest.approx(roc_auc_score(y[kept], prob[3:]), abs=1e-4)
+    assert m["probe_all_auroc_same_rows"] == pytest.approx(roc_auc_score(y[kept], probe[kept]),
+                                                           abs=1e-4)
+    assert (m["rows"], m["unanswered_rows"], m["truncated_share"]) == (40, 3, 0.05)
+    assert "note" in out["long_los"]
+    with pytest.raises(RuntimeError, match="not the labels' rows"):
+        B.against_probe(answers, {"mortality": (~y, probe)}, Namespace(zero_shot_samples=8))
+
+
 def _evals(values: dict[str, dict[str, float]]) -> dict:
     """arm -> set -> the summary shape `target_checks` reads (one task)."""
     return {arm: {where: {"summary": {"mortality": {"methods": {"probe k=all": {"auroc": v}}}}}
