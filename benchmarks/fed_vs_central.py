@@ -545,20 +545,20 @@ def against_probe(answers: dict, probe_preds: dict, args) -> dict:
         both = 0 < y_rows.sum() < len(y_rows)
         zs = float(roc_auc_score(y_rows, prob[answered])) if both else float("nan")
         probe = float(roc_auc_score(y_rows, p_rows)) if both else float("nan")
-        kept = {k: v for k, v in a.items() if k not in ("y", "rows", "probability")}
-        out[task] = {"rows": int(len(rows)), "positives": kept.pop("positives"),
-                     "samples": args.zero_shot_samples, "estimator": kept.pop("estimator"),
+        out[task] = {"rows": int(len(rows)), "positives": a["positives"],
+                     "samples": args.zero_shot_samples, "estimator": a["estimator"],
                      "zero_shot_auroc": _num(zs),
                      "constant": bool(np.ptp(prob[answered]) == 0) if answered.any() else True,
                      "probe_all_auroc_same_rows": _num(probe),
                      "ratio": round(zs / probe, 4) if both and probe > 0 else None,
-                     "truncated_share": kept.pop("truncated_share"),
-                     "rejected_share": kept.pop("rejected_share"),
+                     "truncated_share": a["truncated_share"],
+                     "rejected_share": a["rejected_share"],
                      "unanswered_rows": int((~answered).sum()),
-                     **{k: kept.pop(k) for k in ("budget", "horizon_days", "reach_days")},
+                     "budget": a["budget"], "horizon_days": a["horizon_days"],
+                     "reach_days": a["reach_days"],
                      "mean_probability": _num(float(np.nanmean(prob))),
                      "observed_rate": round(float(y[rows].mean()), 4),
-                     **kept}
+                     "generated_tokens": a["generated_tokens"], "seconds": a["seconds"]}
     return out
 
 

@@ -132,10 +132,9 @@ class Vocabulary:
 
     def __post_init__(self) -> None:
         self._index = {tok: i for i, tok in enumerate(self.tokens)}
-        self.value_token_ids = {  # code -> its joint value tokens' ids, in bin order
-            code: [self._index[t] for q in range(N_QUANTILES)
-                   if (t := value_token(code, q)) in self._index]
-            for code in self.bin_edges if value_token(code, 0) in self._index}
+        # code -> the ids of its joint value tokens: position q holds bin q's token
+        self.value_token_ids = {code: ids for code in self.bin_edges
+                                if (ids := self._value_bin_ids(code))}
         if len(self._index) != len(self.tokens):
             raise DataError("vocabulary has duplicate tokens", fix="rebuild the vocabulary")
         for tok in SPECIAL_TOKENS:
@@ -147,6 +146,17 @@ class Vocabulary:
         n_time = sum(t.startswith("TIME//") for t in self.tokens)
         if n_time != len(self.time_edges_days) or any(t not in self._index for t in TIME_TOKENS):
             raise DataError("time tokens and time edges disagree", fix="rebuild the vocabulary")
+
+    def _value_bin_ids(self, code: str) -> list[int]:
+        """Bins 0, 1, ... of `code` up to the first without a joint token: an index
+        into the list is always the bin's number."""
+        ids = []
+        for q in range(N_QUANTILES):
+            token = value_token(code, q)
+            if token not in self._index:
+                break
+            ids.append(self._index[token])
+        return ids
 
     # -- construction ----------------------------------------------------------
     @classmethod
