@@ -34,12 +34,7 @@ from flwr.serverapp import Grid
 # other goes on. Each holds a reply until the next is asked for: with the
 # caller's last one, at most PULLERS + 1 replies are in memory.
 PULLERS = 2
-# Pause after a sweep that brought nothing; it doubles with each such sweep, up to
-# MAX_BACKOFF x, and starts over when a reply comes. Every pull is a TLS request
-# and a database query on the SuperLink: polling every 0.2 s through a round of
-# training kept it at a quarter of a core (0.24 of 2 busy cores, measured).
-POLL_SECONDS = 0.2
-MAX_BACKOFF = 8
+POLL_SECONDS = 0.2  # pause between sweeps that brought nothing
 # Elements folded per step: bounds the float64 temporary of `weight * array`
 # (512 KB) however large the model's largest array (its embedding) is.
 FOLD_CHUNK = 1 << 16
@@ -153,7 +148,6 @@ def stream_replies(grid: Grid, messages: Iterable[Message], timeout: float,
 
     def pull() -> None:
         idle = 0  # pulls in a row that brought nothing
-        backoff = 1  # the next idle pause, in polls
         while not done.is_set():
             try:
                 mid = pending.popleft()
@@ -169,14 +163,14 @@ def stream_replies(grid: Grid, messages: Iterable[Message], timeout: float,
                 return
             if replies:
                 handed.put(replies[0])  # its hold ends once it has been folded
-                idle, backoff = 0, 1
+                idle = 0
                 continue
             held.release()
             pending.append(mid)
             idle += 1
             if idle >= len(pending):
-                done.wait(poll * backoff)
-                idle, backoff = 0, min(2 * backoff, MAX_BACKOFF)
+                done.wait(poll)
+                idle = 0
 
     for _ in range(min(PULLERS, wanted)):
         threading.Thread(target=pull, name="fedehr-pull", daemon=True).start()
