@@ -62,6 +62,7 @@ class Trainer:
     def __init__(self, mode: str, model: EHRModel, batch_size: int):
         self.mode = mode
         self.model = model
+        model.per_example_grads = mode != "non-DP"  # Opacus: the head over every position
         sgd = torch.optim.SGD(model.parameters(), lr=LR)
         dp = dict(noise_multiplier=NOISE, max_grad_norm=CLIP, expected_batch_size=batch_size,
                   loss_reduction="mean")

@@ -27,8 +27,7 @@ import torch.nn.functional as F
 from opacus import GradSampleModule
 from opacus.optimizers import DPOptimizer
 
-from fedehr.shared.model import EHRModel, ModelConfig
-from fedehr.shared.model import transformer
+from fedehr.shared.model import EHRModel, ModelConfig, transformer
 
 sys.path.insert(0, str(Path(__file__).parent))
 from dp_throughput_bench import make_batches  # noqa: E402
@@ -44,6 +43,7 @@ def strided(logits, targets, **kwargs):
 
 
 def step_fn(model, *, dp: bool, batch_size: int):
+    model.per_example_grads = True  # both layouts over every position, as before
     if dp:
         module = GradSampleModule(model)
         opt = DPOptimizer(torch.optim.AdamW(module.parameters(), lr=1e-3), noise_multiplier=1.0,

@@ -10,9 +10,12 @@ Opacus: `PrivacyEngine.make_private` with
   step for accounting: what the analysis assumes, and what keeps an empty
   batch from showing in the update.
 - per-example clipping at ``max_grad_norm`` and Gaussian noise of std
-  ``noise_multiplier * max_grad_norm``; ``loss_reduction="mean"`` everywhere
-  (the mean of the per-example losses, divided by the *expected* batch size
-  after noising, as Opacus does).
+  ``noise_multiplier * max_grad_norm``; the sum of clipped gradients plus noise
+  is divided by the *expected* batch size, as Opacus' ``loss_reduction="mean"``
+  does. The hooks see the summed loss (``"sum"``): under ``"mean"`` they would
+  first multiply every layer's output gradient by the batch size to undo the
+  mean, a pass over the [B, T, vocabulary] head gradient (6 % of a step).
+  Ghost clipping keeps ``"mean"``: Opacus insists on one reduction there.
 - the noise does not come from Opacus' torch generator (32 bits of seed) but
   from `fedehr.client.privacy.noise`: a Philox stream keyed by the 256-bit
   `seed`, four Gaussians summed per value as in Opacus' secure_mode. The
@@ -246,11 +249,14 @@ def private_model(model: nn.Module, engine, optimizer, loader, plan: DPPlan, dp:
             module=model, optimizer=optimizer, data_loader=loader,
             noise_multiplier=plan.noise_multiplier, max_grad_norm=dp.max_grad_norm,
             poisson_sampling=False,  # the loader already is
-            loss_reduction="mean", grad_sample_mode=dp.grad_sample_mode, wrap_model=False)
+            loss_reduction="mean" if dp.grad_sample_mode == "ghost" else "sum",
+            grad_sample_mode=dp.grad_sample_mode, wrap_model=False)
+        dp_optimizer.loss_reduction = "mean"  # the hooks' sum, divided by the expected batch
     except UnsupportedModuleError as exc:
         model.train(was_training)
         raise ConfigError(f"the model cannot be trained with DP-SGD: {exc}", where="trainer",
                           fix="build a DP-ready model (opacus ModuleValidator.fix)") from exc
+    model.per_example_grads = True  # EHRModel: the hooks need every layer's input batch-first
     try:
         yield hooks, dp_optimizer
     finally:
@@ -260,6 +266,7 @@ def private_model(model: nn.Module, engine, optimizer, loader, plan: DPPlan, dp:
             for attr in ("grad_sample", "summed_grad", "_forward_counter"):
                 if hasattr(p, attr):
                     delattr(p, attr)
+        model.per_example_grads = False
         model.train(was_training)
 
 
@@ -304,7 +311,7 @@ def dp_steps(model: nn.Module, hooks, optimizer, loader, tally: Tally, steps: in
                     if ghost:
                         DPTensorFastGradientClipping(hooks, optimizer, losses, "mean").backward()
                     else:
-                        losses.mean().backward()
+                        losses.sum().backward()
                     optimizer.step()
                     if private:
                         tally.add(Batch(*(t[:private] for t in batch)), losses[:private])

@@ -193,6 +193,9 @@ class EHRModel(nn.Module):
             raise ConfigError(f"{len(tokens)} tokens for a model of vocab_size "
                               f"{config.vocab_size}", where="model config",
                               fix="build the model config from the same vocabulary")
+        # True while Opacus' per-example hooks are attached (the DP trainer sets it): they
+        # need every layer's input batch-first, so the head then runs over every position
+        self.per_example_grads = False
         seed = int(torch.randint(2**62, (), device="cpu"))  # the one draw from the global stream
         with torch.random.fork_rng(devices=[]):  # the constructors' own draws are discarded
             self._build(config)
@@ -327,10 +330,15 @@ class EHRModel(nn.Module):
         """
         batch = Batch(*batch)
         hidden = self(*batch)  # [B, T, d]
-        logits = self.lm_head(hidden[:, :-1])  # [B, T-1, V]
-        targets = batch.tokens[:, 1:]
-        ce = token_losses(logits, targets)  # [B, T-1]
-        counted = (targets != PAD_ID).to(ce.dtype)
+        before, targets = hidden[:, :-1], batch.tokens[:, 1:]
+        counted = targets != PAD_ID
+        if self.per_example_grads:
+            ce = token_losses(self.lm_head(before), targets)  # [B, T-1]
+        else:  # the head (half a step's work) only where a target counts: windows are
+            # about a quarter padding
+            ce = hidden.new_zeros(targets.shape)
+            ce[counted] = token_losses(self.lm_head(before[counted]), targets[counted])
+        counted = counted.to(ce.dtype)
         loss = (ce * counted).sum(1) / counted.sum(1).clamp(min=1)
         if self.pro_encoder is not None:
             nce = self.contrastive_loss(hidden, batch.tokens, batch.pro, batch.pro_mask,

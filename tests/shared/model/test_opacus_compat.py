@@ -35,9 +35,24 @@ def naive_per_example_grads(model, batch, negatives):
 def setup(config, make_batch):
     torch.manual_seed(0)
     model = EHRModel(config)
+    model.per_example_grads = True  # as the DP trainer sets it while the hooks are on
     batch = make_batch(config, LENGTHS, T=7)
     negatives = torch.randn(len(LENGTHS), config.contrastive_negatives, config.pro_dim)
     return model, batch, negatives
+
+
+def test_the_head_over_targets_only_gives_the_same_losses_and_gradients(setup):
+    model, batch, negatives = setup  # per_example_grads: the head over every position
+    dense = model.per_example_loss(batch, negatives=negatives)
+    dense.sum().backward()
+    dense_grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    model.per_example_grads = False  # the plain trainer's: the head where a target counts
+    gathered = model.per_example_loss(batch, negatives=negatives)
+    gathered.sum().backward()
+    torch.testing.assert_close(gathered, dense)
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, dense_grads[name], msg=lambda m, n=name: f"{n}: {m}")
 
 
 def test_validator_finds_no_unsupported_layers(config):
