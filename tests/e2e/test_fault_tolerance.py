@@ -2,7 +2,8 @@
 
 Round 1: hospital_c's worker is killed mid-training (as an OOM kill would); its daemon
 restarts the worker and the SuperNode is not stuck. Round 2: hospital_b's SuperNode is
-killed mid-round; its daemon restarts it and b rejoins a later round.
+killed mid-round; its daemon restarts it and b rejoins (round 2 itself when the
+restarted node is back before the round closes, else a later round).
 """
 
 from __future__ import annotations
@@ -53,15 +54,21 @@ def test_killed_sites_do_not_stop_the_run_rejoin_and_charge_nothing_twice(tmp_pa
         fed.stop()
     participants = {e["round"]: e["participants"] for e in result["history"][1:]}
     assert participants[1] == ["hospital_a", "hospital_b"]
-    assert participants[2] == ["hospital_a", "hospital_c"]  # c served after its restart
+    # c served round 2 after its worker's restart. b's round-2 update dies with its
+    # SuperNode, unless the restarted node is back before round 2 closes (Flower lets the
+    # old session go about a minute after the crash; the round waits 90 s) and delivers it
+    assert participants[2] in (["hospital_a", "hospital_c"],
+                               ["hospital_a", "hospital_b", "hospital_c"])
     # b's daemon restarts its SuperNode once Flower lets the old session go (about a
     # minute after the crash); b then joins the rounds again
     assert "hospital_b" in participants[4] + participants[5]
     assert "restart 1/" in (tmp_path / "site-state" / "hospital_b.daemon.log").read_text()
     assert restarted_worker != killed_worker
     assert _worker_log(fed, "hospital_c").count("worker serving") == 2
-    ledger = PrivacyLedger.open(fed.root / "site-state" / "hospital_c" / "privacy-ledger.json",
-                                epsilon_budget=8.0, delta=1e-5)
-    round_ids = [e.round_id for e in ledger.entries]
-    assert len(round_ids) == len(set(round_ids))  # one charge per release
+    for name in ("hospital_b", "hospital_c"):  # one charge per release, restarts or not
+        ledger = PrivacyLedger.open(fed.root / "site-state" / name / "privacy-ledger.json",
+                                    epsilon_budget=8.0, delta=1e-5)
+        round_ids = [e.round_id for e in ledger.entries]
+        assert len(round_ids) == len(set(round_ids)), name
     assert dp_rounds(fed, "hospital_c").count("local/round-2") == 1
+    assert dp_rounds(fed, "hospital_b").count("local/round-2") <= 1
