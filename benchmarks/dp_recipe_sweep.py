@@ -102,6 +102,10 @@ class Recipe:
     init_seed: int = 0  # torch seed of the initial weights
     tie: bool = False  # the output head shares the token embedding's weights
     stop_early: bool = False  # central: up to 3 x rounds x steps, kept at the best tuning loss
+    # also score an exponential moving average of the global model over the rounds for each
+    # decay (post-processing of the released updates: no privacy cost; the rounds still
+    # start from the last global, so the row's own scores are unchanged)
+    ema: tuple[float, ...] = ()
 
 
 BASE = Recipe("base")  # fed_vs_central's defaults today
@@ -187,6 +191,14 @@ RECIPES = {r.name: r for r in [
     # (not private): if this lifts the features off the untrained floor, the noise holds them
     replace(BASE, name="batch128-lr4x-warm-es-mix32-rounds16-no-noise", batch=128, steps=20,
             rounds=16, lr=8e-3, warm=300, warm_stop=True, anchor_per_step=32, noise_scale=0.0),
+    # under DP a weight whose gradient is mostly noise walks about lr per step: averaging
+    # the global model over the last rounds (De et al. 2022 average their DP-SGD iterates)
+    # cancels the part of that walk that the loss pulls back, paired on one run
+    replace(BASE, name="batch128-lr4x-warm-es-mix32-rounds16-ema", batch=128, steps=20,
+            rounds=16, lr=8e-3, warm=300, warm_stop=True, anchor_per_step=32,
+            ema=(0.5, 0.8, 0.9)),
+    replace(BASE, name="batch128-lr4x-warm-es-mix32-ema", batch=128, steps=20, lr=8e-3,
+            warm=300, warm_stop=True, anchor_per_step=32, ema=(0.5, 0.8)),
     replace(BASE, name="batch128-lr4x-warm-es-mix32-no-noise", batch=128, steps=20, lr=8e-3,
             warm=300, warm_stop=True, anchor_per_step=32, noise_scale=0.0),
     # without noise the 320 steps lift the features to the counts: how much privacy would
@@ -309,6 +321,7 @@ def run_recipe(recipe: Recipe, world, args) -> dict:
             noises[name] = max(1e-9, recipe.noise_scale * noise_multiplier_for(  # Opacus: > 0
                 recipe.epsilon - VOCAB_EPSILON, delta=DELTA, sample_rate=q,
                 steps=recipe.rounds * recipe.steps))
+        averages = {}  # decay -> the global model's moving average (recipe.ema)
         for rnd in range(recipe.rounds):
             start = {k: v.detach().clone() for k, v in model.state_dict().items()}
             total = {k: torch.zeros_like(v) for k, v in start.items()}
@@ -334,6 +347,7 @@ def run_recipe(recipe: Recipe, world, args) -> dict:
                     total[k] += d.patients * (v - start[k])
                 weight += d.patients
             model.load_state_dict({k: start[k] + total[k] / weight for k in start})
+            averages = {b: ema_step(averages.get(b), model.state_dict(), b) for b in recipe.ema}
             if recipe.anchor_per_round:
                 train(model, world["anchor_train"], steps=recipe.anchor_per_round,
                       batch_size=32, lr=2e-3, dp=None, seed=rnd + 1)
@@ -350,11 +364,21 @@ def run_recipe(recipe: Recipe, world, args) -> dict:
     if args.save_models:
         args.save_models.mkdir(parents=True, exist_ok=True)
         torch.save(final, args.save_models / f"{recipe.name}-seed{args.data_seed}.pt")
+    for b in recipe.ema:
+        model.load_state_dict(averages[b])
+        row.setdefault("ema", {})[str(b)] = scores(model, world)
     for a in recipe.interpolate:
         model.load_state_dict({k: warm_state[k] + a * (v - warm_state[k])
                                if v.is_floating_point() else v for k, v in final.items()})
         row.setdefault("interpolated", {})[str(a)] = scores(model, world)
     return row
+
+
+def ema_step(average: dict | None, state: dict, decay: float) -> dict:
+    """decay x average + (1 - decay) x state; the state itself when there is no average yet."""
+    if average is None:
+        return {k: v.detach().clone() for k, v in state.items()}
+    return {k: decay * average[k] + (1 - decay) * v for k, v in state.items()}
 
 
 def warm_start(model, recipe: Recipe, world) -> None:
@@ -657,11 +681,15 @@ def main(argv=None) -> int:
                   f"noise {row['noise']}" + zero_shot_words(row)
                   + (f"  best step {row['best_step']} of {row['steps_run']}"
                      if "best_step" in row else ""), flush=True)
-            for a, r in row.get("interpolated", {}).items():
-                print(f"  warm + {a} x (final - warm): loss {r['mean_tuning_loss']:.3f}  anchor "
+            extra = {f"warm + {a} x (final - warm)": r
+                     for a, r in row.get("interpolated", {}).items()}
+            extra.update({f"moving average, decay {b}": r for b, r in row.get("ema", {}).items()})
+            for label, r in extra.items():
+                print(f"  {label}: loss {r['mean_tuning_loss']:.3f}  anchor "
                       f"{r['anchor_tuning_loss']:.3f} (own tokens "
                       f"{r['anchor_own_tokens_loss']:.3f})  probe "
-                      f"{r['auroc']['probe']['mean']:.3f}", flush=True)
+                      f"{r['auroc']['probe']['mean']:.3f} (last+mean "
+                      f"{r['auroc']['probe_last_mean']['mean']:.3f})", flush=True)
     print("\n| recipe | tuning loss | anchor loss | probe AUROC (mean) | "
           + " | ".join(k for k in rows[0]["auroc"]["probe"] if k != "mean") + " |")
     for r in rows:
