@@ -106,6 +106,7 @@ class Recipe:
     # decay (post-processing of the released updates: no privacy cost; the rounds still
     # start from the last global, so the row's own scores are unchanged)
     ema: tuple[float, ...] = ()
+    score_rounds: bool = False  # also score the global model after each round
 
 
 BASE = Recipe("base")  # fed_vs_central's defaults today
@@ -199,6 +200,10 @@ RECIPES = {r.name: r for r in [
             ema=(0.5, 0.8, 0.9)),
     replace(BASE, name="batch128-lr4x-warm-es-mix32-ema", batch=128, steps=20, lr=8e-3,
             warm=300, warm_stop=True, anchor_per_step=32, ema=(0.5, 0.8)),
+    # is the 0.8 average (half of it round 1's global) better for averaging out noise, or
+    # for being less trained? Each round's global scored on the same run
+    replace(BASE, name="batch128-lr4x-warm-es-mix32-ema-rounds", batch=128, steps=20, lr=8e-3,
+            warm=300, warm_stop=True, anchor_per_step=32, ema=(0.8,), score_rounds=True),
     replace(BASE, name="batch128-lr4x-warm-es-mix32-no-noise", batch=128, steps=20, lr=8e-3,
             warm=300, warm_stop=True, anchor_per_step=32, noise_scale=0.0),
     # without noise the 320 steps lift the features to the counts: how much privacy would
@@ -322,6 +327,7 @@ def run_recipe(recipe: Recipe, world, args) -> dict:
                 recipe.epsilon - VOCAB_EPSILON, delta=DELTA, sample_rate=q,
                 steps=recipe.rounds * recipe.steps))
         averages = {}  # decay -> the global model's moving average (recipe.ema)
+        per_round = {}  # round -> the scores of its global model (recipe.score_rounds)
         for rnd in range(recipe.rounds):
             start = {k: v.detach().clone() for k, v in model.state_dict().items()}
             total = {k: torch.zeros_like(v) for k, v in start.items()}
@@ -348,6 +354,8 @@ def run_recipe(recipe: Recipe, world, args) -> dict:
                 weight += d.patients
             model.load_state_dict({k: start[k] + total[k] / weight for k in start})
             averages = {b: ema_step(averages.get(b), model.state_dict(), b) for b in recipe.ema}
+            if recipe.score_rounds:
+                per_round[str(rnd + 1)] = scores(model, world)
             if recipe.anchor_per_round:
                 train(model, world["anchor_train"], steps=recipe.anchor_per_round,
                       batch_size=32, lr=2e-3, dp=None, seed=rnd + 1)
@@ -364,6 +372,8 @@ def run_recipe(recipe: Recipe, world, args) -> dict:
     if args.save_models:
         args.save_models.mkdir(parents=True, exist_ok=True)
         torch.save(final, args.save_models / f"{recipe.name}-seed{args.data_seed}.pt")
+    if recipe.score_rounds:
+        row["rounds"] = per_round
     for b in recipe.ema:
         model.load_state_dict(averages[b])
         row.setdefault("ema", {})[str(b)] = scores(model, world)
@@ -684,6 +694,7 @@ def main(argv=None) -> int:
             extra = {f"warm + {a} x (final - warm)": r
                      for a, r in row.get("interpolated", {}).items()}
             extra.update({f"moving average, decay {b}": r for b, r in row.get("ema", {}).items()})
+            extra.update({f"global after round {n}": r for n, r in row.get("rounds", {}).items()})
             for label, r in extra.items():
                 print(f"  {label}: loss {r['mean_tuning_loss']:.3f}  anchor "
                       f"{r['anchor_tuning_loss']:.3f} (own tokens "
