@@ -327,7 +327,8 @@ def run_recipe(recipe: Recipe, world, args) -> dict:
                 recipe.epsilon - VOCAB_EPSILON, delta=DELTA, sample_rate=q,
                 steps=recipe.rounds * recipe.steps))
         averages = {}  # decay -> the global model's moving average (recipe.ema)
-        per_round = {}  # round -> the scores of its global model (recipe.score_rounds)
+        # round -> the scores of its global model, 0 the warm start (recipe.score_rounds)
+        per_round = {"0": scores(model, world)} if recipe.score_rounds else {}
         for rnd in range(recipe.rounds):
             start = {k: v.detach().clone() for k, v in model.state_dict().items()}
             total = {k: torch.zeros_like(v) for k, v in start.items()}
