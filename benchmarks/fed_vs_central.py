@@ -70,7 +70,10 @@ and the three (c), answer zero-shot with (b) and evaluate each arm as soon as
 it is trained. Each process has ``--threads`` torch threads (default 1: two on
 busy cores measured up to 10x slower). On a quiet 2-core machine (2026-12-06)
 a default run took 25.1, 25.2 and 25.9 minutes (data seeds 0, 1, 2); seed 0:
-(b) 502 s, then 1,002 s for the rest. One after the other it took 29.1 (d
+(b) 502 s, then 1,002 s for the rest. With the cheaper training step of that
+night (benchmarks/step_cost_bench.py) seed 2 took 24.0 minutes and seed 0 25.2
+((b) 533 s, then 976 s): one run's time moves by about 30 s on this machine.
+One after the other it took 29.1 (d
 434 s, then (a) 613 s beside the (c) arms, then 151 s of evaluation and
 zero-shot): the federations keep both
 cores 91 % busy, so what sharing gains is the idle core beside (a) and beside
