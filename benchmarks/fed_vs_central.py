@@ -73,11 +73,10 @@ a default run took 25.1, 25.2 and 25.9 minutes (data seeds 0, 1, 2); seed 0:
 (b) 502 s, then 1,002 s for the rest. With the cheaper training step of that
 night (benchmarks/step_cost_bench.py) seed 2 took 24.0 minutes and seed 0 25.2
 ((b) 533 s, then 976 s): one run's time moves by about 30 s on this machine.
-One after the other it took 29.1 (d
-434 s, then (a) 613 s beside the (c) arms, then 151 s of evaluation and
-zero-shot): the federations keep both
-cores 91 % busy, so what sharing gains is the idle core beside (a) and beside
-the evaluations. Run times of the arms printed at the end overlap (the
+One after the other it took 29.1 (d 434 s, then (a) 613 s beside the (c) arms,
+then 151 s of evaluation and zero-shot): the federations keep both cores 91 %
+busy, so what sharing gains is the idle core beside (a) and beside the
+evaluations. Run times of the arms printed at the end overlap (the
 federation (d) slows (a) and (c) while it runs). ``--keep DIR --reuse`` reruns
 everything after the federations on the ones kept in DIR, and reuses an (a) or
 (c) kept there when it was trained with the same settings (options that only
