@@ -25,6 +25,8 @@ def main(grid: Grid, context: Context) -> None:
 
     logging.basicConfig(level=logging.INFO, stream=sys.stdout,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # one line per request otherwise, each pushed to the SuperLink's log store
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     cfg = load_federation_config(Path(str(context.run_config["federation-config"])))
     resume = bool(context.run_config.get("resume", False))
     Federation(cfg).run(grid, resume=resume)
