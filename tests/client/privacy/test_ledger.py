@@ -11,6 +11,7 @@ from opacus.accountants.utils import get_noise_multiplier
 
 from fedehr.client.privacy import BudgetExceededError, PrivacyLedger
 from fedehr.shared.errors import ConfigError, DataError
+from fedehr.shared.privacy.accounting import epsilon_of
 
 DELTA = 1e-5
 
@@ -45,6 +46,14 @@ def test_spent_matches_opacus_rdp_accountant_over_the_whole_history(tmp_path):
     opacus = RDPAccountant()
     opacus.history = [(1.1, 0.02, 50), (0.9, 0.05, 30)]
     assert ledger.spent() == pytest.approx(opacus.get_epsilon(delta=DELTA), rel=1e-9)
+
+
+def test_epsilon_of_equals_opacus_rdp_exactly_with_its_per_release_cache():
+    history = [(5.0, 1.0, 1), (0.85, 0.083, 20), (0.9, 0.05, 30), (0.85, 0.083, 20)]
+    for end in range(1, len(history) + 1):  # the repeated release comes from the cache
+        opacus = RDPAccountant()
+        opacus.history = history[:end]
+        assert epsilon_of(history[:end], delta=DELTA) == opacus.get_epsilon(delta=DELTA)
 
 
 def test_same_round_id_is_charged_once(tmp_path):
