@@ -52,8 +52,8 @@ from fedehr.client.privacy.count_release import release_code_counts, release_val
 from fedehr.client.privacy.dp_sgd import DPConfig, train_dp
 from fedehr.client.privacy.metric_release import noised_mean_loss
 from fedehr.client.privacy.noise import derived_key, fresh_key, numpy_generator
-from fedehr.client.site_data import anchor_windows, site_mapping
-from fedehr.client.warm_state import site_data
+from fedehr.client.site_data import site_mapping
+from fedehr.client.warm_state import anchor_windows, site_data
 from fedehr.shared import messages as M
 from fedehr.shared.atomic import write_bytes, write_text
 from fedehr.shared.data import schema as S

@@ -1,7 +1,8 @@
 """What the long-lived site worker keeps in memory between messages.
 
 Only the site's tokenized data (token cache, note and image vectors, patient
-windows): re-reading it per message costs seconds, and it is a pure function
+windows) and the public anchor's training windows: rebuilding them per message
+costs seconds, and it is a pure function
 of the data files, the vocabulary and the site's data settings, all part of
 the key, so a stale copy cannot be served. The privacy ledger and stored
 replies are never cached: they are read from disk for every message so that
@@ -17,16 +18,19 @@ import json
 
 from fedehr.client.config import SiteConfig
 from fedehr.client.site_data import SiteData, cached_fingerprint, prepare_site_data
+from fedehr.client.site_data import anchor_windows as build_anchor_windows
 from fedehr.shared.data.dataset import MEDSDataset
 from fedehr.shared.tokenizer.vocabulary import Vocabulary
+from fedehr.shared.tokenizer.windows import PatientWindows
 
 _enabled = False
 _latest: tuple[str, SiteData] | None = None  # one entry: the current run's data
+_anchor: tuple[str, PatientWindows] | None = None  # and its anchor windows
 
 
 def keep_in_memory(on: bool = True) -> None:
-    global _enabled, _latest
-    _enabled, _latest = on, None
+    global _enabled, _latest, _anchor
+    _enabled, _latest, _anchor = on, None, None
 
 
 def site_data(site: SiteConfig, vocab: Vocabulary, *, max_len: int, note_dim: int,
@@ -51,3 +55,18 @@ def site_data(site: SiteConfig, vocab: Vocabulary, *, max_len: int, note_dim: in
                              image_dim=image_dim)
     _latest = (key, data)
     return data
+
+
+def anchor_windows(site: SiteConfig, vocab: Vocabulary, *, fingerprint: str, max_len: int,
+                   note_dim: int, image_dim: int) -> PatientWindows:
+    """site_data.anchor_windows, served from memory for the same anchor and vocabulary."""
+    global _anchor
+    key = json.dumps([str(site.anchor), fingerprint, vocab.hash, max_len, note_dim, image_dim])
+    if _enabled and _anchor is not None and _anchor[0] == key:
+        _anchor[1].set_epoch(0)
+        return _anchor[1]
+    windows = build_anchor_windows(site, vocab, fingerprint=fingerprint, max_len=max_len,
+                                   note_dim=note_dim, image_dim=image_dim)
+    if _enabled:
+        _anchor = (key, windows)
+    return windows

@@ -135,6 +135,38 @@ def test_public_anchor_windows_join_the_batches_at_the_same_charge(site, tmp_pat
     assert not all(torch.equal(mixed[0][k], plain[0][k]) for k in plain[0])
 
 
+def test_a_warm_worker_mixes_in_the_same_anchor_windows_as_a_cold_process(site, tmp_path):
+    """The worker keeps the tokenized anchor between rounds (warm_state); a round served
+    from memory gives the same update, bit for bit, as one that tokenized it afresh."""
+    import dataclasses
+
+    from fedehr.client import warm_state
+    from fedehr.shared.anchor import Anchor
+    from fedehr.shared.data.anchor import fetch_anchor
+
+    anchor = fetch_anchor()
+    extra = {M.ANCHOR_PER_STEP: 4,
+             M.ANCHOR_FINGERPRINT: Anchor.load(anchor, tmp_path / "cache").fingerprint}
+    seed = tmp_path / "seed"
+    seed.write_bytes(b"the same noise for every twin")
+
+    def twin(name: str) -> SiteConfig:
+        return dataclasses.replace(site, state_dir=tmp_path / name, anchor=anchor,
+                                   privacy=dataclasses.replace(site.privacy,
+                                                               noise_seed_file=seed))
+
+    cold = _round(twin("cold"), **extra)[0]
+    warm_state.keep_in_memory()
+    try:
+        _round(twin("first"), **extra)
+        kept = warm_state._anchor[1]
+        warm = _round(twin("warm"), **extra)[0]
+        assert warm_state._anchor[1] is kept  # served from memory, not tokenized again
+    finally:
+        warm_state.keep_in_memory(False)
+    assert all(torch.equal(cold[k], warm[k]) for k in cold)
+
+
 def test_a_site_whose_anchor_is_not_the_servers_refuses_before_training(site, tmp_path):
     import dataclasses
 
