@@ -2,11 +2,11 @@
 
 Only the site's tokenized data (token cache, note and image vectors, patient
 windows) and the public anchor's training windows: rebuilding them per message
-costs seconds, and it is a pure function
-of the data files, the vocabulary and the site's data settings, all part of
-the key, so a stale copy cannot be served. The privacy ledger and stored
-replies are never cached: they are read from disk for every message so that
-accounting stays exact across crashes and restarts.
+costs seconds, and each is a pure function of what its key holds (the data files
+or the anchor's fingerprint, the vocabulary, the data settings), so a stale copy
+cannot be served. The privacy ledger and stored replies are never cached: they
+are read from disk for every message so that accounting stays exact across
+crashes and restarts.
 
 Off by default (Flower's per-message `flwr-clientapp` gains nothing from it);
 the worker turns it on.

@@ -193,6 +193,16 @@ def test_replies_are_pulled_a_few_at_a_time_and_a_silent_site_ends_at_the_timeou
     assert grid.largest_pull == 1
 
 
+def test_a_long_wait_asks_the_superlink_less_and_less_often():
+    """Each pull is a query in the SuperLink; at a steady pause the polls of a round of
+    minutes took 30 % of a core from the sites' training (2 cores)."""
+    grid = ArrivingGrid(_sites(0), silent=2)
+    messages = [SimpleNamespace(metadata=SimpleNamespace(dst_node_id=n)) for n in (1, 2)]
+    assert not list(stream_replies(grid, messages, timeout=2.0, poll=0.01, max_poll=0.4))
+    steady = 2 * 2.0 / 0.01  # two pending messages pulled every 0.01 s (746 measured)
+    assert grid._sweeps <= steady / 5  # 40 measured: 0.01 s doubling up to 0.4 s
+
+
 class UploadingGrid(ArrivingGrid):
     """The first site's reply is still uploading: Flower's grid would hold its pull until
     every array is in (up to two hours)."""
