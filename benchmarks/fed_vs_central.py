@@ -76,8 +76,15 @@ night (benchmarks/step_cost_bench.py) seed 2 took 24.0 minutes and seed 0 25.2
 One after the other it took 29.1 (d 434 s, then (a) 613 s beside the (c) arms,
 then 151 s of evaluation and zero-shot): the federations keep both cores 91 %
 busy, so what sharing gains is the idle core beside (a) and beside the
-evaluations. Run times of the arms printed at the end overlap (the
-federation (d) slows (a) and (c) while it runs). ``--keep DIR --reuse`` reruns
+evaluations. On 2026-12-07 the machine was slower: step_cost_bench's unchanged
+"before" steps took 10-20 % longer than their record, and every phase of a run
+grew, evaluation and zero-shot included, which nothing had changed. Seed 1 took
+30.1 minutes ((b) 629 s, then 1,170 s; 25.2 minutes and 490 s on 12-06). That
+day's cuts in a round's overhead: the ServerApp's polling (its rounds of (b)
+alone 152 s before, 131 s after, two runs one after the other), the cached RDP
+accounting (1.0 s of 2.0 s per site and round) and the anchor's windows kept by
+the site worker (1.8 s per site and round). Run times of the arms printed at the
+end overlap (the federation (d) slows (a) and (c) while it runs). ``--keep DIR --reuse`` reruns
 everything after the federations on the ones kept in DIR, and reuses an (a) or
 (c) kept there when it was trained with the same settings (options that only
 change the evaluation, such as --test-rows, do not count).
