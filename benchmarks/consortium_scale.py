@@ -87,10 +87,14 @@ class NoisedSitesGrid:
         return list(range(1, self.sites + 1))
 
     def push_messages(self, messages):
+        from flwr.app import ArrayRecord
+
+        from fedehr.shared.packed_arrays import unpack
+
         self._sent = {}
         for i, msg in enumerate(messages):
             self._sent[f"m{i}"] = (msg.metadata.dst_node_id,
-                                   {k: v.numpy() for k, v in msg.content["arrays"].items()}
+                                   unpack(ArrayRecord(dict(msg.content["arrays"].items())))
                                    if i == 0 else None)
         self._global = self._sent["m0"][1]
         return list(self._sent)
@@ -98,21 +102,21 @@ class NoisedSitesGrid:
     def pull_messages(self, message_ids):
         from types import SimpleNamespace
 
-        from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+        from flwr.app import ConfigRecord, MetricRecord, RecordDict
 
         from fedehr.shared import messages as M
+        from fedehr.shared.packed_arrays import pack
 
         replies = []
         for mid in message_ids:
             node, _ = self._sent[mid]
             arrays = {}
-            for k, v in self._global.items():  # one float32 copy, then its serialised bytes
+            for k, v in self._global.items():
                 noised = np.random.default_rng(node).standard_normal(v.shape, dtype=v.dtype)
                 noised *= self.sigma
                 noised += v
-                arrays[k] = Array(noised)
-                del noised
-            content = RecordDict({M.ARRAYS: ArrayRecord(arrays),
+                arrays[k] = noised
+            content = RecordDict({M.ARRAYS: pack(arrays),  # as the sites send them
                                   M.METRICS: MetricRecord({M.NUM_EXAMPLES: float(node)}),
                                   M.SITE: ConfigRecord({M.SITE_NAME: f"site-{node:03d}"})})
             replies.append(SimpleNamespace(
@@ -262,11 +266,12 @@ def with_site_config(msg, context, call_next):
 
 
 def client_app(kind: str, secure: bool):
-    from flwr.app import Array, ArrayRecord, MetricRecord
+    from flwr.app import MetricRecord
     from flwr.clientapp import ClientApp
 
     from fedehr.client import flower_app as plain
     from fedehr.shared import messages as M
+    from fedehr.shared.packed_arrays import pack, unpack
 
     if secure:
         from flwr.client.mod import secaggplus_mod
@@ -288,13 +293,12 @@ def client_app(kind: str, secure: bool):
         """The global weights plus noise of a DP update's size; no DP-SGD."""
         partition = int(context.node_config["partition-id"])
         rng = np.random.default_rng(partition)
-        state = {k: v.numpy() + rng.normal(0, 1e-3, v.numpy().shape).astype(np.float32)
-                 for k, v in msg.content[M.ARRAYS].items()}
+        state = {k: v + rng.normal(0, 1e-3, v.shape).astype(np.float32)
+                 for k, v in unpack(msg.content[M.ARRAYS]).items()}
         metrics = {M.NUM_EXAMPLES: 1.0, M.EPSILON: 0.0, M.EPSILON_BUDGET: 8.0,
                    M.DELTA: 1e-5, M.NOISE_MULTIPLIER: 1.0}
         return plain._reply(msg, f"site-{partition:03d}", **{
-            M.ARRAYS: ArrayRecord({k: Array(v) for k, v in state.items()}),
-            M.METRICS: MetricRecord(metrics)})
+            M.ARRAYS: pack(state), M.METRICS: MetricRecord(metrics)})
 
     return app
 

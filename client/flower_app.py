@@ -14,7 +14,7 @@ import logging
 import os
 from pathlib import Path
 
-from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedehr.client import activity
@@ -86,17 +86,18 @@ def query(msg: Message, context: Context) -> Message:
 def train(msg: Message, context: Context) -> Message:
     from fedehr.client import site_handlers as H
     from fedehr.shared import update_compression as compression
+    from fedehr.shared.packed_arrays import pack, unpack_torch
 
     site = None
     try:
         site = _site(context)
-        arrays = compression.received(msg.content[M.ARRAYS].to_torch_state_dict())
+        arrays = compression.received(unpack_torch(msg.content[M.ARRAYS]))
         config = dict(msg.content[M.CONFIG])
         state, metrics = H.train_round(site, arrays, config)
         if config.get(M.UPDATE_COMPRESSION) == compression.FLOAT16:  # after the DP noise
             state = compression.encode(state, arrays)
             metrics = {**metrics, M.UPDATE_FLOAT16_DELTA: 1.0}
-        return _reply(msg, site.name, **{M.ARRAYS: ArrayRecord(state),
+        return _reply(msg, site.name, **{M.ARRAYS: pack(state),
                                          M.METRICS: MetricRecord(metrics)})
     except Exception as exc:  # noqa: BLE001
         return _refuse(msg, exc, site)
@@ -106,11 +107,12 @@ def train(msg: Message, context: Context) -> Message:
 def evaluate(msg: Message, context: Context) -> Message:
     from fedehr.client import site_handlers as H
     from fedehr.shared import update_compression as compression
+    from fedehr.shared.packed_arrays import unpack_torch
 
     site = None
     try:
         site = _site(context)
-        arrays = compression.received(msg.content[M.ARRAYS].to_torch_state_dict())
+        arrays = compression.received(unpack_torch(msg.content[M.ARRAYS]))
         metrics = H.evaluate_round(site, arrays, dict(msg.content[M.CONFIG]))
         return _reply(msg, site.name, **{M.METRICS: MetricRecord(metrics)})
     except Exception as exc:  # noqa: BLE001

@@ -57,7 +57,7 @@ from fedehr.server.strategies import (
     restore_strategy_state,
     strategy_state,
 )
-from fedehr.server.streaming import LazyArrays, RunningMean, drain_arrays, stream_replies
+from fedehr.server.streaming import RunningMean, stream_replies
 from fedehr.server.vocab_round import run_vocab_round
 from fedehr.shared import messages as M
 from fedehr.shared.anchor import Anchor
@@ -69,11 +69,11 @@ from fedehr.shared.checkpoint.signing import sha256_file
 from fedehr.shared.data import schema as S
 from fedehr.shared.errors import FedEHRError
 from fedehr.shared.model import EHRModel, ModelConfig
+from fedehr.shared.packed_arrays import MalformedArrays, payload_bytes, unpack
 from fedehr.shared.pki import PKIPaths
 from fedehr.shared.tokenizer.vocabulary import Vocabulary
 from fedehr.shared.training import evaluate, train, train_early_stopped
 from fedehr.shared.update_compression import FLOAT16, for_download
-from fedehr.shared.update_compression import NONE as NO_COMPRESSION
 from fedehr.shared.update_compression import decode as decode_update
 
 log = logging.getLogger("fedehr.server")
@@ -355,7 +355,7 @@ class Federation:
         messages = self._as_downloaded(model, self.strategy.configure_train(
             rnd, ArrayRecord(model.state_dict()), ConfigRecord(config), grid))
         sent = len(messages)
-        bytes_out = LazyArrays(messages[0].content[M.ARRAYS]).nbytes * sent if messages else 0
+        bytes_out = payload_bytes(messages[0].content[M.ARRAYS]) * sent if messages else 0
         outcome = RoundOutcome(mode=aggregation_mode(self.strategy))
         replies = stream_replies(grid, messages, self.cfg.round_timeout,
                                  addressed=outcome.addressed)
@@ -384,14 +384,14 @@ class Federation:
                 outcome.fold_cpu_seconds + time.thread_time() - cpu_started, 4)})
 
     def _as_downloaded(self, model: EHRModel, messages: Iterable[Message]) -> list[Message]:
-        """The strategy's messages carrying the model as the sites download it
-        (local.download_compression). The strategy itself was handed float32: FedAdam
-        steps from its copy, which must not be the rounded one."""
+        """The strategy's messages carrying the model as the sites download it: packed
+        (shared.packed_arrays), in float16 with local.download_compression. The strategy
+        itself was handed float32: FedAdam steps from its copy, which must not be the
+        rounded one."""
         messages = list(messages)
-        if self.cfg.local.download_compression != NO_COMPRESSION:
-            download = for_download(model.state_dict(), self.cfg.local.download_compression)
-            for message in messages:
-                message.content[M.ARRAYS] = download
+        download = for_download(model.state_dict(), self.cfg.local.download_compression)
+        for message in messages:
+            message.content[M.ARRAYS] = download
         return messages
 
     def _aggregate(self, rnd: int, outcome: RoundOutcome) -> dict[str, torch.Tensor]:
@@ -455,13 +455,15 @@ class Federation:
         self.nodes.learn(reply)
         site = _site_name(reply)
         metrics = dict(reply.content[M.METRICS])
-        outcome.bytes_in += LazyArrays(reply.content[M.ARRAYS]).nbytes  # as sent
+        outcome.bytes_in += payload_bytes(reply.content[M.ARRAYS])  # as sent
+        try:  # empties the reply's record: its bytes are freed as the arrays are read
+            site_arrays = unpack(reply.content[M.ARRAYS])
+        except MalformedArrays as exc:
+            outcome.rejected[site] = str(exc)
+            log.warning("rejected the update of %s: %s", site, exc)
+            return
         if metrics.get(M.UPDATE_FLOAT16_DELTA):
-            reply.content[M.ARRAYS] = decode_update(reply.content[M.ARRAYS], reference)
-        if outcome.mode == BUFFERED:
-            site_arrays = {k: np.asarray(v.numpy()) for k, v in reply.content[M.ARRAYS].items()}
-        else:  # read one array at a time: the reply's bytes are its only full copy
-            site_arrays = LazyArrays(reply.content[M.ARRAYS])
+            site_arrays = decode_update(site_arrays, reference)
         verdict = screen_update(reference, site_arrays, self.cfg.bounds.max_update_norm)
         if verdict.update_norm:
             outcome.update_norms[site] = verdict.update_norm
@@ -472,11 +474,12 @@ class Federation:
             log.warning("rejected the update of %s: %s", site, reason)
             return
         outcome.site_metrics[site] = metrics
-        if outcome.mode == BUFFERED:
+        if outcome.mode == BUFFERED:  # Flower's strategy reads the arrays from the reply
+            reply.content[M.ARRAYS] = ArrayRecord({k: Array(v) for k, v in site_arrays.items()})
             outcome.held.append(reply)
             return
         started, cpu_started = time.monotonic(), time.thread_time()
-        outcome.mean.fold(drain_arrays(reply.content[M.ARRAYS]), float(weight))
+        outcome.mean.fold(site_arrays.items(), float(weight))
         outcome.fold_seconds += time.monotonic() - started
         outcome.fold_cpu_seconds += time.thread_time() - cpu_started
 

@@ -21,10 +21,10 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 
 import numpy as np
-from flwr.app import ArrayRecord, Message
+from flwr.app import Message
 from flwr.serverapp import Grid
 
 # Replies are pulled one per request: a pull inflates every reply it returns
@@ -55,7 +55,7 @@ class RunningMean:
         self.count = 0
 
     def fold(self, arrays: Iterable[tuple[str, np.ndarray]], weight: float) -> None:
-        """Add `weight * arrays`; `arrays` may be lazy so only one array is materialised."""
+        """Add `weight * arrays`."""
         if not (math.isfinite(weight) and weight > 0):
             raise ValueError(f"an update's weight must be positive and finite, not {weight}")
         names = set()
@@ -92,38 +92,6 @@ def _add_weighted(total: np.ndarray, array: np.ndarray, weight: float) -> None:
     for start in range(0, flat.size, FOLD_CHUNK):
         stop = start + FOLD_CHUNK
         flat_total[start:stop] += np.multiply(flat[start:stop], weight, dtype=np.float64)
-
-
-class LazyArrays(Mapping):
-    """A reply's arrays, deserialised one at a time when read (for screening).
-
-    Screening reads every array once to check it; only the array being read
-    is a numpy copy beside the reply's serialised bytes.
-    """
-
-    def __init__(self, record: ArrayRecord):
-        self._record = record
-
-    def __getitem__(self, name: str) -> np.ndarray:
-        return np.asarray(self._record[name].numpy())
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(list(self._record.keys()))
-
-    def __len__(self) -> int:
-        return len(self._record)
-
-    @property
-    def nbytes(self) -> int:
-        return sum(int(np.prod(a.shape)) * np.dtype(a.dtype).itemsize
-                   for a in self._record.values())
-
-
-def drain_arrays(record: ArrayRecord) -> Iterator[tuple[str, np.ndarray]]:
-    """(name, array) of each of the record's arrays, dropping its serialised copy once read:
-    folding a reply this way holds its bytes and one array, never a second full copy."""
-    for name in list(record.keys()):
-        yield name, np.asarray(record.pop(name).numpy())
 
 
 def stream_replies(grid: Grid, messages: Iterable[Message], timeout: float,

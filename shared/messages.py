@@ -25,6 +25,8 @@ Secure rounds (`secure_aggregation: true`, Flower's legacy SecAgg+ messages)
   train reply     FitRes: the update (trained minus global weights), masked by
                   SecAgg+ so the server only ever sums it; metrics as above + site name
                   and SECAGG_CLIPPED
+Arrays travel packed (shared.packed_arrays): one Flower Array per dtype plus the
+layout, so a message is a few objects for the SuperLink to serve, not two per tensor.
 Nothing record-level ever leaves a site: only model arrays, aggregate
 metrics, and DP-noised, thresholded counts.
 """

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from flwr.app import Array, ArrayRecord
+from flwr.app import ArrayRecord
+
+from fedehr.shared.packed_arrays import pack
 
 NONE, FLOAT16 = "none", "float16"
 CHOICES = (NONE, FLOAT16)
@@ -36,28 +38,28 @@ def encode(trained: dict[str, torch.Tensor], start: dict[str, torch.Tensor]
             else value for name, value in trained.items()}
 
 
-def decode(record: ArrayRecord, reference: dict[str, np.ndarray]) -> ArrayRecord:
-    """The site's weights again (reference + difference, in the reference's dtype), one array
-    at a time; `record` is emptied as it is read. Names the reference lacks pass unchanged
-    (screening then refuses the update, naming them)."""
-    weights = ArrayRecord()
-    for name in list(record.keys()):
-        array = np.asarray(record.pop(name).numpy())
-        base = reference.get(name)
+def decode(arrays: dict[str, np.ndarray], reference: dict[str, np.ndarray]
+           ) -> dict[str, np.ndarray]:
+    """The site's weights again (reference + difference, in the reference's dtype).
+    Names the reference lacks pass unchanged (screening then refuses the update,
+    naming them)."""
+    weights = {}
+    for name in list(arrays):
+        array, base = arrays.pop(name), reference.get(name)
         if base is not None and np.issubdtype(base.dtype, np.floating) \
                 and array.shape == base.shape:
             array = base + array.astype(base.dtype)
-        weights[name] = Array(array)
+        weights[name] = array
     return weights
 
 
 def for_download(state: dict[str, torch.Tensor], how: str) -> ArrayRecord:
-    """The global model as the server sends it: floating-point tensors in float16 with
-    `how` "float16", as they are with "none"."""
+    """The global model as the server sends it, packed (shared.packed_arrays):
+    floating-point tensors in float16 with `how` "float16", as they are with "none"."""
     if how == FLOAT16:
         state = {name: value.to(torch.float16) if value.is_floating_point() else value
                  for name, value in state.items()}
-    return ArrayRecord(state)
+    return pack(state)
 
 
 def received(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

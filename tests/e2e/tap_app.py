@@ -20,6 +20,7 @@ from flwr.clientapp import ClientApp
 
 from fedehr.client import flower_app as real
 from fedehr.shared import messages as M
+from fedehr.shared.packed_arrays import pack, unpack, unpack_torch
 
 app = ClientApp()
 
@@ -32,9 +33,10 @@ def _tap(reply: Message) -> Message:
     dump: dict = {"error": reply.error.reason if reply.has_error() else None, "records": {}}
     if not reply.has_error():
         for key, record in reply.content.items():
-            if isinstance(record, ArrayRecord):
-                dump["records"][key] = {k: {"shape": list(v.shape), "dtype": v.dtype}
-                                        for k, v in record.items()}
+            if isinstance(record, ArrayRecord):  # unpacked from a copy: the reply goes on
+                arrays = unpack(ArrayRecord(dict(record.items())))
+                dump["records"][key] = {k: {"shape": list(v.shape), "dtype": v.dtype.name}
+                                        for k, v in arrays.items()}
             elif isinstance(record, ConfigRecord | MetricRecord):
                 dump["records"][key] = {k: v for k, v in record.items()}
     (folder / f"{uuid.uuid4().hex}.json").write_text(json.dumps(dump, default=str))
@@ -51,9 +53,9 @@ def train(msg: Message, context: Context) -> Message:
     reply = real.train(msg, context)
     saboteur = os.environ.get("FEDEHR_SABOTEUR")
     if not reply.has_error() and saboteur == reply.content[M.SITE][M.SITE_NAME]:
-        state = reply.content[M.ARRAYS].to_torch_state_dict()
-        state = {k: torch.full_like(v, float("nan")) for k, v in state.items()}
-        reply.content[M.ARRAYS] = ArrayRecord(state)
+        state = unpack_torch(reply.content[M.ARRAYS])
+        reply.content[M.ARRAYS] = pack({k: torch.full_like(v, float("nan"))
+                                        for k, v in state.items()})
     return _tap(reply)
 
 

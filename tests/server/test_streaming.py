@@ -20,6 +20,7 @@ from fedehr.server.strategies import build_strategy
 from fedehr.server.streaming import RunningMean, stream_replies
 from fedehr.shared import messages as M
 from fedehr.shared.data.anchor import fetch_anchor
+from fedehr.shared.packed_arrays import pack
 
 SHAPES = {"w": (1024, 512), "b": (512,)}  # a 2 MB model
 MODEL_BYTES = sum(4 * np.prod(s) for s in SHAPES.values())
@@ -90,7 +91,9 @@ class ArrivingGrid:
         arrays = _update(seed)
         if site == self.nan_site:
             arrays["b"][0] = np.nan
-        return Reply(mid, node, _record(arrays, weight, site))
+        content = _record(arrays, weight, site)
+        content[M.ARRAYS] = pack(arrays)  # as the sites send them
+        return Reply(mid, node, content)
 
 
 @pytest.fixture(scope="module")
@@ -254,8 +257,10 @@ def test_server_memory_during_a_round_does_not_grow_with_the_sites(tmp_path, anc
         return top
 
     # the model, its float64 sum (2x) and at most three replies (the caller's, one waiting,
-    # one being pulled; 7.1-7.6x measured), however many sites: holding 30 replies is 30x
-    assert peak(30) < 9 * MODEL_BYTES
+    # one being pulled), however many sites: holding 30 replies is 30x. Measured 7.0x or
+    # 8.5x: the reply being folded is one packed buffer, freed once folded, so whether it
+    # overlaps the next reply's arrival depends on the threads' timing.
+    assert peak(30) < 10 * MODEL_BYTES
 
 
 def test_streamed_fedavg_round_gives_flowers_fedavg_and_records_every_outcome(
