@@ -122,8 +122,8 @@ def _federate(fed: LocalFederation) -> tuple[dict, Path]:
         monitor = fed.serve_metrics()
         console.print(f"server metrics: {monitor.url}/metrics (health: {monitor.url}/healthz)")
         console.rule("[bold]4. Hospital sites (`fedehr site start`)")
+        fed.start_sites(*fed.site_yamls)
         for name in fed.site_yamls:
-            fed.start_site(name)
             console.print(f"{name}: site daemon running, SuperNode connected; metrics "
                           f"{fed.site_metrics_url(name)}/metrics")
         console.rule("[bold]5. Federated run: vocabulary round, warm start, DP rounds")

@@ -120,8 +120,15 @@ class LocalFederation:
     def start_all(self) -> None:
         """The server, then every hospital's site daemon."""
         self.start_server()
-        for name in self.site_yamls:
-            self.start_site(name)
+        self.start_sites(*self.site_yamls)
+
+    def start_sites(self, *names: str) -> None:
+        """Start the named site daemons together, then wait for each (they start in parallel:
+        about 6 s each on 2 cores, one after the other)."""
+        for name in names:
+            self.start_site(name, wait=False)
+        for name in names:
+            self.wait_site(name)
 
     def restart_server(self) -> str:
         """Start the SuperLink on the configured port and database (registrations persist)."""
@@ -162,13 +169,18 @@ class LocalFederation:
         if self.sites_allow_clientapp and self.clientapp not in (None, CLIENTAPP):
             self._allow_clientapp(path, site)
         env = {**os.environ, **self.site_env}
-        proc = self.supervisor.start(
+        self.supervisor.start(
             f"site-{name}", [sys.executable, "-m", "fedehr.shared.cli", "site", "start",
                              "--config", str(path), "--isolation", self.isolation],
             log=self.root / "site-state" / f"{name}.daemon.log", env=env)
         if wait:
-            wait_for_port("127.0.0.1", int(site["port"]), timeout=90, proc=proc,
-                          log=self.root / "site-state" / f"{name}.daemon.log")
+            self.wait_site(name)
+
+    def wait_site(self, name: str) -> None:
+        """Until the site daemon of `name` serves its worker port (fails if it exits)."""
+        port = int(yaml.safe_load(self.site_yamls[name].read_text())["port"])
+        wait_for_port("127.0.0.1", port, timeout=90, proc=self.supervisor.procs[f"site-{name}"],
+                      log=self.root / "site-state" / f"{name}.daemon.log")
 
     def _allow_clientapp(self, path: Path, site: dict) -> None:
         approval = site.setdefault("approval", {})

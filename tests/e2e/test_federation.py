@@ -78,8 +78,7 @@ def federation(tmp_path_factory, hospitals, anchor):
     try:
         fed.start_server()
         fed.serve_metrics()
-        for name in ("hospital_a", "hospital_b", "hospital_c"):
-            fed.start_site(name)
+        fed.start_sites("hospital_a", "hospital_b", "hospital_c")
         fed.start_site("hospital_d", wait=False)
         outsider_exit = fed.site_exit_code("hospital_d", timeout=60)
         run_id = fed.launch()
