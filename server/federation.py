@@ -456,7 +456,7 @@ class Federation:
         site = _site_name(reply)
         metrics = dict(reply.content[M.METRICS])
         outcome.bytes_in += payload_bytes(reply.content[M.ARRAYS])  # as sent
-        try:  # empties the reply's record: its bytes are freed as the arrays are read
+        try:  # views into the reply's bytes, which stay its only full copy
             site_arrays = unpack(reply.content[M.ARRAYS])
         except MalformedArrays as exc:
             outcome.rejected[site] = str(exc)

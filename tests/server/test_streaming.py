@@ -3,6 +3,7 @@ not grow with the number of sites, giving what Flower's batch strategies give.""
 
 from __future__ import annotations
 
+import json
 import time
 import tracemalloc
 from pathlib import Path
@@ -20,7 +21,7 @@ from fedehr.server.strategies import build_strategy
 from fedehr.server.streaming import RunningMean, stream_replies
 from fedehr.shared import messages as M
 from fedehr.shared.data.anchor import fetch_anchor
-from fedehr.shared.packed_arrays import pack
+from fedehr.shared.packed_arrays import LAYOUT, pack
 
 SHAPES = {"w": (1024, 512), "b": (512,)}  # a 2 MB model
 MODEL_BYTES = sum(4 * np.prod(s) for s in SHAPES.values())
@@ -281,6 +282,25 @@ def test_streamed_fedavg_round_gives_flowers_fedavg_and_records_every_outcome(
     assert set(trained.update_norms) == {s for s, _, _ in good} | {"site_noweight"}
     assert trained.bytes_in == MODEL_BYTES * (len(good) + 2)
     assert trained.aggregation_seconds > 0
+
+
+class GarblingGrid(ArrivingGrid):
+    """The first site's reply lists one value more in its layout than it carries."""
+
+    def _reply(self, mid):
+        reply = super()._reply(mid)
+        if reply.content is not None and reply.content[M.SITE][M.SITE_NAME] == "site_000":
+            arrays = reply.content[M.ARRAYS]
+            arrays[LAYOUT] = Array(np.frombuffer(json.dumps(
+                [["w", "float32", [1024, 512]], ["b", "float32", [513]]]).encode(), np.uint8))
+        return reply
+
+
+def test_an_update_whose_packing_does_not_add_up_is_rejected_and_the_round_goes_on(
+        tmp_path, anchor_root):
+    trained = _train(_federation(tmp_path, anchor_root), GarblingGrid(_sites(3)), Model())
+    assert sorted(trained.site_metrics) == ["site_001", "site_002"]
+    assert "its layout lists 524801" in trained.rejected["site_000"]
 
 
 def test_a_site_silent_until_the_timeout_is_named_late_not_failed(tmp_path, anchor_root):
