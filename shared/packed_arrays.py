@@ -6,7 +6,8 @@ SuperLink, which answers it with a few SQLite statements. Measured on the
 2-core dev machine with the e2e federation (tiny model, 37 tensors, 78 objects
 a message): three sites pulling at once waited about 120 ms per object, so
 every download took 4-5 s per site and every upload as long again. Packed, a
-model is four objects (two arrays and their chunks), whatever its depth.
+message with the tiny model is 7 objects, the small one (24 MB) 11: per tensor
+69 and 165, and a site's download 33x and 21x faster (benchmarks/model_transfer.py).
 
 A packed ArrayRecord holds `packed/<dtype>`: the tensors of that dtype
 flattened and concatenated in the order given, and `packed/layout`: UTF-8 JSON
@@ -69,13 +70,10 @@ def unpack(record: ArrayRecord) -> dict[str, np.ndarray]:
     """
     if LAYOUT not in record:
         return {name: np.asarray(record.pop(name).numpy()) for name in list(record.keys())}
-    try:
-        layout = json.loads(record.pop(LAYOUT).numpy().tobytes())
-        sizes = {str(dtype): 0 for _, dtype, _ in layout}
-        for _, dtype, shape in layout:
-            sizes[dtype] += math.prod(int(n) for n in shape)
-    except (ValueError, TypeError) as exc:
-        raise MalformedArrays(f"unreadable layout of packed arrays ({exc})") from None
+    layout = _read_layout(record.pop(LAYOUT))
+    sizes = dict.fromkeys((dtype for _, dtype, _ in layout), 0)
+    for _, dtype, shape in layout:
+        sizes[dtype] += math.prod(shape)
     flat = {key.removeprefix(PREFIX): _flat_view(key, record.pop(key))
             for key in list(record.keys())}
     for dtype, array in flat.items():
@@ -89,8 +87,20 @@ def unpack(record: ArrayRecord) -> dict[str, np.ndarray]:
     for name, dtype, shape in layout:
         start = offsets[dtype]
         offsets[dtype] += math.prod(shape)
-        named[str(name)] = flat[dtype][start:offsets[dtype]].reshape(shape)
+        named[name] = flat[dtype][start:offsets[dtype]].reshape(shape)
     return named
+
+
+def _read_layout(array: Array) -> list[tuple[str, str, tuple[int, ...]]]:
+    """[(name, dtype, shape)] from the layout array, or MalformedArrays."""
+    try:
+        layout = [(str(name), str(dtype), tuple(int(n) for n in shape))
+                  for name, dtype, shape in json.loads(array.numpy().tobytes())]
+    except (ValueError, TypeError) as exc:
+        raise MalformedArrays(f"unreadable layout of packed arrays ({exc})") from None
+    if any(n < 0 for _, _, shape in layout for n in shape):
+        raise MalformedArrays("the layout of packed arrays has a negative dimension")
+    return layout
 
 
 def _flat_view(key: str, array: Array) -> np.ndarray:

@@ -68,6 +68,8 @@ def _with_layout(record: ArrayRecord, layout) -> ArrayRecord:
     ([["w", "float32", [3, 5]]], "packed/float32 holds 12 float32 values; its layout lists 15"),
     ([["w", "float32", [3, 4]], ["x", "float16", [2]]], "the layout lists dtypes"),
     ("not a layout", "unreadable layout"),
+    ([["w", 5, [3, 4]]], "holds 12 float32 values; its layout lists 0"),
+    ([["w", "float32", [-3, -4]]], "negative dimension"),
 ])
 def test_a_layout_that_does_not_match_the_arrays_is_refused_naming_what_differs(layout, named):
     record = _with_layout(pack({"w": torch.zeros(3, 4)}), layout)
