@@ -83,7 +83,12 @@ grew, evaluation and zero-shot included, which nothing had changed. Seed 1 took
 day's cuts in a round's overhead: the ServerApp's polling (its rounds of (b)
 alone 152 s before, 131 s after, two runs one after the other), the cached RDP
 accounting (1.0 s of 2.0 s per site and round) and the anchor's windows kept by
-the site worker (1.8 s per site and round). Run times of the arms printed at the
+the site worker (1.8 s per site and round). Later that day the model began to travel
+packed (shared/packed_arrays.py: a site's download 4.35 -> 0.13 s in
+benchmarks/model_transfer.py) and seed 1 took 28.4 minutes: (b) 548 s and (d) 502 s
+against 629 and 556 that morning, while the arms without Flower moved 1-9 % ((a)
+1,056 s against 1,068; evaluation 123 against 127 s), so the machine was about as
+slow. Run times of the arms printed at the
 end overlap (the federation (d) slows (a) and (c) while it runs). ``--keep DIR --reuse`` reruns
 everything after the federations on the ones kept in DIR, and reuses an (a) or
 (c) kept there when it was trained with the same settings (options that only
