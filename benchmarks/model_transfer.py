@@ -81,16 +81,18 @@ def measure(grid: Grid, context: Context) -> None:
         for repeat in range(spec["repeats"]):
             for form, build in forms.items():
                 record = build()
+                objects = _objects(record)
                 messages = [Message(RecordDict({"arrays": record}), dst_node_id=node,
                                     message_type=MessageType.TRAIN) for node in nodes]
                 started = time.monotonic()
                 replies = list(stream_replies(grid, messages, timeout=300))
+                seconds = time.monotonic() - started
                 rows.append({"preset": preset, "form": form, "repeat": repeat,
-                             "tensors": len(state), "objects": _objects(build()),
+                             "tensors": len(state), "objects": objects,
                              "megabytes": sum(t.numel() * t.element_size()
                                               for t in state.values()) / 1e6,
                              "sites": len(nodes), "replies": len(replies),
-                             "seconds": time.monotonic() - started})
+                             "seconds": seconds})
     Path(os.environ[OUT_ENV]).write_text(json.dumps(rows))
 
 
