@@ -84,7 +84,7 @@ day's cuts in a round's overhead: the ServerApp's polling (its rounds of (b)
 alone 152 s before, 131 s after, two runs one after the other), the cached RDP
 accounting (1.0 s of 2.0 s per site and round) and the anchor's windows kept by
 the site worker (1.8 s per site and round). Later that day the model began to travel
-packed (shared/packed_arrays.py: a site's download 4.35 -> 0.13 s in
+packed (shared/packed_arrays.py: a site's download 4.74 -> 0.10 s in
 benchmarks/model_transfer.py) and seed 1 took 28.4 minutes: (b) 548 s and (d) 502 s
 against 629 and 556 that morning, while the arms without Flower moved 1-9 % ((a)
 1,056 s against 1,068; evaluation 123 against 127 s), so the machine was about as

@@ -7,7 +7,7 @@ SuperLink, which answers it with a few SQLite statements. Measured on the
 a message): three sites pulling at once waited about 120 ms per object, so
 every download took 4-5 s per site and every upload as long again. Packed, a
 message with the tiny model is 7 objects, the small one (24 MB) 11: per tensor
-69 and 165, and a site's download 33x and 21x faster (benchmarks/model_transfer.py).
+69 and 165, and a site's download 47x and 23x faster (benchmarks/model_transfer.py).
 
 A packed ArrayRecord holds `packed/<dtype>`: the tensors of that dtype
 flattened and concatenated in the order given, and `packed/layout`: UTF-8 JSON
