@@ -255,6 +255,7 @@ def _explain_one(model, vocab, result, outcome, index, *, samples, seed, groups,
                   + (f" ({still} changed nothing)" if still else "") + "; change = "
                   "p(full history) - p(without the events), over continuations decided both "
                   "ways; red raised the probability.")
+    console.print(expl.noise_words(top))
 
 
 def _count_groups(result, vocab, max_groups: int) -> int:

@@ -39,6 +39,9 @@ from fedehr.shared.tokenizer.batch import PAD_ID
 from fedehr.shared.tokenizer.vocabulary import QUANTILE_TOKENS, TIME_TOKENS, Vocabulary
 
 MOVED = 0.0005  # a change that rounds to 0.000 moved nothing a reader can see
+# A change counts as beyond the sampling noise when it exceeds this many standard errors
+# (about 95 % two-sided for one group; with several groups tried some pass by chance)
+CLEAR_SE = 2.0
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,11 @@ class Influence:
     delta: float  # p(full) - p(without this group)
     stderr: float
     pairs: int = 0  # continuation pairs decided with and without the group
+
+    @property
+    def beyond_noise(self) -> bool:
+        """The change exceeds CLEAR_SE standard errors of its continuation pairs."""
+        return bool(abs(self.delta) > CLEAR_SE * self.stderr)
 
     def words(self) -> str:
         direction = "raised" if self.delta > 0 else "lowered"
@@ -70,6 +78,17 @@ class Explanation:
     def moved(self) -> list[Influence]:
         """The groups whose removal moved the probability by MOVED or more."""
         return [i for i in self.influences if abs(i.delta) >= MOVED]
+
+    def noise_words(self, shown: int) -> str:
+        """How many of the first `shown` moved groups lie beyond the sampling noise, in words
+        a reader of the table needs: a change within noise is no evidence either way."""
+        clear = sum(i.beyond_noise for i in self.moved[:shown])
+        if clear:
+            return (f"{clear} of these {min(shown, len(self.moved))} changes exceed twice "
+                    "their standard error; the others are within the sampling noise.")
+        return ("None of these changes exceeds twice its standard error: at this number of "
+                "continuations no event measurably moves the answer; ask with more "
+                "continuations to tell.")
 
 
 def event_groups(tokens: np.ndarray, prefix_len: int, vocab: Vocabulary,

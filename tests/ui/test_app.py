@@ -70,6 +70,7 @@ def test_answer_equals_the_clinical_function_with_the_same_seed_and_is_audited(
     assert f"<strong>{expected['probability']:.2f}</strong>" in page
     assert f"{expected['decided']} of 8 continuations" in page
     assert 'id="explanation"' in page and "<svg" in page
+    assert "twice" in page.split('id="why"')[1]  # which changes are beyond the noise
     line = read(settings.audit_log)[-1]
     assert line["event"] == "ui-question" and line["who"] == "dr-test"
     assert line["patients"] == [4] and line["checkpoint"] == str(settings.checkpoint)

@@ -38,6 +38,7 @@ def test_one_patient_gets_resolved_codes_a_probability_and_an_explanation(world,
     assert "PROC//ALPHA (Alpha procedure)" in out
     assert "probability" in out and "95% CI" in out and "of 8 continuations" in out
     assert "What moved it most" in out and "Alpha procedure" in out.split("What moved")[1]
+    assert "twice" in out.split("What moved")[1]  # says which changes are beyond the noise
 
 
 def test_an_answer_with_no_decided_continuation_says_undecided_not_zero(world, capsys):

@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from fedehr.shared.clinical.concepts import CodeIndex
-from fedehr.shared.clinical.explain import explain
+from fedehr.shared.clinical.explain import Explanation, Influence, explain
 from fedehr.shared.clinical.prompt import parse_prompt, resolve_prompt
 from fedehr.shared.clinical.query import Outcome, outcome_from_task
 from fedehr.shared.clinical.zero_shot import (
@@ -152,8 +152,22 @@ def test_explanation_names_the_index_event_that_drove_the_answer(world):
                    index, samples=16, seed=0, max_groups=6)
     top = expl.influences[0]
     assert top.token == "PROC//ALPHA" and top.description == "Alpha procedure"
-    assert top.delta > 0.3 and top.delta > 2 * top.stderr
+    assert top.delta > 0.3 and top.beyond_noise
     assert expl.probability == pytest.approx(result.frame["probability"][0])
+    assert expl.noise_words(1).startswith("1 of these 1 changes exceed twice")
+
+
+def test_an_explanation_within_the_noise_says_so():
+    def influence(delta: float, stderr: float) -> Influence:
+        return Influence("A", "a", 1, 0.1, delta, stderr, 32)
+
+    expl = Explanation(0.1, [influence(0.03, 0.02), influence(-0.01, 0.02),
+                             influence(0.02, float("nan"))], 32, 3, 1.0, 32)
+    assert not any(i.beyond_noise for i in expl.influences)  # nan: one pair, no error bar
+    assert expl.noise_words(4).startswith("None of these changes exceeds twice")
+    expl.influences.insert(0, influence(-0.05, 0.02))
+    assert expl.noise_words(4).startswith("1 of these 4 changes exceed twice")
+    assert expl.noise_words(1).startswith("1 of these 1 changes")
 
 
 def test_the_token_budget_grows_with_the_horizon(world):
