@@ -508,12 +508,7 @@ def zero_shot_aurocs(model, world, *, rows: int, samples: int) -> dict:
         for task, lab in zip(tasks, labels, strict=True):
             lab = lab.filter(pl.col(L.SUBJECT_ID).is_in(list(tuning)))
             y = lab[L.BOOLEAN_VALUE].to_numpy().astype(bool)
-            rng = np.random.default_rng([0, len(y)])
-            pos, neg = np.flatnonzero(y), np.flatnonzero(~y)
-            n_pos = min(len(pos), rows // 2)
-            picked = np.sort(np.concatenate([rng.choice(pos, n_pos, replace=False),
-                                             rng.choice(neg, min(len(neg), rows - n_pos),
-                                                        replace=False)]))
+            picked = balanced_rows(y, rows)
             outcome = outcome_from_task(task.config, predicates=L.dataset_predicates(pred_path))
             frame = zero_shot.predict_detailed(model, world["vocab"], dataset,
                                                lab[picked.tolist()], outcome, samples=samples,
@@ -528,6 +523,19 @@ def zero_shot_aurocs(model, world, *, rows: int, samples: int) -> dict:
         cells = [v for k, v in out.items() if k.endswith("/" + task)]
         out[f"mean/{task}"] = round(sum(cells) / len(cells), 4)
     return out
+
+
+def balanced_rows(y, rows: int):
+    """Indices of a seeded draw of at most `rows` of the labels `y`, half of them positive
+    where there are enough (the same rows for every model of a data seed)."""
+    import numpy as np
+
+    rng = np.random.default_rng([0, len(y)])
+    pos, neg = np.flatnonzero(y), np.flatnonzero(~y)
+    n_pos = min(len(pos), rows // 2)
+    return np.sort(np.concatenate([rng.choice(pos, n_pos, replace=False),
+                                   rng.choice(neg, min(len(neg), rows - n_pos),
+                                              replace=False)]))
 
 
 def float16_round_trip(trained: dict, start: dict) -> dict:

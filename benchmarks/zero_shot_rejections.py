@@ -29,21 +29,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 
-def balanced_rows(y, rows: int):
-    """The sweep's seeded, balanced draw of at most `rows` rows (zero_shot_aurocs)."""
-    import numpy as np
-
-    rng = np.random.default_rng([0, len(y)])
-    pos, neg = np.flatnonzero(y), np.flatnonzero(~y)
-    n_pos = min(len(pos), rows // 2)
-    return np.sort(np.concatenate([rng.choice(pos, n_pos, replace=False),
-                                   rng.choice(neg, min(len(neg), rows - n_pos),
-                                              replace=False)]))
-
-
 def score_site(model, world, name: str, tasks, *, rows: int, samples: int) -> list[dict]:
     import numpy as np
     import polars as pl
+    from dp_recipe_sweep import balanced_rows
     from sklearn.metrics import roc_auc_score
 
     from fedehr.shared.clinical import labels as L
