@@ -83,9 +83,15 @@ class Explanation:
         """How many of the first `shown` moved groups lie beyond the sampling noise, in words
         a reader of the table needs: a change within noise is no evidence either way."""
         clear = sum(i.beyond_noise for i in self.moved[:shown])
+        n = min(shown, len(self.moved))
+        if clear == n == 1:
+            return "The change shown exceeds twice its standard error."
+        if clear == n:
+            return f"All {n} changes shown exceed twice their standard error."
         if clear:
-            return (f"{clear} of these {min(shown, len(self.moved))} changes exceed twice "
-                    "their standard error; the others are within the sampling noise.")
+            verb = "exceeds twice its" if clear == 1 else "exceed twice their"
+            return (f"{clear} of the {n} changes shown {verb} standard error; the others are "
+                    "within the sampling noise.")
         return ("None of these changes exceeds twice its standard error: at this number of "
                 "continuations no event measurably moves the answer; ask with more "
                 "continuations to tell.")

@@ -154,7 +154,7 @@ def test_explanation_names_the_index_event_that_drove_the_answer(world):
     assert top.token == "PROC//ALPHA" and top.description == "Alpha procedure"
     assert top.delta > 0.3 and top.beyond_noise
     assert expl.probability == pytest.approx(result.frame["probability"][0])
-    assert expl.noise_words(1).startswith("1 of these 1 changes exceed twice")
+    assert expl.noise_words(1) == "The change shown exceeds twice its standard error."
 
 
 def test_an_explanation_within_the_noise_says_so():
@@ -166,8 +166,11 @@ def test_an_explanation_within_the_noise_says_so():
     assert not any(i.beyond_noise for i in expl.influences)  # nan: one pair, no error bar
     assert expl.noise_words(4).startswith("None of these changes exceeds twice")
     expl.influences.insert(0, influence(-0.05, 0.02))
-    assert expl.noise_words(4).startswith("1 of these 4 changes exceed twice")
-    assert expl.noise_words(1).startswith("1 of these 1 changes")
+    assert expl.noise_words(4) == ("1 of the 4 changes shown exceeds twice its standard "
+                                   "error; the others are within the sampling noise.")
+    expl.influences.insert(0, influence(0.09, 0.02))
+    assert expl.noise_words(2) == "All 2 changes shown exceed twice their standard error."
+    assert expl.noise_words(3).startswith("2 of the 3 changes shown exceed twice their")
 
 
 def test_the_token_budget_grows_with_the_horizon(world):
