@@ -526,9 +526,9 @@ def zero_shot_answers(model, vocab, hospital: Hospital, args, workdir: Path) -> 
                           # continuations that ran out of tokens before their window
                           # closed: reported, left out of the probability
                           "truncated_share": round(float(frame["truncated"].sum()) / answers, 4),
-                          # continuations with a discharge, death or the outcome before
-                          # the prediction time (against the history): left out too
-                          "rejected_share": round(float(frame["rejected"].sum()) / answers, 4),
+                          # the model's chance of a discharge, death or the outcome before
+                          # the prediction time (against the history): weighted out
+                          "left_early": round(float(frame["left_early"].mean()), 4),
                           "budget": sim.max_new_tokens,
                           "horizon_days": round(outcome.horizon.total_seconds() / 86400, 2),
                           "reach_days": {q: round(float(np.quantile(reach, f)), 2)
@@ -566,7 +566,7 @@ def against_probe(answers: dict, probe_preds: dict, args) -> dict:
                      "probe_all_auroc_same_rows": _num(probe),
                      "ratio": round(zs / probe, 4) if both and probe > 0 else None,
                      "truncated_share": a["truncated_share"],
-                     "rejected_share": a["rejected_share"],
+                     "left_early": a["left_early"],
                      "unanswered_rows": int((~answered).sum()),
                      "budget": a["budget"], "horizon_days": a["horizon_days"],
                      "reach_days": a["reach_days"],

@@ -14,8 +14,15 @@ stay. This scores, on a saved model and the sweep's balanced draw of tuning rows
 
 and the mean rejected share of positive and negative rows.
 
+`--conditioning rejection,weighted` scores the alternative beside it: the leaving
+tokens are masked before the prediction time and each continuation is weighted by
+its chance of not leaving (the same conditional estimand, nothing discarded); its
+"rejected share" is then the model's chance of having left early (1 - the mean
+weight). `effective` is the mean effective count per row (under rejection: the
+decided continuations), `generated_tokens` and `seconds` what the answers cost.
+
     .venv/bin/python benchmarks/zero_shot_rejections.py --model F.pt --data-seed 0 \\
-        --samples 64 --out F.json
+        --samples 64 --conditioning rejection,weighted --out F.json
 """
 
 from __future__ import annotations
@@ -29,7 +36,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 
-def score_site(model, world, name: str, tasks, *, rows: int, samples: int) -> list[dict]:
+def score_site(model, world, name: str, tasks, *, rows: int, samples: int,
+               conditioning: str) -> list[dict]:
     import numpy as np
     import polars as pl
     from dp_recipe_sweep import balanced_rows
@@ -53,19 +61,24 @@ def score_site(model, world, name: str, tasks, *, rows: int, samples: int) -> li
         picked = balanced_rows(y_all, rows)
         y = y_all[picked]
         outcome = outcome_from_task(task.config, predicates=L.dataset_predicates(pred_path))
-        frame = zero_shot.predict_detailed(model, world["vocab"], dataset, lab[picked.tolist()],
-                                           outcome, samples=samples, seed=0, batch_size=256,
-                                           mapping=mapping).frame
+        answer = zero_shot.predict_detailed(model, world["vocab"], dataset,
+                                            lab[picked.tolist()], outcome, samples=samples,
+                                            seed=0, batch_size=256, mapping=mapping,
+                                            conditioning=conditioning)
+        frame, sim = answer.frame, answer.simulation
         p = frame["probability"].cast(pl.Float64).to_numpy()
-        rejected = frame["rejected"].to_numpy() / samples
+        rejected = frame["left_early"].to_numpy()
         # long stay is the complement of "discharged or died within the window": a
         # rejected continuation (a discharge before the prediction time) is a short stay
         p = 1.0 - p if task.label_negated else p
         ok = ~np.isnan(p)
         scores = {"conditional": p, "unconditional": p * (1 - rejected),
                   "rejected": 1 - rejected}
-        out.append({"site": name, "task": task.name, "rows": int(len(y)),
-                    "positives": int(y.sum()),
+        out.append({"site": name, "task": task.name, "conditioning": conditioning,
+                    "rows": int(len(y)), "positives": int(y.sum()),
+                    "effective": round(float(frame["effective"].mean()), 2),
+                    "generated_tokens": sim.generated_tokens,
+                    "seconds": round(sim.seconds, 1),
                     **{k: round(float(roc_auc_score(y[ok], v[ok])), 3)
                        for k, v in scores.items()},
                     "rejected_share_positives": round(float(rejected[y].mean()), 3),
@@ -87,6 +100,8 @@ def main(argv=None) -> int:
                              "zero_shot_learning_curve.py --save")
     parser.add_argument("--rows", type=int, default=100)
     parser.add_argument("--samples", type=int, default=64)
+    parser.add_argument("--conditioning", default="rejection",
+                        help="comma-separated: rejection, weighted (each scored in turn)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
 
@@ -96,13 +111,15 @@ def main(argv=None) -> int:
         model = world["initial"](0)
         model.load_state_dict(torch.load(args.model))
         tasks = [L.load_task(t) for t in TASKS]
-        print("| site | task | positives / rows | conditional | unconditional | rejected share "
-              "alone | rejected share (positives / negatives) |")
+        print("| site | task | conditioning | positives / rows | effective count | conditional "
+              "| unconditional | rejected share alone | rejected share (positives / negatives) |")
         for name in world["eval"]:
-            for r in score_site(model, world, name, tasks, rows=args.rows,
-                                samples=args.samples):
+            for r in (r for c in args.conditioning.split(",")
+                      for r in score_site(model, world, name, tasks, rows=args.rows,
+                                          samples=args.samples, conditioning=c)):
                 rows.append(r)
-                print(f"| {name} | {r['task']} | {r['positives']} / {r['rows']} | "
+                print(f"| {name} | {r['task']} | {r['conditioning']} | "
+                      f"{r['positives']} / {r['rows']} | {r['effective']:.1f} | "
                       f"{r['conditional']:.3f} | {r['unconditional']:.3f} | "
                       f"{r['rejected']:.3f} | {r['rejected_share_positives']:.2f} / "
                       f"{r['rejected_share_negatives']:.2f} |", flush=True)

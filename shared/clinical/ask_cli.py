@@ -160,7 +160,7 @@ def _ask_one(model, vocab, dataset, outcome, resolved, index, patient, at, *, sa
              explain_groups, top, max_new_tokens) -> None:
     import numpy as np
 
-    from fedehr.shared.clinical.zero_shot import predict_detailed
+    from fedehr.shared.clinical.zero_shot import predict_detailed, stay_words
 
     when = prediction_time(dataset, patient, resolved, at)
     labels = pl.DataFrame({"subject_id": [patient], "prediction_time": [when]},
@@ -180,9 +180,8 @@ def _ask_one(model, vocab, dataset, outcome, resolved, index, patient, at, *, sa
     answer.add_row("probability", answer_words(row))
     answer.add_row("decided", f"{row['decided']} of {samples} continuations reached the end "
                    f"of the window (up to {sim.max_new_tokens:,} tokens each)")
-    if row["rejected"]:
-        answer.add_row("rejected", f"{row['rejected']} put a discharge, death or the outcome "
-                       "before the prediction time, against the history; left out")
+    if stay := stay_words(row):
+        answer.add_row("known stay", stay)
     if row["truncated"]:
         undecided = ~sim.decided_per_sample[0]
         reached = float(np.median(sim.reach_days[0][undecided]))

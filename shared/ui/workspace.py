@@ -201,7 +201,7 @@ class Workspace:
     def answer_one(self, resolution: Resolution, subject: int, *, samples: int, seed: int,
                    explain_groups: int, progress) -> dict:
         from fedehr.shared.clinical.explain import explain
-        from fedehr.shared.clinical.zero_shot import predict_detailed
+        from fedehr.shared.clinical.zero_shot import predict_detailed, stay_words
 
         labels = self.patient_label(subject, resolution)
         when = labels["prediction_time"][0]
@@ -217,7 +217,7 @@ class Workspace:
                                   max_new_tokens=result.simulation.max_new_tokens,
                                   progress=progress)
         return {"subject": subject, "when": when, "row": row, "explanation": explanation,
-                "notes": list(result.outcome_tokens.notes),
+                "stay": stay_words(row), "notes": list(result.outcome_tokens.notes),
                 "value_words": result.outcome_tokens.value_words,
                 "budget": result.simulation.max_new_tokens,
                 "seconds": result.simulation.seconds}

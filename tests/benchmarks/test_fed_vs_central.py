@@ -97,7 +97,7 @@ def test_zero_shot_is_scored_beside_the_probe_on_its_own_rows_and_unanswered_row
     prob[:3] = np.nan  # rows with no decided continuation
     answers = {"mortality": {"y": y, "rows": rows, "probability": prob, "positives": 12,
                              "estimator": "expected", "truncated_share": 0.05,
-                             "rejected_share": 0.0, "budget": 64, "horizon_days": 30.0,
+                             "left_early": 0.0, "budget": 64, "horizon_days": 30.0,
                              "reach_days": {}, "generated_tokens": 100, "seconds": 1.0},
                "long_los": {"y": np.zeros(100, bool)}}  # one class: nothing was asked
     out = B.against_probe(answers, {"mortality": (y, probe)}, Namespace(zero_shot_samples=8))

@@ -266,6 +266,50 @@ def test_a_discharge_before_the_prediction_time_contradicts_the_history():
     assert row.rejected and row.decided and not row.hit
 
 
+def test_the_known_stay_masks_the_leaving_tokens_and_weighs_their_chance():
+    import torch
+
+    from fedehr.shared.clinical.zero_shot import _keep_the_stay, _Row
+
+    leaving = torch.tensor([False, True, False, True])
+    logits = torch.log(torch.tensor([[0.4, 0.1, 0.3, 0.2], [0.4, 0.1, 0.3, 0.2]],
+                                    dtype=torch.float64))
+    early = _Row(prompt=0, sample=0, base=0.0, start=0.5, end=2.0, prefix=1, known=0.5)
+    late = _Row(prompt=1, sample=0, base=0.0, start=0.5, end=2.0, prefix=1, known=0.5)
+    early.weight = 0.5
+    _keep_the_stay(logits, [early, late], torch.tensor([0.2, 0.7]), leaving, 1.0)
+    assert early.weight == pytest.approx(0.5 * 0.7) and late.weight == 1.0
+    assert torch.isinf(logits[0, [1, 3]]).all() and torch.isfinite(logits[0, [0, 2]]).all()
+    assert torch.isfinite(logits[1]).all()  # past the prediction time: untouched
+
+
+def test_a_stay_the_model_finds_implausible_is_weighted_not_left_unanswered(world):
+    """Prediction 54 minutes after the alpha procedure: the model puts the cardiac arrest
+    before then (its time bucket), which the history contradicts. Rejection discards
+    every continuation; weighting answers from the ones that kept the stay and says how
+    unlikely the model found it. Beta rows never leave early: both agree."""
+    from fedehr.shared.clinical.zero_shot import stay_words
+
+    outcome = ask(world, "cardiac arrest within 1 day after procedure")
+    subjects = ALPHA[:2] + BETA[:2]
+    labels = planted.labels(subjects).with_columns(
+        pl.col("prediction_time") + pl.duration(minutes=54))
+    frames = {c: predict_detailed(world.model, world.vocab, world.dataset, labels, outcome,
+                                  samples=16, seed=0, conditioning=c).frame
+              for c in ("rejection", "weighted")}
+    rejected, weighted = frames["rejection"], frames["weighted"]
+    assert rejected["rejected"].to_list()[:2] == [16, 16]
+    assert rejected["probability"][:2].is_nan().all()
+    assert weighted["rejected"].sum() == 0 and weighted["decided"].to_list() == [16] * 4
+    assert (weighted["left_early"][:2] > 0.9).all() and (weighted["left_early"][2:] < 0.05).all()
+    assert not weighted["probability"].is_nan().any()
+    np.testing.assert_allclose(weighted["probability"][2:], rejected["probability"][2:],
+                               atol=0.02)
+    assert "chance that the patient had left" in stay_words(weighted.row(0, named=True))
+    assert stay_words(weighted.row(2, named=True)) == ""
+    assert stay_words(rejected.row(0, named=True)).startswith("16 put a discharge")
+
+
 @pytest.mark.parametrize("max_new_tokens", [0, -5])
 def test_a_zero_token_budget_is_refused_not_answered(world, max_new_tokens):
     from fedehr.shared.errors import FedEHRError
