@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 
 def score_site(model, world, name: str, tasks, *, rows: int, samples: int,
-               conditioning: str, tell_gap: bool = False) -> list[dict]:
+               conditioning: str) -> list[dict]:
     import numpy as np
     import polars as pl
     from dp_recipe_sweep import balanced_rows
@@ -64,7 +64,7 @@ def score_site(model, world, name: str, tasks, *, rows: int, samples: int,
         answer = zero_shot.predict_detailed(model, world["vocab"], dataset,
                                             lab[picked.tolist()], outcome, samples=samples,
                                             seed=0, batch_size=256, mapping=mapping,
-                                            conditioning=conditioning, tell_gap=tell_gap)
+                                            conditioning=conditioning)
         frame, sim = answer.frame, answer.simulation
         p = frame["probability"].cast(pl.Float64).to_numpy()
         rejected = frame["left_early"].to_numpy()
@@ -75,7 +75,6 @@ def score_site(model, world, name: str, tasks, *, rows: int, samples: int,
         scores = {"conditional": p, "unconditional": p * (1 - rejected),
                   "rejected": 1 - rejected}
         out.append({"site": name, "task": task.name, "conditioning": conditioning,
-                    "tell_gap": tell_gap,
                     "rows": int(len(y)), "positives": int(y.sum()),
                     "effective": round(float(frame["effective"].mean()), 2),
                     "generated_tokens": sim.generated_tokens,
@@ -103,9 +102,6 @@ def main(argv=None) -> int:
     parser.add_argument("--samples", type=int, default=64)
     parser.add_argument("--conditioning", default="rejection",
                         help="comma-separated: rejection, weighted (each scored in turn)")
-    parser.add_argument("--tell-gap", action="store_true",
-                        help="also score each with the prompt ending in the time token of "
-                        "the gap to the prediction time (build_prompts(tell_gap=True))")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
 
@@ -119,13 +115,10 @@ def main(argv=None) -> int:
               "| unconditional | rejected share alone | rejected share (positives / negatives) |")
         for name in world["eval"]:
             for r in (r for c in args.conditioning.split(",")
-                      for gap in ((False, True) if args.tell_gap else (False,))
                       for r in score_site(model, world, name, tasks, rows=args.rows,
-                                          samples=args.samples, conditioning=c,
-                                          tell_gap=gap)):
+                                          samples=args.samples, conditioning=c)):
                 rows.append(r)
-                print(f"| {name} | {r['task']} | {r['conditioning']}"
-                      f"{' + gap' if r['tell_gap'] else ''} | "
+                print(f"| {name} | {r['task']} | {r['conditioning']} | "
                       f"{r['positives']} / {r['rows']} | {r['effective']:.1f} | "
                       f"{r['conditional']:.3f} | {r['unconditional']:.3f} | "
                       f"{r['rejected']:.3f} | {r['rejected_share_positives']:.2f} / "

@@ -109,7 +109,6 @@ from fedehr.shared.tokenizer.vocabulary import (
     TIME_TOKENS,
     UNK,
     Vocabulary,
-    time_bucket,
 )
 from fedehr.shared.tokenizer.windows import window_span
 
@@ -259,17 +258,14 @@ class Prompts:
 
 
 def build_prompts(dataset: MEDSDataset, vocab: Vocabulary, mapping: CodeMapping, max_len: int,
-                  labels: pl.DataFrame, *, tell_gap: bool = False) -> Prompts:
+                  labels: pl.DataFrame) -> Prompts:
     """One history window per label row (subject_id, prediction_time): the events up to and
-    including that time, cut as every inference window is (`history.history_windows`).
-    `tell_gap`: end each prompt with the time token of the empty time between its last
-    event and the prediction time (its clock then starts there, and the gap left to
-    guard against contradictions is what the token's advance does not cover)."""
+    including that time, cut as every inference window is (`history.history_windows`)."""
     queries = labels.select(pl.col(S.SUBJECT_ID).cast(pl.Int64),
                             pl.col(PREDICTION_TIME).cast(pl.Datetime("us")))
     events = history_events(dataset, queries)
-    windows = history_windows(dataset, queries, vocab, max_len=max_len - int(tell_gap),
-                              mapping=mapping, events=events)
+    windows = history_windows(dataset, queries, vocab, max_len=max_len, mapping=mapping,
+                              events=events)
     n = queries.height
     tokens = torch.full((n, max_len), PAD_ID, dtype=torch.long)
     times = torch.zeros(n, max_len)
@@ -282,29 +278,13 @@ def build_prompts(dataset: MEDSDataset, vocab: Vocabulary, mapping: CodeMapping,
     c = windows.cache
     for r in range(n):
         tok, tim, *_ = windows[r]
-        tokens[r, :len(tok)], times[r, :len(tim)] = tok, tim
+        tokens[r], times[r] = tok, tim
         start, stop, n_static = windows.window_bounds(r)
         prefix_len[r] = 1 + n_static
         if stop > start and r in t0:  # days from the last history event to the prediction
             gap[r] = max(0.0, (at[r] - t0[r]).total_seconds() / 86400.0
                          - float(c.times[stop - 1]))
-    if tell_gap:
-        _append_gap_tokens(tokens, times, gap, vocab)
     return Prompts(tokens, times, gap, prefix_len)
-
-
-def _append_gap_tokens(tokens: torch.Tensor, times: torch.Tensor, gap: np.ndarray,
-                       vocab: Vocabulary) -> None:
-    """After each row's last token, the time token of its gap (none under 5 minutes);
-    `gap` keeps what the token's advance leaves uncovered."""
-    advance = time_token_days(vocab)
-    buckets = time_bucket(gap, vocab.time_edges_days)
-    for r in np.flatnonzero(buckets >= 0):
-        n = int((tokens[r] != PAD_ID).sum())
-        token = vocab.id(TIME_TOKENS[int(buckets[r])])
-        tokens[r, n] = token
-        times[r, n] = times[r, n - 1] + advance[token]
-        gap[r] = max(0.0, gap[r] - advance[token])
 
 
 # -- how many tokens a window needs ------------------------------------------------------
@@ -841,7 +821,7 @@ def predict_detailed(model, vocab: Vocabulary, dataset: MEDSDataset | str | Path
                      labels: pl.DataFrame, outcome: Outcome, *, samples: int = 32, seed: int = 0,
                      batch_size: int = 256, mapping: CodeMapping | None = None,
                      max_new_tokens: int | None = None, estimator: str = "expected",
-                     conditioning: str = "rejection", tell_gap: bool = False,
+                     conditioning: str = "rejection",
                      progress: Callable[[int], None] | None = None) -> Prediction:
     """As `predict`, with the counts: `hits` (expected continuations with the outcome,
     unweighted; whole numbers when `estimator` is "counted") of `decided` continuations
@@ -865,8 +845,7 @@ def predict_detailed(model, vocab: Vocabulary, dataset: MEDSDataset | str | Path
     otoks = outcome_tokens(outcome, vocab, mapping, candidate_codes(dataset, vocab))
     subjects = labels[S.SUBJECT_ID].cast(pl.Int64).to_list()
     at = labels[PREDICTION_TIME].cast(pl.Datetime("us")).to_list()
-    prompts = build_prompts(dataset, vocab, mapping, model.config.max_len, labels,
-                            tell_gap=tell_gap)
+    prompts = build_prompts(dataset, vocab, mapping, model.config.max_len, labels)
     derived = max_new_tokens is None
     if derived:
         max_new_tokens = token_budget(dataset, vocab, mapping, outcome, otoks)
