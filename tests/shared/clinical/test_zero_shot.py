@@ -283,7 +283,7 @@ def test_the_known_stay_masks_the_leaving_tokens_and_weighs_their_chance():
     assert torch.isfinite(logits[1]).all()  # past the prediction time: untouched
 
 
-def test_a_stay_the_model_finds_implausible_is_weighted_not_left_unanswered(world):
+def test_weighted_conditioning_answers_where_rejection_discards_every_continuation(world):
     """Prediction 54 minutes after the alpha procedure: the model puts the cardiac arrest
     before then (its time bucket), which the history contradicts. Rejection discards
     every continuation; weighting answers from the ones that kept the stay and says how
