@@ -88,7 +88,10 @@ packed (shared/packed_arrays.py: a site's download 4.74 -> 0.10 s in
 benchmarks/model_transfer.py) and seed 1 took 28.4 minutes: (b) 548 s and (d) 502 s
 against 629 and 556 that morning, while the arms without Flower moved 1-9 % ((a)
 1,056 s against 1,068; evaluation 123 against 127 s), so the machine was about as
-slow. Run times of the arms printed at the
+slow. Starting (a) as soon as (b) published its round 0 (tried on the morning of
+2026-12-07, seed 0) gained nothing: (b) took 643 s instead of 533-548, (a) still ended
+1,539 s into the run and the run took 28.6 minutes; the federation leaves no idle core
+for (a) to fill, so the change was not kept. Run times of the arms printed at the
 end overlap (the federation (d) slows (a) and (c) while it runs). ``--keep DIR --reuse`` reruns
 everything after the federations on the ones kept in DIR, and reuses an (a) or
 (c) kept there when it was trained with the same settings (options that only
