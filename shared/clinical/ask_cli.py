@@ -160,7 +160,7 @@ def _ask_one(model, vocab, dataset, outcome, resolved, index, patient, at, *, sa
              explain_groups, top, max_new_tokens) -> None:
     import numpy as np
 
-    from fedehr.shared.clinical.zero_shot import predict_detailed, stay_words
+    from fedehr.shared.clinical.zero_shot import predict_detailed
 
     when = prediction_time(dataset, patient, resolved, at)
     labels = pl.DataFrame({"subject_id": [patient], "prediction_time": [when]},
@@ -209,6 +209,21 @@ def answer_words(row: dict) -> str:
     return (f"[bold]{row['probability']:.2f}[/]  (95% CI {row['ci_low']:.2f}-"
             f"{row['ci_high']:.2f}; the outcome's chance averaged over {row['decided']} "
             "decided continuations)")
+
+
+def stay_words(row: dict) -> str:
+    """How the known stay shaped an answer (a row of `predict_detailed`'s frame), in
+    words; empty where it did not."""
+    if row["rejected"]:
+        return (f"{row['rejected']} put a discharge, death or the outcome before the "
+                "prediction time, against the history; left out")
+    if not row["decided"] or row["left_early"] < 0.005:
+        return ""
+    return (f"the model gave a {row['left_early']:.0%} chance that the patient had left "
+            "(discharge, death) or had the outcome before the prediction time, against the "
+            "history; those events were ruled out there and each continuation weighted by "
+            f"its chance of staying (effective count {row['effective']:.1f} of "
+            f"{row['decided']})")
 
 
 def _show_mapping_notes(otoks) -> None:

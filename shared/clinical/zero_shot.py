@@ -762,21 +762,6 @@ def wilson_interval(hits: np.ndarray, n: np.ndarray | int,
     return np.where(n > 0, low, np.nan), np.where(n > 0, high, np.nan)
 
 
-def stay_words(row: dict) -> str:
-    """How the known stay shaped an answer (a row of `predict_detailed`'s frame), in
-    words; empty where it did not."""
-    if row["rejected"]:
-        return (f"{row['rejected']} put a discharge, death or the outcome before the "
-                "prediction time, against the history; left out")
-    if not row["decided"] or row["left_early"] < 0.005:
-        return ""
-    return (f"the model gave a {row['left_early']:.0%} chance that the patient had left "
-            "(discharge, death) or had the outcome before the prediction time, against the "
-            "history; those events were ruled out there and each continuation weighted by "
-            f"its chance of staying (effective count {row['effective']:.1f} of "
-            f"{row['decided']})")
-
-
 def open_dataset(dataset: MEDSDataset | str | Path) -> MEDSDataset:
     return dataset if isinstance(dataset, MEDSDataset) else MEDSDataset.open(dataset)
 

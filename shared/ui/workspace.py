@@ -200,8 +200,9 @@ class Workspace:
     # -- sampling (run in a job thread) ------------------------------------------------
     def answer_one(self, resolution: Resolution, subject: int, *, samples: int, seed: int,
                    explain_groups: int, progress) -> dict:
+        from fedehr.shared.clinical.ask_cli import stay_words
         from fedehr.shared.clinical.explain import explain
-        from fedehr.shared.clinical.zero_shot import predict_detailed, stay_words
+        from fedehr.shared.clinical.zero_shot import predict_detailed
 
         labels = self.patient_label(subject, resolution)
         when = labels["prediction_time"][0]

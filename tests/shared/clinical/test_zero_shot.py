@@ -288,7 +288,7 @@ def test_weighted_conditioning_answers_where_rejection_discards_every_continuati
     before then (its time bucket), which the history contradicts. Rejection discards
     every continuation; weighting answers from the ones that kept the stay and says how
     unlikely the model found it. Beta rows never leave early: both agree."""
-    from fedehr.shared.clinical.zero_shot import stay_words
+    from fedehr.shared.clinical.ask_cli import stay_words
 
     outcome = ask(world, "cardiac arrest within 1 day after procedure")
     subjects = ALPHA[:2] + BETA[:2]
