@@ -249,6 +249,21 @@ RECIPES = {r.name: r for r in [
     # (benchmarks/beyond_counts.py): does a wider model read more of it?
     replace(BASE, name="central-es-d192", central=True, warm=0, steps=480, stop_early=True,
             model=(("d_model", 192),)),
+    # public pretraining then private fine-tuning with a *large* public set (run with
+    # --public-patients: a public cohort of the synthetic world stands in for the full
+    # MIMIC-IV that DESIGN.md routes through the same anchor path): the public model alone,
+    # then fvc's DP rounds on top at the tuned rate and at a rate that keeps the start
+    replace(BASE, name="public-warm-only", warm=2400, warm_stop=True, rounds=0),
+    replace(BASE, name="public-warm-mix32", batch=128, steps=20, lr=8e-3, warm=2400,
+            warm_stop=True, anchor_per_step=32),
+    replace(BASE, name="public-warm-mix32-lr1e-3", batch=128, steps=20, lr=1e-3, warm=2400,
+            warm_stop=True, anchor_per_step=32),
+    replace(BASE, name="public-warm-mix32-lr2e-4", batch=128, steps=20, lr=2e-4, warm=2400,
+            warm_stop=True, anchor_per_step=32),
+    # private fine-tuning that changes few weights: only the top block, final norm and head
+    replace(BASE, name="public-warm-mix32-lr1e-3-top", batch=128, steps=20, lr=1e-3,
+            warm=2400, warm_stop=True, anchor_per_step=32,
+            frozen=("tok_emb", "pos_emb", "time_emb", "blocks.0")),
 ]}
 
 
@@ -397,8 +412,14 @@ def warm_start(model, recipe: Recipe, world) -> None:
     from fedehr.shared.training import train, train_early_stopped
 
     if recipe.warm and recipe.warm_stop:
-        train_early_stopped(model, world["anchor_train"], world["anchor_tuning"],
-                            max_steps=recipe.warm, batch_size=32, lr=2e-3)
+        key = (recipe.warm, recipe.model, recipe.init_seed, recipe.tie)
+        if key not in world["warm_cache"]:  # recipes of one run that share a warm start
+            train_early_stopped(model, world["anchor_train"], world["anchor_tuning"],
+                                max_steps=recipe.warm, batch_size=32, lr=2e-3,
+                                eval_every=world["warm_eval_every"])
+            world["warm_cache"][key] = {k: v.detach().clone()
+                                        for k, v in model.state_dict().items()}
+        model.load_state_dict(world["warm_cache"][key])
     elif recipe.warm:
         train(model, world["anchor_train"], steps=recipe.warm, batch_size=32, lr=2e-3, dp=None,
               seed=0)
@@ -453,7 +474,8 @@ def anchor_own_loss(model, world) -> float:
 
     held = torch.zeros(model.config.vocab_size, dtype=torch.bool)
     for windows in (world["anchor_train"], world["anchor_tuning"]):
-        held[torch.from_numpy(np.unique(windows.cache.tokens))] = True
+        for part in getattr(windows, "datasets", [windows]):  # a public cohort: several sites
+            held[torch.from_numpy(np.unique(part.cache.tokens))] = True
 
     def per_example_loss(self, batch, negatives=None, generator=None):
         batch = Batch(*batch)
@@ -599,6 +621,7 @@ def probe_aurocs(model, world) -> dict:
 def build_world(workdir: Path, args) -> dict:
     import polars as pl
     from fed_vs_central import Hospital, initial_model, site_config
+    from torch.utils.data import ConcatDataset
 
     from fedehr.client.site_data import prepare_site_data, site_mapping
     from fedehr.shared.anchor import Anchor
@@ -614,8 +637,15 @@ def build_world(workdir: Path, args) -> dict:
                            seed=args.data_seed, overwrite=True)
     hospitals = [Hospital(s.name, Path(s.path), s.harmonisation) for s in summaries
                  if s.name != args.left_out]
-    anchor = Anchor.load(None, workdir / "anchor-cache")
-    events, mappings = [anchor.train_events], {}
+    public = public_cohort(workdir, args)
+    anchor = None if public else Anchor.load(None, workdir / "anchor-cache")
+    events = [anchor.train_events] if anchor else []
+    mappings = {}
+    for h in public:
+        dataset = MEDSDataset.open(h.path)
+        events.append(site_mapping(site_config(h, workdir / "public-state" / h.name),
+                                   dataset).apply(
+            dataset.scan(S.TRAIN).collect()))
     for h in hospitals:
         dataset = MEDSDataset.open(h.path)
         mappings[h.name] = (dataset, site_mapping(site_config(h, workdir / h.name), dataset))
@@ -625,22 +655,51 @@ def build_world(workdir: Path, args) -> dict:
         vocab = vocab.with_value_tokens()
     config = ModelConfig.preset("tiny", len(vocab.tokens), max_len=args.max_len, note_dim=0,
                                 image_dim=0, pro_dim=0)
-    data = {}
-    for h in hospitals:
-        site = site_config(h, workdir / "state" / h.name)
+
+    def windows(h: Hospital, state: Path):
+        """The hospital's training windows, with its tuning windows as `.tuning`."""
+        site = site_config(h, state / h.name)
         d = prepare_site_data(site, vocab, max_len=config.max_len, note_dim=0, image_dim=0)
-        dataset, mapping = mappings[h.name]
-        cache = load_or_build(dataset, vocab, mapping, site.cache_dir, split=S.TUNING,
-                              fingerprint=d.fingerprint)
+        dataset = MEDSDataset.open(h.path)
+        cache = load_or_build(dataset, vocab, site_mapping(site, dataset), site.cache_dir,
+                              split=S.TUNING, fingerprint=d.fingerprint)
         d.tuning = PatientWindows(cache, vocab, config.max_len)
-        data[h.name] = d
+        return d
+
+    data = {h.name: windows(h, workdir / "state") for h in hospitals}
+    if public:  # the public cohort's train and tuning windows, pooled over its sites
+        parts = [windows(h, workdir / "public-state") for h in public]
+        anchor_train = ConcatDataset([d.train for d in parts])
+        anchor_tuning = ConcatDataset([d.tuning for d in parts])
+    else:
+        anchor_train, anchor_tuning = (anchor.windows(vocab, split, max_len=config.max_len,
+                                                      note_dim=0, image_dim=0)
+                                       for split in (S.TRAIN, S.TUNING))
     return {"vocab": vocab, "data": data, "eval": mappings,
             "initial": lambda seed, **model: initial_model(replace(config, **model),
                                                            vocab.tokens, seed),
-            "anchor_train": anchor.windows(vocab, S.TRAIN, max_len=config.max_len, note_dim=0,
-                                           image_dim=0),
-            "anchor_tuning": anchor.windows(vocab, S.TUNING, max_len=config.max_len,
-                                            note_dim=0, image_dim=0)}
+            "anchor_train": anchor_train, "anchor_tuning": anchor_tuning,
+            # 100 anchor patients overfit within ~100 steps; a public cohort of thousands
+            # trains for thousands, and measuring its tuning loss every 25 would dominate
+            "warm_eval_every": 120 if public else 25, "warm_cache": {}}
+
+
+def public_cohort(workdir: Path, args) -> list:
+    """With --public-patients N, a public cohort drawn from the same synthetic world (its
+    own seed; the left-out hospital's archetype dropped) replaces the MIMIC-IV demo as the
+    anchor: a stand-in for a large public set (the full MIMIC-IV) whose codes the sites
+    share after harmonisation. An optimistic stand-in: it shares the sites' generative
+    model, which no real public set does."""
+    from fed_vs_central import Hospital
+
+    from fedehr.shared.data.synth import synthesize
+
+    if not args.public_patients:
+        return []
+    summaries = synthesize(workdir / "public", sites=4, patients=args.public_patients,
+                           seed=args.data_seed + 10_000, overwrite=True)
+    return [Hospital(s.name, Path(s.path), s.harmonisation) for s in summaries
+            if s.name != args.left_out]
 
 
 def world_arguments(parser: argparse.ArgumentParser) -> None:
@@ -649,6 +708,10 @@ def world_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-seed", type=int, default=0)
     parser.add_argument("--left-out", default="hospital_c")
     parser.add_argument("--max-len", type=int, default=128)
+    parser.add_argument("--public-patients", type=int, default=0,
+                        help="draw a public cohort of this many patients from the synthetic "
+                        "world (other seed, the left-out archetype dropped) and use it as the "
+                        "anchor instead of the MIMIC-IV demo (0: the demo)")
     parser.add_argument("--value-tokens", action="store_true",
                         help="write each lab value as one joint code-and-bin token "
                         "(Vocabulary.with_value_tokens) instead of a code and a Q token")
