@@ -681,7 +681,8 @@ def build_world(workdir: Path, args) -> dict:
             "anchor_train": anchor_train, "anchor_tuning": anchor_tuning,
             # 100 anchor patients overfit within ~100 steps; a public cohort of thousands
             # trains for thousands, and measuring its tuning loss every 25 would dominate
-            "warm_eval_every": 120 if public else 25, "warm_cache": {}}
+            "warm_eval_every": min(120, max(25, len(anchor_train) // 20)) if public else 25,
+            "warm_cache": {}}
 
 
 def public_cohort(workdir: Path, args) -> list:
