@@ -687,18 +687,19 @@ def build_world(workdir: Path, args) -> dict:
 
 def public_cohort(workdir: Path, args) -> list:
     """With --public-patients N, a public cohort drawn from the same synthetic world (its
-    own seed; the left-out hospital's archetype dropped) replaces the MIMIC-IV demo as the
-    anchor: a stand-in for a large public set (the full MIMIC-IV) whose codes the sites
-    share after harmonisation. An optimistic stand-in: it shares the sites' generative
-    model, which no real public set does."""
+    own seed, --public-sites archetypes, the left-out one dropped) replaces the MIMIC-IV
+    demo as the anchor: a stand-in for a large public set (the full MIMIC-IV) whose codes
+    the sites share after harmonisation. An optimistic stand-in: it shares the sites'
+    generative model, which no real public set does."""
     from fed_vs_central import Hospital
 
     from fedehr.shared.data.synth import synthesize
 
     if not args.public_patients:
         return []
-    summaries = synthesize(workdir / "public", sites=4, patients=args.public_patients,
-                           seed=args.data_seed + 10_000, overwrite=True)
+    summaries = synthesize(workdir / "public", sites=args.public_sites,
+                           patients=args.public_patients, seed=args.data_seed + 10_000,
+                           overwrite=True)
     return [Hospital(s.name, Path(s.path), s.harmonisation) for s in summaries
             if s.name != args.left_out]
 
@@ -713,6 +714,10 @@ def world_arguments(parser: argparse.ArgumentParser) -> None:
                         help="draw a public cohort of this many patients from the synthetic "
                         "world (other seed, the left-out archetype dropped) and use it as the "
                         "anchor instead of the MIMIC-IV demo (0: the demo)")
+    parser.add_argument("--public-sites", type=int, default=4,
+                        help="hospitals the public cohort is drawn as (the world's 4 minus the "
+                        "left-out one; 1: the teaching hospital's case mix alone, a public set "
+                        "that differs from the sites)")
     parser.add_argument("--value-tokens", action="store_true",
                         help="write each lab value as one joint code-and-bin token "
                         "(Vocabulary.with_value_tokens) instead of a code and a Q token")
