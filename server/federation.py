@@ -522,7 +522,7 @@ class Federation:
             out = train_early_stopped(model, windows,
                                       self._anchor_windows(vocab, model.config, S.TUNING),
                                       max_steps=spec.steps, batch_size=batch, lr=spec.lr,
-                                      seed=self.cfg.seed)
+                                      eval_every=spec.eval_every, seed=self.cfg.seed)
         else:
             out = train(model, windows, steps=spec.steps, batch_size=batch, lr=spec.lr,
                         dp=None, seed=self.cfg.seed)

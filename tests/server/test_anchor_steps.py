@@ -56,6 +56,14 @@ def test_the_warm_start_stops_on_the_anchors_tuning_loss_and_keeps_its_best_weig
     assert evaluate(model, tuning, batch_size=8)[0] == pytest.approx(warm["tuning_loss"])
 
 
+def test_the_warm_start_measures_its_tuning_loss_as_often_as_configured(tmp_path, anchor_root):
+    fed = Federation(FederationConfig(
+        name="t", workdir=tmp_path, anchor=anchor_root, superlink=SuperLinkConfig(insecure=True),
+        warm_start=WarmStartSpec(steps=30, batch_size=8, lr=2e-2, eval_every=10)))
+    model, vocab = _model_and_vocab(fed)
+    assert fed._warm_start(model, vocab)["best_step"] in (10, 20, 30)
+
+
 def test_rounds_ask_for_public_anchor_windows_only_when_configured(tmp_path, anchor_root):
     from fedehr.shared import messages as M
 

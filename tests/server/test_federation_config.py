@@ -14,3 +14,12 @@ def test_server_threads_default_to_one_and_a_nonsense_count_is_refused(tmp_path)
     cfg.threads = 0
     with pytest.raises(ValueError, match="threads: must be between 1"):
         cfg.validate()
+
+
+def test_a_warm_start_that_never_measures_its_tuning_loss_is_refused(tmp_path):
+    from fedehr.server.config import WarmStartSpec
+
+    cfg = FederationConfig(name="t", workdir=tmp_path, superlink=SuperLinkConfig(insecure=True),
+                           warm_start=WarmStartSpec(eval_every=0))
+    with pytest.raises(ValueError, match="warm_start.eval_every: must be at least 1"):
+        cfg.validate()
