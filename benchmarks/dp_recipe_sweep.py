@@ -46,6 +46,11 @@ counts). A recipe is a row of `RECIPES`:
     model     overrides of the tiny model preset (d_model, n_layers, n_heads)
     init_seed torch seed of the initial weights (how much of a row is the draw of its start)
 
+The anchor is the MIMIC-IV demo (100 real patients, few of whose codes the synthetic sites
+hold); `--public-patients N` replaces it with a public cohort drawn from the synthetic world
+(`--public-sites`: its case mixes), a stand-in for a large public set such as the full
+MIMIC-IV, to measure what public pretraining gives when the public set is large and shared.
+
 Besides the sites' tuning loss, the anchor's tuning loss (also renormalised over the
 anchor's own tokens) and the probe, `--zero-shot-rows N` scores zero-shot answers on a
 seeded, balanced draw of at most N tuning rows per site and task.
@@ -643,9 +648,8 @@ def build_world(workdir: Path, args) -> dict:
     mappings = {}
     for h in public:
         dataset = MEDSDataset.open(h.path)
-        events.append(site_mapping(site_config(h, workdir / "public-state" / h.name),
-                                   dataset).apply(
-            dataset.scan(S.TRAIN).collect()))
+        mapping = site_mapping(site_config(h, workdir / "public-state" / h.name), dataset)
+        events.append(mapping.apply(dataset.scan(S.TRAIN).collect()))
     for h in hospitals:
         dataset = MEDSDataset.open(h.path)
         mappings[h.name] = (dataset, site_mapping(site_config(h, workdir / h.name), dataset))
