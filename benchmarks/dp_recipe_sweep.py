@@ -625,7 +625,7 @@ def probe_aurocs(model, world) -> dict:
 
 def build_world(workdir: Path, args) -> dict:
     import polars as pl
-    from fed_vs_central import Hospital, initial_model, site_config
+    from fed_vs_central import Hospital, initial_model, site_config, warm_eval_every
     from torch.utils.data import ConcatDataset
 
     from fedehr.client.site_data import prepare_site_data, site_mapping
@@ -683,10 +683,7 @@ def build_world(workdir: Path, args) -> dict:
             "initial": lambda seed, **model: initial_model(replace(config, **model),
                                                            vocab.tokens, seed),
             "anchor_train": anchor_train, "anchor_tuning": anchor_tuning,
-            # 100 anchor patients overfit within ~100 steps; a public cohort of thousands
-            # trains for thousands, and measuring its tuning loss every 25 would dominate
-            "warm_eval_every": min(120, max(25, len(anchor_train) // 20)) if public else 25,
-            "warm_cache": {}}
+            "warm_eval_every": warm_eval_every(args.public_patients), "warm_cache": {}}
 
 
 def public_cohort(workdir: Path, args) -> list:
@@ -695,14 +692,14 @@ def public_cohort(workdir: Path, args) -> list:
     demo as the anchor: a stand-in for a large public set (the full MIMIC-IV) whose codes
     the sites share after harmonisation. An optimistic stand-in: it shares the sites'
     generative model, which no real public set does."""
-    from fed_vs_central import Hospital
+    from fed_vs_central import PUBLIC_SEED, Hospital
 
     from fedehr.shared.data.synth import synthesize
 
     if not args.public_patients:
         return []
     summaries = synthesize(workdir / "public", sites=args.public_sites,
-                           patients=args.public_patients, seed=args.data_seed + 10_000,
+                           patients=args.public_patients, seed=args.data_seed + PUBLIC_SEED,
                            overwrite=True)
     return [Hospital(s.name, Path(s.path), s.harmonisation) for s in summaries
             if s.name != args.left_out]
