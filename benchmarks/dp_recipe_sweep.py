@@ -76,7 +76,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 RESULTS = Path(__file__).parent / "results" / "dp_recipe_sweep.json"
 TASKS = ("mortality", "long_los")
 EPSILON, DELTA, VOCAB_EPSILON = 8.0, 1e-5, 1.16  # the vocabulary release as charged in (b)
-EVAL_EVERY = 240  # central-es: steps between tuning-loss measurements (1,920 = 8 of them)
 
 
 @dataclass(frozen=True)
@@ -304,6 +303,7 @@ def run_recipe(recipe: Recipe, world, args) -> dict:
     import copy
 
     import torch
+    from fed_vs_central import CENTRAL_EVAL_EVERY
 
     from fedehr.client.privacy.dp_sgd import DPConfig
     from fedehr.shared.data.schema import DEATH_CODE
@@ -323,11 +323,11 @@ def run_recipe(recipe: Recipe, world, args) -> dict:
 
         pooled = ConcatDataset([d.train for d in world["data"].values()]
                                + ([world["anchor_train"]] if recipe.pool_anchor else []))
-        if recipe.stop_early:  # on the pooled sites' tuning windows, every EVAL_EVERY steps
+        if recipe.stop_early:  # on the pooled sites' tuning windows, as fed_vs_central's (a)
             stopped = train_early_stopped(
                 model, pooled, ConcatDataset([d.tuning for d in world["data"].values()]),
                 max_steps=3 * recipe.rounds * recipe.steps, batch_size=recipe.batch,
-                lr=recipe.lr, eval_every=EVAL_EVERY, patience=2)
+                lr=recipe.lr, eval_every=CENTRAL_EVAL_EVERY, patience=2)
             early = {"best_step": stopped.best_step, "steps_run": stopped.steps}
         else:
             _train(model, pooled, recipe, steps=3 * recipe.rounds * recipe.steps, dp=None)
@@ -625,18 +625,16 @@ def probe_aurocs(model, world) -> dict:
 
 def build_world(workdir: Path, args) -> dict:
     import polars as pl
-    from fed_vs_central import Hospital, initial_model, site_config, warm_eval_every
+    from fed_vs_central import Hospital, initial_model, site_config, site_windows, warm_eval_every
     from torch.utils.data import ConcatDataset
 
-    from fedehr.client.site_data import prepare_site_data, site_mapping
+    from fedehr.client.site_data import site_mapping
     from fedehr.shared.anchor import Anchor
     from fedehr.shared.data import schema as S
     from fedehr.shared.data.dataset import MEDSDataset
     from fedehr.shared.data.synth import synthesize
     from fedehr.shared.model import ModelConfig
-    from fedehr.shared.tokenizer.cache import load_or_build
     from fedehr.shared.tokenizer.merge import vocabulary_from_public
-    from fedehr.shared.tokenizer.windows import PatientWindows
 
     summaries = synthesize(workdir / "hospitals", sites=4, patients=args.patients,
                            seed=args.data_seed, overwrite=True)
@@ -660,19 +658,9 @@ def build_world(workdir: Path, args) -> dict:
     config = ModelConfig.preset("tiny", len(vocab.tokens), max_len=args.max_len, note_dim=0,
                                 image_dim=0, pro_dim=0)
 
-    def windows(h: Hospital, state: Path):
-        """The hospital's training windows, with its tuning windows as `.tuning`."""
-        site = site_config(h, state / h.name)
-        d = prepare_site_data(site, vocab, max_len=config.max_len, note_dim=0, image_dim=0)
-        dataset = MEDSDataset.open(h.path)
-        cache = load_or_build(dataset, vocab, site_mapping(site, dataset), site.cache_dir,
-                              split=S.TUNING, fingerprint=d.fingerprint)
-        d.tuning = PatientWindows(cache, vocab, config.max_len)
-        return d
-
-    data = {h.name: windows(h, workdir / "state") for h in hospitals}
+    data = {h.name: site_windows(h, workdir / "state", vocab, config) for h in hospitals}
     if public:  # the public cohort's train and tuning windows, pooled over its sites
-        parts = [windows(h, workdir / "public-state") for h in public]
+        parts = [site_windows(h, workdir / "public-state", vocab, config) for h in public]
         anchor_train = ConcatDataset([d.train for d in parts])
         anchor_tuning = ConcatDataset([d.tuning for d in parts])
     else:

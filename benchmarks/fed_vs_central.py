@@ -135,7 +135,10 @@ def notes(args, training: dict, left_out: str) -> list[str]:
         f"budget: DP arms at batch {args.batch_size}, lr {args.lr}, {steps} steps per site; "
         f"(a) {args.central_steps} non-private steps of batch {args.central_batch_size} at lr "
         f"{args.central_lr} on the pooled train splits (the sweep's central recipe"
-        + ("), from (b)'s anchor warm start; " if args.central_warm else "); ")
+        + ("), from (b)'s anchor warm start" if args.central_warm else ")")
+        + (", kept at its best loss on the pooled tuning splits; " if args.central_stop_early
+           else "; ")
+        + ("(c) from (b)'s anchor warm start; " if args.alone_warm else "")
         + f"probes read the {args.pooling} hidden state(s); "
         f"(b) also up to {args.warm_steps} non-private anchor steps (public data, batch "
         f"{WARM_BATCH}, lr {WARM_LR}, early-stopped on the anchor's tuning split) before "
@@ -323,32 +326,58 @@ def initial_model(config, tokens=None, seed: int = 0):
     return EHRModel(config, tokens=tokens)
 
 
+CENTRAL_EVAL_EVERY = 240  # --central-stop-early: steps between tuning-loss measurements
+
+
+def site_windows(hospital: Hospital, state: Path, vocab, config):
+    """The hospital's training windows, with its tuning windows as `.tuning`."""
+    from fedehr.client.site_data import prepare_site_data, site_mapping
+    from fedehr.shared.data import schema as S
+    from fedehr.shared.data.dataset import MEDSDataset
+    from fedehr.shared.tokenizer.cache import load_or_build
+    from fedehr.shared.tokenizer.windows import PatientWindows
+
+    site = site_config(hospital, state / hospital.name)
+    d = prepare_site_data(site, vocab, max_len=config.max_len, note_dim=0, image_dim=0)
+    dataset = MEDSDataset.open(hospital.path)
+    cache = load_or_build(dataset, vocab, site_mapping(site, dataset), site.cache_dir,
+                          split=S.TUNING, fingerprint=d.fingerprint)
+    d.tuning = PatientWindows(cache, vocab, config.max_len)
+    return d
+
+
 def train_central(hospitals, vocab, config, args, workdir: Path, start=None
                   ) -> tuple[object, dict]:
-    """(a): from (b)'s initial weights, or from `start` (a state dict: (b)'s warm start)."""
+    """(a): from (b)'s initial weights, or from `start` (a state dict: (b)'s warm start);
+    with --central-stop-early, kept at its best loss on the pooled tuning splits."""
     from torch.utils.data import ConcatDataset
 
-    from fedehr.client.site_data import prepare_site_data
-    from fedehr.shared.training import train
+    from fedehr.shared.training import train, train_early_stopped
 
-    parts = [prepare_site_data(site_config(h, workdir / "central" / h.name), vocab,
-                               max_len=config.max_len, note_dim=0, image_dim=0).train
-             for h in hospitals]
-    pooled = ConcatDataset(parts)
+    data = [site_windows(h, workdir / "central", vocab, config) for h in hospitals]
+    pooled = ConcatDataset([d.train for d in data])
     model = initial_model(config, vocab.tokens)
     if start is not None:
         model.load_state_dict(start)
-    out = train(model, pooled, steps=args.central_steps,
-                batch_size=min(args.central_batch_size, len(pooled)), lr=args.central_lr,
-                dp=None, seed=0, num_threads=args.threads)
+    batch_size = min(args.central_batch_size, len(pooled))
+    if args.central_stop_early:
+        out = train_early_stopped(model, pooled, ConcatDataset([d.tuning for d in data]),
+                                  max_steps=args.central_steps, batch_size=batch_size,
+                                  lr=args.central_lr, eval_every=CENTRAL_EVAL_EVERY,
+                                  patience=2)
+    else:
+        out = train(model, pooled, steps=args.central_steps, batch_size=batch_size,
+                    lr=args.central_lr, dp=None, seed=0, num_threads=args.threads)
     return model, {"steps": out.steps, "batch_size": args.central_batch_size,
-                   "patients": len(pooled),
+                   "patients": len(pooled), "best_step": out.best_step,
+                   "tuning_loss": out.tuning_loss,
                    "seconds": out.seconds, "mean_train_loss": out.mean_loss}
 
 
-def train_alone(hospital: Hospital, releases, vocab, config, args, workdir: Path
+def train_alone(hospital: Hospital, releases, vocab, config, args, workdir: Path, start=None
                 ) -> tuple[object, dict]:
-    """DP-SGD as the site trains in the federation, in one run of rounds x steps."""
+    """DP-SGD as the site trains in the federation, in one run of rounds x steps; from
+    `start` (the public warm start, no privacy cost) if given."""
     from fedehr.client.privacy import PrivacyLedger
     from fedehr.client.privacy.budget import noise_for_rounds_left
     from fedehr.client.privacy.dp_sgd import DPConfig, train_dp
@@ -367,6 +396,8 @@ def train_alone(hospital: Hospital, releases, vocab, config, args, workdir: Path
     noise = noise_for_rounds_left(ledger, sample_rate=batch_size / data.patients,
                                   steps_planned=steps, min_noise=site.privacy.min_noise_multiplier)
     model = initial_model(config, vocab.tokens)
+    if start is not None:
+        model.load_state_dict(start)
     out = train_dp(model, data.train, steps=steps, batch_size=batch_size, lr=args.lr,
                    dp=DPConfig(max_grad_norm=site.privacy.max_grad_norm, noise_multiplier=noise),
                    ledger=ledger, round_id="alone", seed=1, num_threads=args.threads)
@@ -419,7 +450,9 @@ def keep_arm(folder: Path, key: str, args, model, training: dict) -> None:
 
 def trained_line(key: str, t: dict) -> str:
     if key == "a":
-        return f"{ARMS['a']}: done in {t['seconds']:.0f}s, train loss {t['mean_train_loss']:.3f}"
+        return (f"{ARMS['a']}: done in {t['seconds']:.0f}s, train loss {t['mean_train_loss']:.3f}"
+                + (f", kept step {t['best_step']} (tuning loss {t['tuning_loss']:.3f})"
+                   if t.get("best_step") else ""))
     return (f"(c) {key[2:]} alone: {t['steps']} DP steps, noise {t['noise_multiplier']:.3f}, "
             f"epsilon {t['epsilon']:.2f} (vocab release {t['epsilon_vocab_release']:.2f}), "
             f"{t['seconds']:.0f}s")
@@ -806,6 +839,15 @@ def parse(argv):
     parser.add_argument("--central-warm", action=argparse.BooleanOptionalAction, default=False,
                         help="(a) starts from (b)'s public anchor warm start (its round-0 "
                         "checkpoint) instead of (b)'s initial weights")
+    parser.add_argument("--central-stop-early", action=argparse.BooleanOptionalAction,
+                        default=False,
+                        help="(a) measures its loss on the pooled tuning splits every "
+                             f"{CENTRAL_EVAL_EVERY} steps, stops after 2 measurements "
+                             "without a new best and keeps the best weights (warm-up, cosine "
+                             "decay, clipping at 1)")
+    parser.add_argument("--alone-warm", action=argparse.BooleanOptionalAction, default=False,
+                        help="(c) starts from (b)'s anchor warm start (public data: no "
+                             "privacy cost), as a hospital alone could")
     parser.add_argument("--pooling", default="last+mean", choices=("last", "last+mean"),
                         help="the probes' patient vector: the last position's hidden state, "
                         "or that and the mean over the history's positions")
@@ -847,6 +889,8 @@ def parse(argv):
                              "settings assumed) and (a) and (c) kept there by a run with the "
                              "same training settings; the evaluations are redone")
     args = parser.parse_args(argv)
+    if args.central_stop_early and args.test_rows != "held-out":
+        parser.error("--central-stop-early stops on the tuning rows: use --test-rows held-out")
     if args.quick:
         args.patients, args.rounds, args.steps, args.warm_steps = 2000, 1, 5, 10
         args.central_steps = 15
@@ -922,7 +966,8 @@ def main(argv: list[str] | None = None) -> int:
             + (", from (b)'s anchor warm start" if args.central_warm else "")
             + f"), (c), (d), zero-shot and evaluation: {args.jobs} processes and (d)'s "
             "federation side by side", start)
-        warm = warm_start_of(fed["b"]["root"]) if args.central_warm else None
+        warm = (warm_start_of(fed["b"]["root"]) if args.central_warm or args.alone_warm
+                else None)
         kept = workdir / "trained"  # (a) and (c), for --reuse
         t0 = time.perf_counter()
         with ThreadPoolExecutor(1) as background, \
@@ -931,12 +976,13 @@ def main(argv: list[str] | None = None) -> int:
                                     initargs=(args.threads,)) as pool:
             fed_d = background.submit(federate, "d")
             trains = {"a": partial(pool.submit, train_central, sites, vocab, config, args,
-                                   workdir, warm)}
+                                   workdir, warm if args.central_warm else None)}
             for h in sites:
                 releases = vocab_releases(fed["b"]["root"] / "site-state" / h.name
                                           / "privacy-ledger.json")
                 trains[f"c:{h.name}"] = partial(pool.submit, train_alone, h, releases, vocab,
-                                                config, args, workdir)
+                                                config, args, workdir,
+                                                warm if args.alone_warm else None)
             reused = {k: kept_arm(kept, k, args, config) if args.reuse else None for k in trains}
             running = {k: submit() for k, submit in trains.items() if reused[k] is None}
             zero_job = pool.submit(zero_shot_answers, models["b"], vocab, left, args, workdir)

@@ -181,3 +181,21 @@ def test_two_runs_of_one_seed_get_the_run_to_run_table(tmp_path, capsys):
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| (a) | 2")]
     # mortality stays, long stay rises 0.1: mean move +0.05, largest +0.1 in long stay
     assert rows == ["| (a) | 2 | 0.650 | +0.050 | 0.071 | +0.100 (hospital_a long_los) |"]
+
+
+def test_central_arm_stops_early_on_the_tuning_windows_never_on_test_rows(hospital, tmp_path):
+    from fedehr.client.site_data import site_mapping
+    from fedehr.shared.model import ModelConfig
+    from fedehr.shared.tokenizer.vocabulary import Vocabulary
+
+    with pytest.raises(SystemExit):  # tuning rows as test rows would be chosen on
+        B.parse(["--central-stop-early", "--test-rows", "tuning+held-out"])
+    dataset = MEDSDataset.open(hospital.path)
+    mapping = site_mapping(B.site_config(hospital, tmp_path / "m"), dataset)
+    codes = mapping.apply(dataset.scan(S.TRAIN).collect())[S.CODE].value_counts()
+    vocab = Vocabulary.build(dict(codes.iter_rows()), min_count=1)
+    config = ModelConfig.preset("tiny", len(vocab.tokens), max_len=16, note_dim=0, image_dim=0)
+    windows = B.site_windows(hospital, tmp_path / "state", vocab, config)
+    splits = list(_splits(hospital.path).values())
+    assert len(windows.train) == splits.count(S.TRAIN)
+    assert len(windows.tuning) == splits.count(S.TUNING) > 0
