@@ -117,7 +117,7 @@ from pathlib import Path
 RESULTS = Path(__file__).parent / "results" / "fed_vs_central.json"
 TASKS = ("mortality", "readmission_30d", "long_los", "icu_transfer")
 ARMS = {"a": "(a) central, no DP", "b": "(b) fed DP", "c": "(c) alone DP",
-        "d": "(d) fed DP, no anchor", "0": "(0) untrained"}
+        "d": "(d) fed DP, no anchor", "0": "(0) untrained", "w": "(w) anchor warm start"}
 TARGET_GAP = 0.03  # (b) within this AUROC of (a)
 ZERO_SHOT_RATIO = 0.9  # zero-shot AUROC at least this share of the k=all probe's
 BOOTSTRAP = 500
@@ -681,8 +681,9 @@ def markdown_table(evals: dict, sets: list[str], alone: list[str], zero: dict,
     def f(x):
         return "-" if x is None else f"{x:.3f}"
 
-    head = (["set", "task", "test (pos)", "counts", "(0) untrained", "(a) central", "(b) fed DP",
-             "(d) fed no anchor"] + [f"(c) {s} alone" for s in alone] + ["zero-shot (b)*"])
+    head = (["set", "task", "test (pos)", "counts", "(0) untrained", "(w) warm start",
+             "(a) central", "(b) fed DP", "(d) fed no anchor"]
+            + [f"(c) {s} alone" for s in alone] + ["zero-shot (b)*"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for where in sets:
         for task in TASKS:
@@ -690,7 +691,8 @@ def markdown_table(evals: dict, sets: list[str], alone: list[str], zero: dict,
             counts_label = "counts k=all" if label.endswith("all") else "counts k=64"
             row = [where, task, f"{s.get('n_test', 0)} ({s.get('positives_test', 0)})",
                    f(auroc(evals, "b", where, task, counts_label))]
-            row += [f(auroc(evals, arm, where, task, label)) for arm in ("0", "a", "b", "d")]
+            row += [f(auroc(evals, arm, where, task, label))
+                    for arm in ("0", "w", "a", "b", "d")]
             row += [f(auroc(evals, f"c:{s_}", where, task, label)) for s_ in alone]
             z = zero.get(where, {}).get(task, {})
             row.append("-" if "zero_shot_auroc" not in z else
@@ -782,7 +784,7 @@ def plot(evals: dict, sets: list[str], alone: list[str], zero: dict, path: Path)
     import numpy as np
 
     series = [("counts", "b", "counts k=all", "#999999"), (ARMS["0"], "0", None, "#dddddd"),
-              (ARMS["a"], "a", None, "#1f77b4"),
+              (ARMS["w"], "w", None, "#bcbd22"), (ARMS["a"], "a", None, "#1f77b4"),
               (ARMS["b"], "b", None, "#d62728"), (ARMS["d"], "d", None, "#ff7f0e")]
     series += [(f"(c) {s} alone", f"c:{s}", None, c)
                for s, c in zip(alone, ("#2ca02c", "#98df8a", "#006400"), strict=False)]
@@ -966,8 +968,10 @@ def main(argv: list[str] | None = None) -> int:
             + (", from (b)'s anchor warm start" if args.central_warm else "")
             + f"), (c), (d), zero-shot and evaluation: {args.jobs} processes and (d)'s "
             "federation side by side", start)
-        warm = (warm_start_of(fed["b"]["root"]) if args.central_warm or args.alone_warm
-                else None)
+        # (w), the public model every site receives before round 1: what do the DP rounds add?
+        warm = warm_start_of(fed["b"]["root"])
+        models["w"], vocabs["w"] = initial_model(config, vocab.tokens), vocab
+        models["w"].load_state_dict(warm)
         kept = workdir / "trained"  # (a) and (c), for --reuse
         t0 = time.perf_counter()
         with ThreadPoolExecutor(1) as background, \
@@ -994,7 +998,7 @@ def main(argv: list[str] | None = None) -> int:
                     evaluating[arm, h.name] = pool.submit(evaluate_on, models[arm], vocabs[arm],
                                                           h, args, workdir)
 
-            for arm in ("b", "0"):
+            for arm in ("b", "0", "w"):
                 evaluate_later(arm)
 
             def trained(key: str, model, about: dict, seconds: float, note: str = "") -> None:
@@ -1078,9 +1082,11 @@ def main(argv: list[str] | None = None) -> int:
         "budgets": {"a": "the sweep's central recipe (--central-steps of --central-batch-size "
                           "at --central-lr), non-private, pooled train splits",
                     "b": "rounds x steps DP steps per site + anchor warm start",
-                    "c": "rounds x steps DP steps, ledger pre-charged with (b)'s vocab release",
+                    "c": "rounds x steps DP steps, ledger pre-charged with (b)'s vocab release"
+                         + (", from (b)'s anchor warm start" if args.alone_warm else ""),
                     "d": "as (b) without the anchor warm start; own vocabulary round",
-                    "0": "none: the initial weights every arm starts from (a floor)"},
+                    "0": "none: the initial weights every arm starts from (a floor)",
+                    "w": "(b)'s anchor warm start alone (round 0): public data only"},
         "notes": about,
         "training": training,
         "evaluation": {arm: {w: e for w, e in per.items()} for arm, per in evals.items()},

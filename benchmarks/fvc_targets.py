@@ -35,6 +35,10 @@ MEASURES = {
     "a_mean": ("mean (a) AUROC over the 16 cells", None),
     "b_over_untrained": ("mean (b) - (0) untrained over the 16 cells", None),
     "a_over_untrained": ("mean (a) - (0) untrained over the 16 cells", None),
+    # what training on the sites adds to the public model every site receives before round 1
+    "b_over_warm": ("mean (b) - (w) warm start over the 16 cells", None),
+    "a_over_warm": ("mean (a) - (w) warm start over the 16 cells", None),
+    "c_over_warm": ("mean (c) - (w) warm start over the 24 (c) cells", None),
 }
 
 
@@ -52,10 +56,12 @@ def measures(d: dict) -> dict[str, float]:
     first, last = history[0]["anchor_loss"], history[-1]["anchor_loss"]
     zero = d["zero_shot"][left]
 
-    def over_untrained(arm):  # nan for results from before the (0) arm
-        if "0" not in d["evaluation"]:
+    def over(base, cells):  # mean of arm - base over (arm, where, task); nan if no base arm
+        if base not in d["evaluation"]:
             return float("nan")
-        return sum(auroc(arm, w, t) - auroc("0", w, t) for w, t in every) / len(every)
+        return sum(auroc(a, w, t) - auroc(base, w, t) for a, w, t in cells) / len(cells)
+
+    alone = [(f"c:{s}", w, t) for s in sites for w in (s, left) for t in TASKS]
 
     return {
         "a_above_counts": sum(auroc("a", s, t) >= auroc("b", s, t, "counts k=all")
@@ -74,8 +80,11 @@ def measures(d: dict) -> dict[str, float]:
         "undecided": max(zero[t]["truncated_share"] for t in ("mortality", "long_los")),
         "b_mean": sum(auroc("b", w, t) for w, t in every) / len(every),
         "a_mean": sum(auroc("a", w, t) for w, t in every) / len(every),
-        "b_over_untrained": over_untrained("b"),
-        "a_over_untrained": over_untrained("a"),
+        "b_over_untrained": over("0", [("b", w, t) for w, t in every]),
+        "a_over_untrained": over("0", [("a", w, t) for w, t in every]),
+        "b_over_warm": over("w", [("b", w, t) for w, t in every]),
+        "a_over_warm": over("w", [("a", w, t) for w, t in every]),
+        "c_over_warm": over("w", alone),
     }
 
 
@@ -89,7 +98,7 @@ def run_to_run(runs: list[dict]) -> None:
     """Per arm, the cells' moves from the first run to each other run of the same seed."""
     print("\n| arm | run | mean AUROC | mean move | sd of the moves | largest move |")
     print("|---|---|---|---|---|---|")
-    for arm in ("a", "b", "d", "0"):
+    for arm in ("a", "b", "d", "0", "w"):
         if not all(arm in r["evaluation"] for r in runs):
             continue
         first = cell_aurocs(runs[0], arm)
