@@ -264,6 +264,11 @@ RECIPES = {r.name: r for r in [
             warm_stop=True, anchor_per_step=32),
     replace(BASE, name="public-warm-mix32-lr2e-4", batch=128, steps=20, lr=2e-4, warm=2400,
             warm_stop=True, anchor_per_step=32),
+    # between the rate that keeps the start (1e-3) and the one that undoes it (8e-3): with a
+    # public set of one case mix the rounds have more to learn (fed_vs_central's anchor)
+    *(replace(BASE, name=f"public-warm-mix32-lr{lr:.0e}".replace("e-0", "e-"), batch=128,
+              steps=20, lr=lr, warm=2400, warm_stop=True, anchor_per_step=32)
+      for lr in (2e-3, 4e-3)),
     # private fine-tuning that changes few weights: only the top block, final norm and head
     replace(BASE, name="public-warm-mix32-lr1e-3-top", batch=128, steps=20, lr=1e-3,
             warm=2400, warm_stop=True, anchor_per_step=32,
