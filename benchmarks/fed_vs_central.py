@@ -5,7 +5,9 @@ one of them (default hospital_c) is left out of all training:
 
   (a) central        non-private training on the pooled train splits of the three
                      training hospitals (the library trainer; no anchor, or with
-                     --central-warm from (b)'s public anchor warm start);
+                     --central-warm from (b)'s public anchor warm start; with
+                     --central-stop-early kept at its best loss on the pooled
+                     tuning splits);
   (b) fed DP         a real federation (`LocalFederation`: TLS SuperLink, one
                      `fedehr site start` daemon per hospital, Flower processes),
                      DP-SGD at epsilon 8 per site (site.yaml privacy.epsilon),
@@ -13,11 +15,15 @@ one of them (default hospital_c) is left out of all training:
                      every DP-SGD batch (--anchor-per-step, at no privacy cost);
   (c) alone          each training hospital on its own, DP-SGD at epsilon 8 (the
                      site trainer's path: privacy ledger, noise for the budget);
+                     with --alone-warm from (b)'s public warm start, as a hospital
+                     alone could start from the published public model;
   (d) fed no anchor  the same federation as (b) with ``warm_start.enabled: false``.
   (0) untrained      no training at all: the initial weights every arm starts from.
                      A floor: a probe on a random transformer's vectors reads the
                      codes' counts through a random projection, so what an arm
                      adds over (0) is what its training taught the features.
+  (w) warm start     (b)'s public anchor warm start alone (its round-0 checkpoint):
+                     what (b) adds over (w) is what the DP rounds on the sites added.
 
 Budgets. The DP arms use the federation's local recipe (batch, learning
 rate, steps). (a) is trained with the central recipe of
