@@ -25,6 +25,7 @@ MEASURES = {
     "gap_left": ("2. mean (a)-(b), 4 left-out cells (<= 0.05)", lambda v: v <= 0.05),
     "gap_worst": ("2. worst cell (a)-(b) (<= 0.08)", lambda v: v <= 0.08),
     "b_vs_c": ("3. (b) >= (c), of 24 (>= 22)", lambda v: v >= 22),
+    "b_minus_c": ("3. mean (b) - (c), 24 comparisons", None),
     "b_vs_d": ("4. (b) >= (d) - 0.01, of 16 (>= 14)", lambda v: v >= 14),
     "anchor_rise": ("4. anchor loss rise over the rounds (<= +5%)", lambda v: v <= 0.05),
     "zs_mortality": ("5. zero-shot AUROC, mortality (>= 0.75, ratio >= 0.9)", None),
@@ -70,8 +71,8 @@ def measures(d: dict) -> dict[str, float]:
                               for s, t in cells) / len(cells),
         "gap_in": sum(gaps) / len(gaps), "gap_left": sum(left_gaps) / len(left_gaps),
         "gap_worst": max(gaps + left_gaps),
-        "b_vs_c": sum(auroc("b", w, t) >= auroc(f"c:{s}", w, t)
-                      for s in sites for w in (s, left) for t in TASKS),
+        "b_vs_c": sum(auroc("b", w, t) >= auroc(a, w, t) for a, w, t in alone),
+        "b_minus_c": sum(auroc("b", w, t) - auroc(a, w, t) for a, w, t in alone) / len(alone),
         "b_vs_d": sum(auroc("b", w, t) >= auroc("d", w, t) - 0.01 for w, t in every),
         "anchor_rise": last / first - 1,
         "zs_mortality": zero["mortality"]["zero_shot_auroc"],
