@@ -467,12 +467,12 @@ def trained_line(key: str, t: dict) -> str:
 # -- evaluation -------------------------------------------------------------------------
 
 
-def warm_start_of(federation_root: Path) -> dict:
-    """The weights a federation published after its anchor warm start (round 0)."""
+def warm_start_of(federation_root: Path):
+    """The model a federation published after its anchor warm start (round 0)."""
     from fedehr.shared.checkpoint import load
 
     model, _, _ = load(federation_root / "federation" / "checkpoints" / "round-0000")
-    return model.state_dict()
+    return model
 
 
 def mapping_of(hospital: Hospital, workdir: Path):
@@ -975,9 +975,8 @@ def main(argv: list[str] | None = None) -> int:
             + f"), (c), (d), zero-shot and evaluation: {args.jobs} processes and (d)'s "
             "federation side by side", start)
         # (w), the public model every site receives before round 1: what do the DP rounds add?
-        warm = warm_start_of(fed["b"]["root"])
-        models["w"], vocabs["w"] = initial_model(config, vocab.tokens), vocab
-        models["w"].load_state_dict(warm)
+        models["w"], vocabs["w"] = warm_start_of(fed["b"]["root"]), vocab
+        warm = models["w"].state_dict()
         kept = workdir / "trained"  # (a) and (c), for --reuse
         t0 = time.perf_counter()
         with ThreadPoolExecutor(1) as background, \
