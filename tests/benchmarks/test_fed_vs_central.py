@@ -7,8 +7,6 @@ is scored and what passes.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,20 +15,10 @@ import pytest
 
 from fedehr.shared.data import schema as S
 from fedehr.shared.data.dataset import MEDSDataset
-from fedehr.shared.data.synth import synthesize
 
-# By path: a dependency installs an unrelated top-level `benchmarks` package.
-_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "fed_vs_central.py"
-_SPEC = importlib.util.spec_from_file_location("fed_vs_central", _PATH)
-B = importlib.util.module_from_spec(_SPEC)
-sys.modules["fed_vs_central"] = B  # dataclasses look their module up
-_SPEC.loader.exec_module(B)
+from .conftest import load_benchmark, tiny_windows
 
-
-@pytest.fixture(scope="module")
-def hospital(tmp_path_factory) -> B.Hospital:
-    site = synthesize(tmp_path_factory.mktemp("h") / "h", sites=1, patients=200, seed=1)[0]
-    return B.Hospital(site.name, Path(site.path), site.harmonisation)
+B = load_benchmark("fed_vs_central")
 
 
 def _splits(root: Path) -> dict[int, str]:
@@ -167,9 +155,7 @@ def test_a_kept_arm_is_reused_only_under_the_same_training_settings(tmp_path):
 
 def test_two_runs_of_one_seed_get_the_run_to_run_table(tmp_path, capsys):
     """fvc_targets: runs of the same data seed also show how far each arm's cells moved."""
-    spec = importlib.util.spec_from_file_location("fvc_targets", _PATH.with_name("fvc_targets.py"))
-    targets = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(targets)
+    targets = load_benchmark("fvc_targets")
 
     def run(shift: float) -> dict:
         cells = {"hospital_a": {"summary": {
@@ -184,18 +170,9 @@ def test_two_runs_of_one_seed_get_the_run_to_run_table(tmp_path, capsys):
 
 
 def test_central_arm_stops_early_on_the_tuning_windows_never_on_test_rows(hospital, tmp_path):
-    from fedehr.client.site_data import site_mapping
-    from fedehr.shared.model import ModelConfig
-    from fedehr.shared.tokenizer.vocabulary import Vocabulary
-
     with pytest.raises(SystemExit):  # tuning rows as test rows would be chosen on
         B.parse(["--central-stop-early", "--test-rows", "tuning+held-out"])
-    dataset = MEDSDataset.open(hospital.path)
-    mapping = site_mapping(B.site_config(hospital, tmp_path / "m"), dataset)
-    codes = mapping.apply(dataset.scan(S.TRAIN).collect())[S.CODE].value_counts()
-    vocab = Vocabulary.build(dict(codes.iter_rows()), min_count=1)
-    config = ModelConfig.preset("tiny", len(vocab.tokens), max_len=16, note_dim=0, image_dim=0)
-    windows = B.site_windows(hospital, tmp_path / "state", vocab, config)
+    _, _, windows = tiny_windows(hospital, tmp_path)
     splits = list(_splits(hospital.path).values())
     assert len(windows.train) == splits.count(S.TRAIN)
     assert len(windows.tuning) == splits.count(S.TUNING) > 0
