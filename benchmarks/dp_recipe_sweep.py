@@ -45,6 +45,9 @@ counts). A recipe is a row of `RECIPES`:
               warm start's weights under DP (the public choice costs no privacy)
     model     overrides of the tiny model preset (d_model, n_layers, n_heads)
     init_seed torch seed of the initial weights (how much of a row is the draw of its start)
+    server    the server's step on the sites' mean update: "fedavg" (add it), "fedavgm" (a
+              momentum of 0.9 over the rounds' updates) or "fedadam" (Flower's FedAdam, the
+              product's `strategy: fedadam`, at server_lr)
     lora      rank of low-rank adapters (Hu et al. 2021) on every block's linear layers: under
               DP only the adapters train (every other weight keeps the warm start), and each
               site's adapters are merged into its weights before its update is sent
@@ -115,6 +118,8 @@ class Recipe:
     ema: tuple[float, ...] = ()
     score_rounds: bool = False  # also score the global model after each round
     lora: int = 0  # rank of DP-trained low-rank adapters on the blocks' linear layers (0: none)
+    server: str = "fedavg"  # the server's step on the mean update: fedavg, fedavgm or fedadam
+    server_lr: float = 0.01  # fedadam's eta (the product's strategy.server_lr default)
 
 
 BASE = Recipe("base")  # fed_vs_central's defaults today
@@ -285,6 +290,12 @@ RECIPES = {r.name: r for r in [
     *(replace(BASE, name=f"public-warm-mix32-lr{lr:.0e}-lora8".replace("e-0", "e-"), batch=128,
               steps=20, lr=lr, warm=2400, warm_stop=True, anchor_per_step=32, lora=8)
       for lr in (2e-3, 8e-3)),
+    # the server's optimizer on DP updates (issue 12's lever): a momentum over the rounds' mean
+    # updates (the noise of different rounds cancels, a direction the sites share adds up), and
+    # the product's FedAdam at its default rate, on the large-anchor recipe
+    *(replace(BASE, name=f"public-warm-mix32-lr1e-3-{server}", batch=128, steps=20, lr=1e-3,
+              warm=2400, warm_stop=True, anchor_per_step=32, server=server)
+      for server in ("fedavgm", "fedadam")),
 ]}
 
 
@@ -414,6 +425,7 @@ def run_recipe(recipe: Recipe, world, args) -> dict:
                 recipe.epsilon - VOCAB_EPSILON, delta=DELTA, sample_rate=q,
                 steps=recipe.rounds * recipe.steps))
         averages = {}  # decay -> the global model's moving average (recipe.ema)
+        server_state = {}  # the server optimizer's moments (recipe.server)
         # round -> the scores of its global model, 0 the warm start (recipe.score_rounds)
         per_round = {"0": scores(model, world)} if recipe.score_rounds else {}
         for rnd in range(recipe.rounds):
@@ -442,7 +454,8 @@ def run_recipe(recipe: Recipe, world, args) -> dict:
                 for k, v in update.items():
                     total[k] += d.patients * (v - start[k])
                 weight += d.patients
-            model.load_state_dict({k: start[k] + total[k] / weight for k in start})
+            model.load_state_dict(server_step(recipe, server_state, start,
+                                              {k: total[k] / weight for k in start}, rnd))
             averages = {b: ema_step(averages.get(b), model.state_dict(), b) for b in recipe.ema}
             if recipe.score_rounds:
                 per_round[str(rnd + 1)] = scores(model, world)
@@ -472,6 +485,27 @@ def run_recipe(recipe: Recipe, world, args) -> dict:
                                if v.is_floating_point() else v for k, v in final.items()})
         row.setdefault("interpolated", {})[str(a)] = scores(model, world)
     return row
+
+
+def server_step(recipe: Recipe, state: dict, start: dict, mean_update: dict, rnd: int) -> dict:
+    """The next global model from the sites' weighted mean update. fedavgm: Hsu et al. 2019
+    (server rate 1, momentum 0.9); fedadam: Reddi et al. 2021 as Flower 1.42 computes it
+    (beta 0.9 / 0.99, tau 1e-3, its bias correction at round rnd + 1), moments in `state`."""
+    if recipe.server == "fedavg":
+        return {k: start[k] + mean_update[k] for k in start}
+    if recipe.server == "fedavgm":
+        for k, d in mean_update.items():
+            state[k] = 0.9 * state[k] + d if k in state else d.clone()
+        return {k: start[k] + state[k] for k in start}
+    if recipe.server != "fedadam":
+        raise ValueError(f"unknown server step {recipe.server!r}")
+    t = rnd + 1  # Flower's server_round
+    eta = recipe.server_lr * (1 - 0.99 ** (t + 1)) ** 0.5 / (1 - 0.9 ** (t + 1))
+    m, v = state.setdefault("m", {}), state.setdefault("v", {})
+    for k, d in mean_update.items():
+        m[k] = 0.9 * m.get(k, 0) + 0.1 * d
+        v[k] = 0.99 * v.get(k, 0) + 0.01 * d * d
+    return {k: start[k] + eta * m[k] / (v[k].sqrt() + 1e-3) for k in start}
 
 
 def ema_step(average: dict | None, state: dict, decay: float) -> dict:
