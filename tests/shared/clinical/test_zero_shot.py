@@ -215,7 +215,9 @@ def test_sampling_again_only_the_undecided_equals_sampling_all_again(world):
     full = run(64)
     for field in ("decided_per_sample", "truncated_per_sample", "reach_days"):
         assert np.array_equal(getattr(merged, field), getattr(full, field)), field
-    np.testing.assert_allclose(merged.per_sample, full.per_sample, rtol=1e-6, atol=1e-9)
+    # a redo batch of other rows rounds float32 differently (1.7e-6 relative, seen in CI);
+    # a shifted row of uniforms would move a probability by orders more
+    np.testing.assert_allclose(merged.per_sample, full.per_sample, rtol=1e-5, atol=1e-9)
     assert merged.generated_tokens < short.generated_tokens + full.generated_tokens
 
 
