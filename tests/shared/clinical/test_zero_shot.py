@@ -126,7 +126,7 @@ def test_the_same_seed_gives_the_same_answer_whatever_the_batching(world):
     # the same tokens drawn; each one's chance of the outcome up to float rounding (the
     # batch's matrix products sum in another order)
     assert np.array_equal(a.simulation.reach_days, b.simulation.reach_days)
-    np.testing.assert_allclose(a.simulation.per_sample, b.simulation.per_sample, rtol=1e-6,
+    np.testing.assert_allclose(a.simulation.per_sample, b.simulation.per_sample, rtol=1e-5,
                                atol=1e-9)
     assert a.simulation.generated_tokens > 0 and a.patients_per_second > 0
 
