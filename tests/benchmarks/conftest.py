@@ -35,8 +35,8 @@ def hospital(tmp_path_factory):
 
 
 def tiny_windows(hospital, workdir: Path):
-    """The tiny model's config (16 tokens) and the hospital's train and tuning windows, on a
-    vocabulary of its own training codes."""
+    """(config, vocab, windows): the tiny model's config (16 tokens), a vocabulary of the
+    hospital's own training codes, and its train windows with the tuning ones as `.tuning`."""
     from fedehr.client.site_data import site_mapping
     from fedehr.shared.model import ModelConfig
     from fedehr.shared.tokenizer.vocabulary import Vocabulary
